@@ -1,0 +1,1 @@
+"""fedcare's framework-free core: never imports flwr, hydra, client or server."""

@@ -1,0 +1,83 @@
+"""LoRA adapters (PEFT): attach to a base model, read and write their tensors, save in PEFT format.
+
+Tensor names are PEFT's own (``get_peft_model_state_dict``), e.g.
+``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``: exactly the keys of
+``adapter_model.safetensors``, and the only names that may ever leave a site.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from common.aggregation import check_layout
+from common.config import AdapterConfig
+from common.errors import AdapterLayoutError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+AdapterArrays = dict[str, npt.NDArray[np.float32]]
+
+
+def is_lora_tensor_name(name: str) -> bool:
+    """True for PEFT LoRA factor names (``...lora_A.weight`` / ``...lora_B.weight``)."""
+    parts = name.split(".")
+    return len(parts) >= 3 and parts[-1] == "weight" and parts[-2] in ("lora_A", "lora_B")
+
+
+def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) -> PeftModel:
+    """Wrap ``model`` (already on its device) with fresh LoRA adapters; only they are trainable.
+
+    LoRA is applied after the model is on its device (opacus#820: adapters created before the move
+    silently stop training). ``seed`` makes lora_A's random init reproducible; lora_B starts at 0.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, peft_cfg)
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    if not names or not all(".lora_A." in n or ".lora_B." in n for n in names):
+        raise AdapterLayoutError(f"lora: expected only LoRA factors to be trainable, found {len(names)} tensors")
+    return peft_model
+
+
+def adapter_arrays(model: PeftModel) -> AdapterArrays:
+    """The adapter's tensors as float32 numpy arrays, keyed by PEFT's saved names."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model)
+    return {k: v.detach().to("cpu").float().numpy().copy() for k, v in state.items()}
+
+
+def load_adapter_arrays(model: PeftModel, arrays: AdapterArrays) -> None:
+    """Copy ``arrays`` into the model's adapter after checking names, shapes and dtypes.
+
+    Raises:
+        AdapterLayoutError: when ``arrays`` is not this adapter's layout.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+
+    check_layout(arrays, adapter_arrays(model), who="adapter")
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    result = set_peft_model_state_dict(model, state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise AdapterLayoutError(f"adapter: {len(unexpected)} tensors were not loaded, e.g. {unexpected[:2]}")
+
+
+def save_adapter(model: PeftModel, out_dir: str | Path) -> Path:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PeftModel.from_pretrained loads it)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    return out

@@ -1,0 +1,267 @@
+"""Typed configuration: frozen dataclasses built once from plain dicts, validated at the edge.
+
+Hydra (simulation, coordinator) composes a plain dict; :func:`run_config_from_dict` turns it into a
+:class:`RunConfig`. What a site needs from the coordinator travels as a flat :class:`SitePlan`
+(``plan_to_flat`` / ``plan_from_flat``) because Flower's records hold flat scalars only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from common.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model to fine-tune and how to run it."""
+
+    name_or_path: str = DEFAULT_MODEL  # built-in GGUF name, a local HF directory, or a hub id
+    cache_dir: str = ""  # where converted checkpoints live; "" = $FEDCARE_CACHE or ~/.cache/fedcare
+    precision: str = "fp32"  # "fp32", or "bf16" autocast (faster only on CPUs with AMX or a GPU)
+    num_threads: int = 0  # torch intra-op threads per worker; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        _check(self.precision in ("bf16", "fp32"), "model.precision", "'bf16' or 'fp32'", self.precision)
+        _check(self.num_threads >= 0, "model.num_threads", ">= 0", self.num_threads)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """LoRA hyper-parameters (PEFT's LoraConfig, minus what Opacus cannot train)."""
+
+    rank: int = 8  # LoRA rank r
+    alpha: int = 16  # LoRA scaling numerator; update scale = alpha / rank
+    dropout: float = 0.0  # dropout on the LoRA input, probability
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # module names that get adapters
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, "lora.rank", ">= 1", self.rank)
+        _check(self.alpha > 0, "lora.alpha", "> 0", self.alpha)
+        _check(0.0 <= self.dropout < 1.0, "lora.dropout", "in [0, 1)", self.dropout)
+        _check(len(self.target_modules) > 0, "lora.target_modules", "a non-empty list", self.target_modules)
+        # Opacus has no per-sample gradient for LoRA on embeddings (see brief); fail closed.
+        bad = [m for m in self.target_modules if "embed" in m or m == "lm_head"]
+        _check(not bad, "lora.target_modules", "linear layers only (no embeddings under DP-SGD)", bad)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Sample-level differential privacy at each site (Opacus DP-SGD, PRV accountant)."""
+
+    enabled: bool = True  # False trains without DP; the run's outputs record it
+    target_epsilon: float = 8.0  # epsilon a site may spend over ALL planned rounds
+    target_delta: float = 0.0  # 0 = automatic: 1 / (10 x training records at the site)
+    max_grad_norm: float = 1.0  # per-sample L2 clipping bound C
+    accountant: str = "prv"  # Opacus accountant: "prv" (tight) or "rdp" (conservative)
+
+    def __post_init__(self) -> None:
+        _check(self.target_epsilon > 0, "privacy.target_epsilon", "> 0", self.target_epsilon)
+        _check(0.0 <= self.target_delta < 1.0, "privacy.target_delta", "in [0, 1)", self.target_delta)
+        _check(self.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", self.max_grad_norm)
+        _check(self.accountant in ("prv", "rdp"), "privacy.accountant", "'prv' or 'rdp'", self.accountant)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training at a site in one round."""
+
+    local_steps: int = 10  # optimizer steps per round (each a Poisson-sampled batch)
+    batch_size: int = 8  # EXPECTED batch size; sample_rate = batch_size / training records
+    learning_rate: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_seq_len: int = 128  # tokens per example after the chat template; longer ones are cut
+    eval_batch_size: int = 16  # examples per forward pass when measuring held-out loss
+
+    def __post_init__(self) -> None:
+        for key in ("local_steps", "batch_size", "max_seq_len", "eval_batch_size"):
+            _check(getattr(self, key) >= 1, f"train.{key}", ">= 1", getattr(self, key))
+        _check(self.max_seq_len >= 16, "train.max_seq_len", ">= 16", self.max_seq_len)
+        _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where each site's records come from."""
+
+    kind: str = "synthetic"  # "synthetic" (built in) or "files" (JSONL/JSON/CSV/Parquet)
+    records_per_site: int = 48  # synthetic only: records generated per hospital
+    paths: tuple[str, ...] = ()  # files: one file per site, or one file split by partition_field
+    partition_field: str = ""  # files: split a single file into sites by this field's values
+    prompt_column: str = ""  # files: column mapping for other shapes ("" = detect the shape)
+    completion_column: str = ""  # files: answer column when prompt_column is set
+    max_records_per_site: int = 0  # cap per site after loading, 0 = no cap
+    eval_fraction: float = 0.2  # share of each site's records held out for evaluation
+    seed: int = 0  # seed of generation, splitting and sampling
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
+        _check(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", "in (0, 1)", self.eval_fraction)
+        _check(self.records_per_site >= 4, "data.records_per_site", ">= 4", self.records_per_site)
+        _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
+        if self.kind == "files":
+            _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)
+        if self.prompt_column or self.completion_column:
+            _check(bool(self.prompt_column and self.completion_column), "data.prompt_column",
+                   "set together with data.completion_column", self.prompt_column)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the coordinator picks sites and aggregates adapters."""
+
+    name: str = "fedavg"  # aggregation rule; FedAvg weighted by training examples
+    fraction_train: float = 1.0  # share of connected sites asked to train each round
+    min_sites: int = 1  # fewest successful replies a round needs to update the adapter
+
+    def __post_init__(self) -> None:
+        _check(self.name == "fedavg", "strategy.name", "'fedavg'", self.name)
+        _check(0.0 < self.fraction_train <= 1.0, "strategy.fraction_train", "in (0, 1]", self.fraction_train)
+        _check(self.min_sites >= 1, "strategy.min_sites", ">= 1", self.min_sites)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Flower simulation engine resources."""
+
+    cpus_per_site: int = 0  # CPU cores reserved per ClientApp worker; 0 = all cores (one worker)
+    verbose: bool = False  # Flower/Ray debug logging
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one federated run needs, composed by Hydra at the edge."""
+
+    num_sites: int = 3  # hospitals in the simulation
+    num_rounds: int = 3  # federated rounds
+    seed: int = 0  # global seed (adapter init, sampling)
+    output_dir: str = "runs"  # parent of the run directory
+    run_name: str = ""  # run directory name; "" = timestamp
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: AdapterConfig = field(default_factory=AdapterConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.num_sites >= 1, "num_sites", ">= 1", self.num_sites)
+        _check(self.num_rounds >= 1, "num_rounds", ">= 1", self.num_rounds)
+        _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites",
+               self.strategy.min_sites)
+        if self.data.kind == "files" and not self.data.partition_field:
+            _check(len(self.data.paths) == self.num_sites, "data.paths",
+                   f"one file per site (num_sites={self.num_sites})", len(self.data.paths))
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """What the coordinator tells a site for one round: flat, typed, no site secrets."""
+
+    server_round: int
+    num_rounds: int
+    num_sites: int
+    seed: int
+    model: ModelConfig
+    lora: AdapterConfig
+    privacy: PrivacyConfig
+    train: TrainConfig
+    data: DataConfig
+
+
+def run_config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a plain (Hydra-composed) dict.
+
+    Raises:
+        ConfigError: on an unknown key, a value of the wrong kind or out of range.
+    """
+    return _build(RunConfig, raw, "")
+
+
+def plan_for_round(cfg: RunConfig, server_round: int) -> SitePlan:
+    """The plan sent to every site in ``server_round`` (1-based; 0 = evaluation before training)."""
+    return SitePlan(server_round=server_round, num_rounds=cfg.num_rounds, num_sites=cfg.num_sites,
+                    seed=cfg.seed, model=cfg.model, lora=cfg.lora, privacy=cfg.privacy,
+                    train=cfg.train, data=cfg.data)
+
+
+def plan_to_flat(plan: SitePlan) -> dict[str, Any]:
+    """Flatten a plan to ``section.key`` scalars (tuples become lists) for a Flower ConfigRecord."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(plan):
+        value = getattr(plan, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                v = getattr(value, g.name)
+                flat[f"{f.name}.{g.name}"] = list(v) if isinstance(v, tuple) else v
+        else:
+            flat[f.name] = value
+    return flat
+
+
+def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
+    """Inverse of :func:`plan_to_flat`; validates like any other config boundary.
+
+    Raises:
+        ConfigError: when a key is unknown or missing, or a value is invalid.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if name:
+            nested.setdefault(section, {})[name] = value
+        else:
+            nested[key] = value
+    missing = [f.name for f in dataclasses.fields(SitePlan) if f.name not in nested]
+    if missing:
+        raise ConfigError(f"round plan: missing keys {missing}")
+    return _build(SitePlan, nested, "")
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+def _build(cls: type[T], raw: Any, where: str) -> T:
+    """Construct dataclass ``cls`` from ``raw`` recursively, rejecting unknown keys and wrong kinds."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; expected some of {sorted(names)}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(item, v, key) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported union type")  # not used by our dataclasses
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value

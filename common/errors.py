@@ -1,0 +1,21 @@
+"""Exceptions raised by fedcare. Messages name files, rows, keys and kinds, never record text."""
+
+
+class FedcareError(Exception):
+    """Base class of every error fedcare raises on purpose."""
+
+
+class ConfigError(FedcareError, ValueError):
+    """A configuration value is missing, of the wrong kind or out of range."""
+
+
+class DataError(FedcareError, ValueError):
+    """A site's data file cannot be used; the message names file, row and reason only."""
+
+
+class PrivacyBudgetExceededError(FedcareError, RuntimeError):
+    """Training one more round would spend more epsilon than the site allows."""
+
+
+class AdapterLayoutError(FedcareError, ValueError):
+    """Adapter tensors do not match the expected LoRA names, shapes or dtypes."""
