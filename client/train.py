@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -97,6 +98,9 @@ def train_round(
                                 loss_reduction="mean", generator=noise)
     losses: list[float] = []
     seen = tokens = 0
+    # Opacus hooks on a frozen base warn on every backward that no *input* needs a gradient:
+    # expected (only the LoRA weights do), so silence exactly that warning.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     model.train()
     start = time.perf_counter()
     try:

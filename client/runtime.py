@@ -1,0 +1,64 @@
+"""Per-process caches of a site worker: the LoRA-wrapped base model and each site's tokenized data.
+
+A simulation worker serves many virtual hospitals over many rounds; the base model is loaded once
+per process and the adapter weights are overwritten from each round's message, so no round ever
+reloads the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from common.adapters import attach_lora
+from common.config import AdapterConfig, ModelConfig, SitePlan
+from common.datasets import load_site_data
+from common.examples import TokenizedExample, split_indices, tokenize_records
+from common.model import load_model_and_tokenizer
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_model: tuple[Any, Any, Any] | None = None  # (key, peft model, tokenizer)
+_sites: dict[Any, SiteExamples] = {}
+
+
+@dataclass(frozen=True)
+class SiteExamples:
+    """A site's tokenized records, split once into training and held-out evaluation examples."""
+
+    name: str
+    train: list[TokenizedExample]
+    eval: list[TokenizedExample]
+
+
+def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tuple[Any, Any]:
+    """The cached (PeftModel, tokenizer); built on first use or when the model/LoRA config changes."""
+    global _model
+    key = (model_cfg, lora_cfg, seed)
+    with _lock:
+        if _model is None or _model[0] != key:
+            _model = None  # free the old model before loading another
+            if model_cfg.num_threads:
+                torch.set_num_threads(model_cfg.num_threads)
+            base, tokenizer = load_model_and_tokenizer(model_cfg)
+            _model = (key, attach_lora(base, lora_cfg, seed=seed), tokenizer)
+            log.info("loaded base model %s with LoRA r=%d on %s", model_cfg.name_or_path, lora_cfg.rank,
+                     ",".join(lora_cfg.target_modules))
+        return _model[1], _model[2]
+
+
+def examples_for(plan: SitePlan, site_index: int, tokenizer: Any) -> SiteExamples:
+    """Load, validate, tokenize and split a site's records once per process."""
+    key = (plan.data, plan.num_sites, site_index, plan.model.name_or_path, plan.train.max_seq_len)
+    with _lock:
+        if key not in _sites:
+            data = load_site_data(plan.data, site_index, plan.num_sites)
+            examples = tokenize_records(data.records, tokenizer, plan.train.max_seq_len, source=data.name)
+            train_idx, eval_idx = split_indices(len(examples), plan.data.eval_fraction, plan.data.seed + site_index)
+            _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
+                                       [examples[i] for i in eval_idx])
+        return _sites[key]

@@ -1,0 +1,51 @@
+"""Which records a site trains on: built-in synthetic hospitals, one file per site, or one file split by a field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import DataConfig
+from common.errors import ConfigError
+from common.records import ChatRecord, ColumnMapping, field_values, load_records
+from common.synthetic import generate_site_records, site_name
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """A site's records and a display name (file name, field value or synthetic hospital)."""
+
+    name: str
+    records: list[ChatRecord]
+
+
+def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData:
+    """Records of site ``site_index`` (0-based) among ``num_sites``.
+
+    Raises:
+        ConfigError: when the data configuration cannot supply this site.
+        DataError: when a file is missing or malformed (file and row named, never text).
+    """
+    if cfg.kind == "synthetic":
+        records = generate_site_records(site_index, cfg.records_per_site, seed=cfg.seed)
+        return SiteData(site_name(site_index), records)
+    columns = ColumnMapping(cfg.prompt_column, cfg.completion_column) if cfg.prompt_column else None
+    if cfg.partition_field:
+        path = cfg.paths[0]
+        values = field_values(path, cfg.partition_field)
+        if site_index >= len(values):
+            raise ConfigError(
+                f"data.partition_field: {Path(path).name} has {len(values)} distinct "
+                f"'{cfg.partition_field}' values, fewer than num_sites={num_sites}"
+            )
+        value = values[site_index]
+        records = load_records(path, columns, where=(cfg.partition_field, value))
+        name = value
+    else:
+        if site_index >= len(cfg.paths):
+            raise ConfigError(f"data.paths: no file for site {site_index} ({len(cfg.paths)} given)")
+        records = load_records(cfg.paths[site_index], columns)
+        name = Path(cfg.paths[site_index]).stem
+    if cfg.max_records_per_site:
+        records = records[: cfg.max_records_per_site]
+    return SiteData(name, records)

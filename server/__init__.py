@@ -1,0 +1,1 @@
+"""The coordinator: Flower ServerApp glue, the federated round loop and the run directory."""

@@ -1,0 +1,158 @@
+"""The coordinator's round loop: FedAvg over LoRA tensors with federated evaluation each round.
+
+Round 0 evaluates the initial adapter (lora_B = 0, i.e. the base model) so the run's first
+``eval_loss`` is the baseline. Every reply is checked before use: only the global adapter's LoRA
+tensor names, shapes and dtypes, and only the allowed numeric metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays, save_adapter
+from common.aggregation import check_layout, nbytes, weighted_average, weighted_mean
+from common.config import RunConfig, plan_for_round, plan_to_flat
+from common.model import load_model_and_tokenizer
+from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
+from server.run_dir import RunDirectory
+
+log = logging.getLogger("fedcare.coordinator")
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class RoundReplies:
+    """Successful replies of one round's messages, keyed by node id, and the failures' reasons."""
+
+    ok: dict[int, tuple[Arrays, dict[str, float]]] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    bytes_down: int = 0
+    bytes_up: int = 0
+
+
+def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory, *, node_wait_s: float = 120.0) -> dict[str, Any]:
+    """Run ``cfg.num_rounds`` rounds on the sites connected to ``grid``; returns the summary written.
+
+    Raises:
+        RuntimeError: when fewer than ``strategy.min_sites`` sites answer a round or connect at all.
+    """
+    start = time.perf_counter()
+    base, _ = load_model_and_tokenizer(cfg.model)
+    model = attach_lora(base, cfg.lora, seed=cfg.seed)
+    global_arrays = adapter_arrays(model)
+    log.info("global adapter: %d LoRA tensors, %.2f MB", len(global_arrays), nbytes(global_arrays) / 1e6)
+    save_adapter(model, out.adapter_dir(0))
+    nodes = _wait_for_nodes(grid, cfg.strategy.min_sites, cfg.num_sites, node_wait_s)
+    rng = random.Random(cfg.seed)
+
+    eval_losses = [_evaluate(grid, cfg, 0, nodes, global_arrays).get("eval_loss", math.nan)]
+    log.info("round 0 (before training): eval loss %.4f", eval_losses[0])
+    sites: dict[int, dict[str, Any]] = {}
+    bytes_up: list[int] = []
+    bytes_down: list[int] = []
+    for server_round in range(1, cfg.num_rounds + 1):
+        t0 = time.perf_counter()
+        nodes = sorted(grid.get_node_ids())
+        chosen = sorted(rng.sample(nodes, max(1, round(cfg.strategy.fraction_train * len(nodes)))))
+        log.info("round %d/%d: training on %d sites", server_round, cfg.num_rounds, len(chosen))
+        replies = _send(grid, cfg, server_round, chosen, global_arrays, MessageType.TRAIN)
+        for node, reason in replies.failed.items():
+            log.warning("round %d: site node %d did not train: %s", server_round, node, reason)
+        if len(replies.ok) < cfg.strategy.min_sites:
+            raise RuntimeError(f"round {server_round}: {len(replies.ok)} sites trained, "
+                               f"fewer than strategy.min_sites={cfg.strategy.min_sites}")
+        for arrays, _ in replies.ok.values():
+            check_layout(arrays, global_arrays, who=f"round {server_round} reply")
+        global_arrays = weighted_mean([(a, m[NUM_EXAMPLES]) for a, m in replies.ok.values()])
+        load_adapter_arrays(model, global_arrays)
+        save_adapter(model, out.adapter_dir(server_round))
+        evaluation = _evaluate(grid, cfg, server_round, nodes, global_arrays)
+        eval_losses.append(evaluation.get("eval_loss", math.nan))
+        train_metrics = {int(m["site_index"]): m for _, m in replies.ok.values()}
+        for idx, m in train_metrics.items():
+            sites[idx] = {"site_id": f"site-{idx}", "examples": int(m[NUM_EXAMPLES]),
+                          "epsilon": m["epsilon"], "delta": m["delta"], "target_epsilon": m["target_epsilon"],
+                          "noise_multiplier": m["noise_multiplier"], "rounds_trained":
+                          sites.get(idx, {}).get("rounds_trained", 0) + 1}
+        bytes_up.append(replies.bytes_up)
+        bytes_down.append(replies.bytes_down)
+        seconds = time.perf_counter() - t0
+        out.append_metrics({
+            "round": server_round, "seconds": seconds, "sites_trained": len(replies.ok),
+            "sites_failed": len(replies.failed), "bytes_up": replies.bytes_up, "bytes_down": replies.bytes_down,
+            "eval_loss": eval_losses[-1], "eval_loss_by_site": evaluation.get("by_site", {}),
+            "train_loss": weighted_average([(m["train_loss"], m[NUM_EXAMPLES]) for m in train_metrics.values()]),
+            "sites": {f"site-{i}": {k: m[k] for k in ("train_loss", "epsilon", "steps", "seconds",
+                                                      "seconds_per_step", "update_norm")}
+                      for i, m in sorted(train_metrics.items())},
+        })
+        log.info("round %d/%d done in %.1f s: train loss %.4f, eval loss %.4f, max epsilon %.3f, "
+                 "%.2f MB up", server_round, cfg.num_rounds, seconds,
+                 weighted_average([(m["train_loss"], m[NUM_EXAMPLES]) for m in train_metrics.values()]),
+                 eval_losses[-1], max(m["epsilon"] for m in train_metrics.values()), replies.bytes_up / 1e6)
+    summary = {
+        "rounds": cfg.num_rounds, "dp_enabled": cfg.privacy.enabled,
+        "sites": [sites[i] for i in sorted(sites)], "eval_loss_by_round": eval_losses,
+        "bytes_up_per_round": bytes_up, "bytes_down_per_round": bytes_down,
+        "adapter_dir": str(out.adapter_dir(cfg.num_rounds)), "run_dir": str(out.path),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    out.write_summary(summary)
+    return summary
+
+
+def _wait_for_nodes(grid: Grid, min_sites: int, wanted: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= wanted or (time.monotonic() > deadline and len(nodes) >= min_sites):
+            return nodes
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(nodes)} sites connected within {timeout_s:.0f} s; "
+                               f"strategy.min_sites={min_sites}")
+        time.sleep(1.0)
+
+
+def _send(grid: Grid, cfg: RunConfig, server_round: int, nodes: list[int], arrays: Arrays,
+          message_type: str) -> RoundReplies:
+    plan = ConfigRecord(plan_to_flat(plan_for_round(cfg, server_round)))
+    record = ArrayRecord(array_dict={k: Array.from_numpy_ndarray(v) for k, v in arrays.items()})
+    messages = [Message(RecordDict({ARRAYS: record, PLAN: plan}), dst_node_id=node, message_type=message_type,
+                        group_id=str(server_round)) for node in nodes]
+    out = RoundReplies(bytes_down=nbytes(arrays) * len(nodes))
+    allowed = TRAIN_METRICS if message_type == MessageType.TRAIN else EVAL_METRICS
+    for reply in grid.send_and_receive(messages):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            out.failed[node] = reply.error.reason
+            continue
+        metrics = dict(reply.content.metric_records[METRICS])
+        check_metrics(metrics, allowed)
+        received: Arrays = {}
+        if message_type == MessageType.TRAIN:
+            rec = reply.content.array_records[ARRAYS]
+            received = {k: rec[k].numpy() for k in rec.keys()}
+            out.bytes_up += nbytes(received)
+        out.ok[node] = (received, metrics)
+    return out
+
+
+def _evaluate(grid: Grid, cfg: RunConfig, server_round: int, nodes: list[int], arrays: Arrays) -> dict[str, Any]:
+    replies = _send(grid, cfg, server_round, nodes, arrays, MessageType.EVALUATE)
+    for node, reason in replies.failed.items():
+        log.warning("round %d: site node %d did not evaluate: %s", server_round, node, reason)
+    if not replies.ok:
+        return {}
+    by_site = {f"site-{int(m['site_index'])}": m["eval_loss"] for _, m in replies.ok.values()}
+    loss = weighted_average([(m["eval_loss"], m[NUM_EXAMPLES]) for _, m in replies.ok.values()])
+    return {"eval_loss": loss, "by_site": dict(sorted(by_site.items()))}

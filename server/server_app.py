@@ -1,0 +1,50 @@
+"""Flower ServerApp of the coordinator: compose the config, then run the federated rounds."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import RunConfig
+from common.console import configure_logging
+from server.compose import compose
+from server.federation import run_federation
+from server.run_dir import RunDirectory
+
+
+def new_run_directory(cfg: RunConfig) -> RunDirectory:
+    """``output_dir/run_name`` (a UTC timestamp when run_name is empty)."""
+    name = cfg.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return RunDirectory(Path(cfg.output_dir) / name)
+
+
+def make_server_app(cfg: RunConfig, raw: dict[str, Any], out: RunDirectory) -> ServerApp:
+    """A ServerApp bound to an already composed config (used by ``fedcare simulate``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        configure_logging()
+        out.write_config(raw)
+        run_federation(grid, cfg, out)
+
+    return app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point under ``flwr run``: Hydra overrides come as one string in run config ``overrides``."""
+    configure_logging()
+    cfg, raw = compose(shlex.split(str(context.run_config.get("overrides", ""))))
+    out = new_run_directory(cfg)
+    out.write_config(raw)
+    run_federation(grid, cfg, out)
+

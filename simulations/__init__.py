@@ -1,0 +1,1 @@
+"""Runnable multi-hospital scenarios and the ``fedcare`` command line."""
