@@ -141,7 +141,7 @@ def _send(grid: Grid, cfg: RunConfig, server_round: int, nodes: list[int], array
         received: Arrays = {}
         if message_type == MessageType.TRAIN:
             rec = reply.content.array_records[ARRAYS]
-            received = {k: rec[k].numpy() for k in rec.keys()}
+            received = {k: rec[k].numpy() for k in rec}
             out.bytes_up += nbytes(received)
         out.ok[node] = (received, metrics)
     return out

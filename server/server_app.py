@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from server.run_dir import RunDirectory
 
 def new_run_directory(cfg: RunConfig) -> RunDirectory:
     """``output_dir/run_name`` (a UTC timestamp when run_name is empty)."""
-    name = cfg.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = cfg.run_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return RunDirectory(Path(cfg.output_dir) / name)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from common.console import configure_logging
 from common.datasets import load_site_data
+from common.errors import FedcareError
 from common.model import resolve_model
 from server.compose import compose
 from server.server_app import make_server_app, new_run_directory
@@ -24,7 +25,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     """Compose the config, run the simulation, and return the run's ``summary.json`` contents.
 
     Raises:
-        RuntimeError: when the run ended without writing its summary (see the log above it).
+        FedcareError: when the run ended without writing its summary (see the log above it).
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -54,7 +55,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
                    verbose_logging=cfg.simulation.verbose)
     summary_path = out.path / "summary.json"
     if not summary_path.exists():
-        raise RuntimeError(f"simulation ended without {summary_path}; see the errors above")
+        raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 

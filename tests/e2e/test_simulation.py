@@ -1,0 +1,94 @@
+"""End to end on Flower's simulation engine: the real ClientApp and ServerApp, Ray workers, PEFT files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "FEDCARE_CACHE": str(cache),
+                        "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "simulations.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def check_run(run_dir: Path, *, sites: int, rounds: int, dp: bool) -> dict:
+    """Assertions every finished run must satisfy; returns summary.json."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == rounds and summary["dp_enabled"] is dp
+    assert len(summary["eval_loss_by_round"]) == rounds + 1
+    assert [s["site_id"] for s in summary["sites"]] == [f"site-{i}" for i in range(sites)]
+    for site in summary["sites"]:
+        assert site["examples"] > 0
+        if dp:
+            assert 0 < site["epsilon"] <= site["target_epsilon"]
+            assert 0 < site["delta"] <= 1 / (10 * site["examples"]) + 1e-12
+        else:
+            assert site["epsilon"] is None  # unbounded: written as null
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(1, rounds + 1))
+    for row in rows:
+        assert row["bytes_up"] > 0 and row["bytes_down"] > 0 and row["seconds"] > 0
+        assert set(row["sites"]) == {f"site-{i}" for i in range(sites)}
+    assert summary["bytes_up_per_round"] == [r["bytes_up"] for r in rows]
+    assert (run_dir / "config.json").exists()
+    for r in range(rounds + 1):
+        adapter = run_dir / "adapters" / f"round-{r:03d}"
+        assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    assert Path(summary["adapter_dir"]) == run_dir / "adapters" / f"round-{rounds:03d}"
+    return summary
+
+
+def test_two_sites_two_rounds_on_the_tiny_model(tmp_path: Path, cache_dir: Path) -> None:
+    result = run_cli(["simulate", "+experiment=smoke", f"output_dir={tmp_path}", "run_name=tiny"], cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = check_run(tmp_path / "tiny", sites=2, rounds=2, dp=True)
+    assert "round 1 step" in result.stderr  # live progress: round, site, step, loss
+    # One worker serves both hospitals for both rounds and loads the base model once.
+    assert result.stderr.count("loaded base model") == 1
+    assert "held-out loss by round" in result.stdout
+    # Every tensor that went up is a LoRA tensor of the adapter: bytes up = sites x adapter bytes.
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors"))
+    assert all(".lora_A." in k or ".lora_B." in k for k in saved)
+    assert summary["bytes_up_per_round"] == [2 * sum(a.nbytes for a in saved.values())] * 2
+
+
+def test_dp_off_is_recorded_in_the_run(tmp_path: Path, cache_dir: Path) -> None:
+    result = run_cli(["simulate", "+experiment=smoke", "privacy=none", f"output_dir={tmp_path}", "run_name=plain"],
+                     cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(tmp_path / "plain", sites=2, rounds=2, dp=False)
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["privacy"]["enabled"] is False
+
+
+def test_medquad_one_hospital_per_source(tmp_path: Path, cache_dir: Path, medquad: Path) -> None:
+    result = run_cli(["simulate", "+experiment=smoke", "data=medquad", f"data.paths=[{medquad}]",
+                      "data.max_records_per_site=20", f"output_dir={tmp_path}", "run_name=mq"], cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(tmp_path / "mq", sites=2, rounds=2, dp=True)
+    assert "GHR" in result.stderr and "GARD" in result.stderr  # the two largest sources became the sites
+
+
+@pytest.mark.slow
+def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path: Path) -> None:
+    cache = Path(os.environ.get("FEDCARE_CACHE", Path.home() / ".cache" / "fedcare"))  # convert once per machine
+    result = run_cli(["simulate", "num_sites=3", "num_rounds=2", "train.local_steps=5", "data.records_per_site=32",
+                      f"output_dir={tmp_path}", "run_name=smol"], cache, tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = check_run(tmp_path / "smol", sites=3, rounds=2, dp=True)
+    losses = summary["eval_loss_by_round"]
+    assert losses[-1] < losses[0], losses
+    gen = run_cli(["generate", summary["adapter_dir"], "Summarize: patient reports chest pain.",
+                   "--max-new-tokens", "16"], cache, tmp_path)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    assert len(gen.stdout.strip()) > 0
