@@ -1,0 +1,194 @@
+"""Signed adapter directories: an Ed25519-signed manifest of every file's SHA-256, checked before an adapter is used."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from common.credentials import key_fingerprint, write_atomic
+from common.errors import FedcareError
+
+MANIFEST = "fedcare-signature.json"
+VERSION = 1
+ALGORITHM = "ed25519"
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_BAD_SIGNATURE = "signature does not match: the manifest was altered or signed by another key"
+
+
+class SignatureError(FedcareError, ValueError):
+    """An adapter directory is unsigned, its manifest is not genuine, or its files differ from what was signed."""
+
+
+def sign_adapter(adapter_dir: Path, private_key_path: Path) -> Path:
+    """Sign every file of an adapter directory, writing ``adapter_dir/fedcare-signature.json``.
+
+    The manifest is ``{"version": 1, "algorithm": "ed25519", "files": {relative POSIX name: sha256 hex},
+    "public_key_fingerprint": "SHA256:...", "signature": base64}``; the signature covers the canonical JSON
+    (sorted keys, no spaces) of everything but ``"signature"``. Every regular file under the directory is covered,
+    recursively, except the top-level manifest; an existing manifest is replaced.
+
+    Args:
+        adapter_dir: The saved adapter (e.g. ``adapter_model.safetensors`` and ``adapter_config.json``).
+        private_key_path: The Ed25519 private key (PEM PKCS8) from ``create_signing_keypair``.
+
+    Returns:
+        The manifest's path.
+
+    Raises:
+        SignatureError: The directory is missing or empty, holds a symbolic link or special file, or the key is not
+            an unencrypted Ed25519 private key.
+    """
+    adapter_dir = Path(adapter_dir)
+    key = _load_private_key(Path(private_key_path))
+    files = _hash_files(adapter_dir)
+    if not files:
+        raise SignatureError(f"{adapter_dir}: no files to sign")
+    body: dict[str, Any] = {
+        "version": VERSION,
+        "algorithm": ALGORITHM,
+        "files": files,
+        "public_key_fingerprint": key_fingerprint(key.public_key()),
+    }
+    manifest = {**body, "signature": base64.b64encode(key.sign(_canonical(body))).decode("ascii")}
+    path = adapter_dir / MANIFEST
+    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), 0o644, overwrite=True)
+    return path
+
+
+def verify_adapter(adapter_dir: Path, public_key_path: Path) -> dict:
+    """Check that an adapter directory is exactly what the holder of the signing key signed.
+
+    The manifest's signature is checked first, so the file list is trusted only once it is known to be genuine;
+    then every file must be present with its signed hash and no other file may be there.
+
+    Args:
+        adapter_dir: The adapter directory holding ``fedcare-signature.json``.
+        public_key_path: The Ed25519 public key (PEM SubjectPublicKeyInfo, or one OpenSSH ``ssh-ed25519`` line).
+
+    Returns:
+        The verified manifest.
+
+    Raises:
+        SignatureError: The manifest is missing or malformed, the signature does not match the key, or a file was
+            modified, deleted or added after signing (every such file is named).
+    """
+    adapter_dir = Path(adapter_dir)
+    public_key = _load_public_key(Path(public_key_path))
+    manifest = _read_manifest(adapter_dir)
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    try:
+        signature = base64.b64decode(manifest["signature"], validate=True)
+        public_key.verify(signature, _canonical(body))
+    # ValueError: the signature is not base64 (binascii.Error) or not ASCII at all.
+    except (ValueError, InvalidSignature):
+        expected = key_fingerprint(public_key)
+        named = manifest.get("public_key_fingerprint")
+        hint = f" (manifest names key {named}, verifying with {expected})" if named != expected else ""
+        raise SignatureError(f"{adapter_dir / MANIFEST}: {_BAD_SIGNATURE}{hint}") from None
+
+    signed: dict[str, str] = manifest["files"]
+    actual = _hash_files(adapter_dir)
+    problems = [f"{name} was modified after signing" for name in sorted(signed.keys() & actual.keys())
+                if signed[name] != actual[name]]
+    problems += [f"{name} is missing (it was signed)" for name in sorted(signed.keys() - actual.keys())]
+    problems += [f"{name} is not covered by the signature (added after signing)"
+                 for name in sorted(actual.keys() - signed.keys())]
+    if problems:
+        raise SignatureError(f"{adapter_dir}: " + "; ".join(problems))
+    return manifest
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _hash_files(adapter_dir: Path) -> dict[str, str]:
+    if not adapter_dir.is_dir():
+        raise SignatureError(f"{adapter_dir}: not a directory")
+    files: dict[str, str] = {}
+    _walk(adapter_dir, "", files)
+    return files
+
+
+def _walk(directory: Path, prefix: str, files: dict[str, str]) -> None:
+    with os.scandir(directory) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = f"{prefix}{entry.name}"
+            if name == MANIFEST:
+                continue
+            # A link could point anywhere, so what was hashed would not be what ships; refuse instead of following.
+            if entry.is_symlink():
+                raise SignatureError(f"{directory}: {name} is a symbolic link; adapters must hold regular files only")
+            if entry.is_dir(follow_symlinks=False):
+                _walk(Path(entry.path), f"{name}/", files)
+            elif entry.is_file(follow_symlinks=False):
+                with open(entry.path, "rb") as f:
+                    files[name] = hashlib.file_digest(f, "sha256").hexdigest()
+            else:
+                raise SignatureError(f"{directory}: {name} is not a regular file")
+
+
+def _read_manifest(adapter_dir: Path) -> dict[str, Any]:
+    path = adapter_dir / MANIFEST
+    if not adapter_dir.is_dir():
+        raise SignatureError(f"{adapter_dir}: not a directory")
+    if not path.is_file():
+        raise SignatureError(f"{adapter_dir}: no {MANIFEST}; the adapter is not signed")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SignatureError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise SignatureError(f"{path}: expected a JSON object")
+    if manifest.get("version") != VERSION or manifest.get("algorithm") != ALGORITHM:
+        raise SignatureError(
+            f"{path}: unsupported version/algorithm {manifest.get('version')!r}/{manifest.get('algorithm')!r}, "
+            f"expected {VERSION}/{ALGORITHM!r}"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _SHA256_HEX.fullmatch(v) for k, v in files.items()
+    ):
+        raise SignatureError(f"{path}: 'files' must map file names to SHA-256 hex digests")
+    if not isinstance(manifest.get("signature"), str):
+        raise SignatureError(f"{path}: 'signature' is missing")
+    return manifest
+
+
+def _load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except OSError as err:
+        raise SignatureError(f"{path}: cannot read the signing key ({err.strerror})") from err
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SignatureError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise SignatureError(f"{path}: not an Ed25519 private key (got {type(key).__name__})")
+    return key
+
+
+def _load_public_key(path: Path) -> ed25519.Ed25519PublicKey:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SignatureError(f"{path}: cannot read the public key ({err.strerror})") from err
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_ssh_public_key(data.strip())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SignatureError(f"{path}: not a PEM or OpenSSH public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise SignatureError(f"{path}: not an Ed25519 public key (got {type(key).__name__})")
+    return key
