@@ -4,27 +4,35 @@ Only LoRA tensors and the numeric metrics of ``common.wire`` leave the site. Err
 with an error reply whose text fedcare wrote itself (file, row, reason; never record text);
 unexpected exceptions are logged at the site and reported by class name only, because Flower
 forwards exception text to the coordinator.
+
+A site daemon (``fedcare site start``) passes ``site-config`` in the node config: its data, its
+privacy budget (which wins over the plan's), an on-disk ledger and an egress log. In simulation the
+node config's ``partition-id`` picks the site and the ledger lives in ``context.state``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import runtime
-from client.state import load_ledger, save_ledger
+from client.state import ContextLedgerStore, FileLedgerStore, LedgerStore
 from client.train import DPSettings, evaluate_loss, train_round
 from common.adapters import adapter_arrays, is_lora_tensor_name, load_adapter_arrays
-from common.config import SitePlan, plan_from_flat
+from common.audit import EgressLog
+from common.config import DataConfig, PrivacyConfig, SitePlan, plan_from_flat
 from common.console import configure_logging
 from common.errors import AdapterLayoutError, FedcareError
 from common.privacy import PrivacyLedger
+from common.site import SiteConfig, load_site_config
 from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
 
 log = logging.getLogger("fedcare.site")
@@ -36,85 +44,111 @@ app = ClientApp()
 configure_logging()  # progress lines from simulation workers reach the driver's console
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where this call's site-local values come from (site.yaml, or the simulation's plan)."""
+
+    index: int
+    num_sites: int
+    data: DataConfig
+    privacy: PrivacyConfig
+    ledger: LedgerStore
+    egress: EgressLog | None
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global adapter for one round under the site's DP budget."""
-    return _answer(msg, lambda: _train(msg, context))
+    return _answer(msg, context, _train)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Held-out loss of the received global adapter on the site's evaluation split."""
-    return _answer(msg, lambda: _evaluate(msg, context))
+    return _answer(msg, context, _evaluate)
 
 
-def site_index(context: Context) -> int:
-    """The site's 0-based index: the simulation's partition id, or ``site-index`` of the node config."""
-    for key in ("partition-id", "site-index"):
-        if key in context.node_config:
-            return int(context.node_config[key])
-    raise FedcareError("site: node config has neither 'partition-id' nor 'site-index'")
+@functools.lru_cache(maxsize=4)
+def _site_config(path: str) -> SiteConfig:
+    return load_site_config(path)
 
 
-def _train(msg: Message, context: Context) -> RecordDict:
-    plan = plan_from_flat(dict(msg.content.config_records[PLAN]))
-    index = site_index(context)
+def resolve_site(context: Context, plan: SitePlan) -> Site:
+    """The site of this node: its own site.yaml when it has one, else the simulation partition."""
+    if "site-config" in context.node_config:
+        cfg = _site_config(str(context.node_config["site-config"]))
+        return Site(cfg.site_index, 1, cfg.data, cfg.privacy, FileLedgerStore(cfg.ledger_path),
+                    EgressLog(cfg.egress_log_path))
+    if "partition-id" not in context.node_config:
+        raise FedcareError("site: node config has neither 'site-config' nor 'partition-id'")
+    index = int(context.node_config["partition-id"])
+    return Site(index, plan.num_sites, plan.data, plan.privacy, ContextLedgerStore(context), None)
+
+
+def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
-    site = runtime.examples_for(plan, index, tokenizer)
+    data = runtime.examples_for(site.data, site.index, site.num_sites, plan, tokenizer)
     steps = plan.train.local_steps
     dp: DPSettings | None = None
     ledger: PrivacyLedger | None = None
-    if plan.privacy.enabled:
-        ledger = load_ledger(context) or PrivacyLedger.plan(
-            target_epsilon=plan.privacy.target_epsilon, target_delta=plan.privacy.target_delta,
-            num_records=len(site.train), batch_size=plan.train.batch_size,
-            planned_steps=plan.num_rounds * steps, accountant=plan.privacy.accountant)
-        ledger.check_round(plan.server_round, steps)  # raises PrivacyBudgetExceededError
-        ledger.record(plan.server_round, steps)
-        save_ledger(context, ledger)  # before training: a crash can never under-count epsilon
-        dp = DPSettings(ledger.noise_multiplier, plan.privacy.max_grad_norm, ledger.sample_rate)
+    privacy = site.privacy
+    if privacy.enabled:
+        ledger = site.ledger.load() or PrivacyLedger.create(
+            target_epsilon=privacy.target_epsilon, target_delta=privacy.target_delta,
+            num_records=len(data.train), accountant=privacy.accountant)
+        calibration = ledger.plan_run(plan.run_id, num_records=len(data.train), batch_size=plan.train.batch_size,
+                                      planned_steps=plan.num_rounds * steps)
+        ledger.check_round(plan.run_id, plan.server_round, steps)  # raises PrivacyBudgetExceededError
+        ledger.record(plan.run_id, plan.server_round, steps)
+        site.ledger.save(ledger)  # before training: a crash can never under-count epsilon
+        dp = DPSettings(calibration["noise_multiplier"], privacy.max_grad_norm, calibration["sample_rate"],
+                        noise_seed=_seed(privacy, plan, site.index))
     load_adapter_arrays(model, _received_adapter(msg))
 
     def progress(step: int, total: int, loss: float) -> None:
         if step == total or step % max(1, total // 5) == 0:
-            log.info("site %d round %d step %d/%d loss %.4f", index, plan.server_round, step, total, loss)
+            log.info("site %d round %d step %d/%d loss %.4f", site.index, plan.server_round, step, total, loss)
 
-    result = train_round(model, site.train, plan.train, precision=plan.model.precision,
-                         pad_id=tokenizer.pad_token_id, dp=dp,
-                         rng=_sampling_rng(plan, index, dp is not None), progress=progress)
+    rng_seed = _seed(privacy, plan, site.index) if dp else plan.seed * 1_000_003 + site.index * 1009 + plan.server_round
+    result = train_round(model, data.train, plan.train, precision=plan.model.precision,
+                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress)
     epsilon = ledger.epsilon() if ledger else math.inf
-    log.info("site %d (%s) round %d done: loss %.4f, epsilon %.3f/%s, %.1f s", index, site.name,
+    log.info("site %d (%s) round %d done: loss %.4f, epsilon %.3f/%s, %.1f s", site.index, data.name,
              plan.server_round, result.train_loss, epsilon,
              f"{ledger.target_epsilon:g}" if ledger else "inf (DP off)", result.seconds)
     metrics: dict[str, Any] = {
-        NUM_EXAMPLES: len(site.train), "site_index": index,
+        NUM_EXAMPLES: len(data.train), "site_index": site.index,
         "train_loss": result.train_loss if math.isfinite(result.train_loss) else math.inf,
         "steps": result.steps, "examples_seen": result.examples_seen, "tokens": result.tokens,
         "seconds": result.seconds, "seconds_per_step": result.seconds / max(1, result.steps),
-        "update_norm": result.update_norm, "dp_enabled": 1.0 if ledger else 0.0, "epsilon": epsilon,
+        "update_norm": result.update_norm, "dp_enabled": 1.0 if dp else 0.0, "epsilon": epsilon,
         "target_epsilon": ledger.target_epsilon if ledger else math.inf,
         "delta": ledger.delta if ledger else 0.0,
-        "noise_multiplier": ledger.noise_multiplier if ledger else 0.0,
-        "sample_rate": ledger.sample_rate if ledger else plan.train.batch_size / len(site.train),
+        "noise_multiplier": dp.noise_multiplier if dp else 0.0,
+        "sample_rate": dp.sample_rate if dp else plan.train.batch_size / len(data.train),
     }
     check_metrics(metrics, TRAIN_METRICS)
     arrays = adapter_arrays(model)
+    if site.egress:
+        site.egress.append(message_type=MessageType.TRAIN, server_round=plan.server_round, tensors=arrays,
+                           metrics=metrics, epsilon=epsilon)
     return RecordDict({ARRAYS: ArrayRecord(array_dict={k: Array.from_numpy_ndarray(v) for k, v in arrays.items()}),
                        METRICS: MetricRecord(metrics)})
 
 
-def _evaluate(msg: Message, context: Context) -> RecordDict:
-    plan = plan_from_flat(dict(msg.content.config_records[PLAN]))
-    index = site_index(context)
+def _evaluate(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
-    site = runtime.examples_for(plan, index, tokenizer)
+    data = runtime.examples_for(site.data, site.index, site.num_sites, plan, tokenizer)
     load_adapter_arrays(model, _received_adapter(msg))
-    loss = evaluate_loss(model, site.eval, batch_size=plan.train.eval_batch_size,
+    loss = evaluate_loss(model, data.eval, batch_size=plan.train.eval_batch_size,
                          precision=plan.model.precision, pad_id=tokenizer.pad_token_id)
-    log.info("site %d round %d eval loss %.4f on %d held-out records", index, plan.server_round, loss,
-             len(site.eval))
-    metrics: dict[str, Any] = {NUM_EXAMPLES: len(site.eval), "site_index": index, "eval_loss": loss}
+    log.info("site %d round %d eval loss %.4f on %d held-out records", site.index, plan.server_round, loss,
+             len(data.eval))
+    metrics: dict[str, Any] = {NUM_EXAMPLES: len(data.eval), "site_index": site.index, "eval_loss": loss}
     check_metrics(metrics, EVAL_METRICS)
+    if site.egress:
+        site.egress.append(message_type=MessageType.EVALUATE, server_round=plan.server_round, tensors=None,
+                           metrics=metrics, epsilon=None)
     return RecordDict({METRICS: MetricRecord(metrics)})
 
 
@@ -126,22 +160,34 @@ def _received_adapter(msg: Message) -> dict[str, np.ndarray]:
     return {name: record[name].numpy() for name in names}
 
 
-def _sampling_rng(plan: SitePlan, index: int, private: bool) -> np.random.Generator:
-    # Under DP the batch sampling must be unpredictable (privacy amplification by subsampling
-    # assumes a secret sample), so it draws from OS entropy; without DP it is reproducible.
-    if private:
-        return np.random.default_rng()
-    return np.random.default_rng([plan.seed, index, plan.server_round])
+def _seed(privacy: PrivacyConfig, plan: SitePlan, index: int) -> int | None:
+    # Under DP, noise and batch sampling must be unpredictable (amplification by subsampling assumes
+    # a secret sample): OS entropy unless a test pins privacy.noise_seed.
+    if privacy.noise_seed == 0:
+        return None
+    return privacy.noise_seed * 1_000_003 + index * 1009 + plan.server_round
 
 
-def _answer(msg: Message, work: Callable[[], RecordDict]) -> Message:
+Work = Callable[[Message, SitePlan, Site], RecordDict]
+
+
+def _answer(msg: Message, context: Context, work: Work) -> Message:
+    site: Site | None = None
+    server_round = -1
     try:
-        return Message(work(), reply_to=msg)
+        plan = plan_from_flat(dict(msg.content.config_records[PLAN]))
+        server_round = plan.server_round
+        site = resolve_site(context, plan)
+        return Message(work(msg, plan, site), reply_to=msg)
     except FedcareError as err:
         log.error("site refused the request: %s", err)
-        return Message(Error(code=FEDCARE_ERROR, reason=str(err)), reply_to=msg)
+        reason = str(err)
+        code = FEDCARE_ERROR
     except Exception as err:  # noqa: BLE001 - anything else: keep details at the site
         log.exception("site failed")
-        return Message(Error(code=UNEXPECTED_ERROR,
-                             reason=f"{type(err).__name__} at the site; details are in the site's log"),
-                       reply_to=msg)
+        reason = f"{type(err).__name__} at the site; details are in the site's log"
+        code = UNEXPECTED_ERROR
+    if site is not None and site.egress is not None:
+        site.egress.append(message_type=msg.metadata.message_type, server_round=server_round, tensors=None,
+                           metrics={}, epsilon=None, error=reason)
+    return Message(Error(code=code, reason=reason), reply_to=msg)

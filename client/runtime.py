@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from common.adapters import attach_lora
-from common.config import AdapterConfig, ModelConfig, SitePlan
+from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
 from common.examples import TokenizedExample, split_indices, tokenize_records
 from common.model import load_model_and_tokenizer
@@ -51,14 +51,14 @@ def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tup
         return _model[1], _model[2]
 
 
-def examples_for(plan: SitePlan, site_index: int, tokenizer: Any) -> SiteExamples:
+def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: SitePlan, tokenizer: Any) -> SiteExamples:
     """Load, validate, tokenize and split a site's records once per process."""
-    key = (plan.data, plan.num_sites, site_index, plan.model.name_or_path, plan.train.max_seq_len)
+    key = (data_cfg, num_sites, site_index, plan.model.name_or_path, plan.train.max_seq_len)
     with _lock:
         if key not in _sites:
-            data = load_site_data(plan.data, site_index, plan.num_sites)
+            data = load_site_data(data_cfg, site_index, num_sites)
             examples = tokenize_records(data.records, tokenizer, plan.train.max_seq_len, source=data.name)
-            train_idx, eval_idx = split_indices(len(examples), plan.data.eval_fraction, plan.data.seed + site_index)
+            train_idx, eval_idx = split_indices(len(examples), data_cfg.eval_fraction, data_cfg.seed + site_index)
             _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
                                        [examples[i] for i in eval_idx])
         return _sites[key]

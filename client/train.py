@@ -27,6 +27,7 @@ class DPSettings:
     noise_multiplier: float
     max_grad_norm: float
     sample_rate: float
+    noise_seed: int | None = None  # None = OS entropy (real privacy); an int only for reproducible tests
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def train_round(
     trainer: torch.nn.Module = model
     if dp is not None:
         trainer = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-        noise = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))  # unpredictable noise
+        seed = dp.noise_seed if dp.noise_seed is not None else int.from_bytes(os.urandom(8), "little")
+        noise = torch.Generator().manual_seed(seed)  # unpredictable unless a test pins it
         optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
                                 max_grad_norm=dp.max_grad_norm,
                                 expected_batch_size=max(1, round(dp.sample_rate * len(examples))),

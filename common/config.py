@@ -62,8 +62,10 @@ class PrivacyConfig:
     target_delta: float = 0.0  # 0 = automatic: 1 / (10 x training records at the site)
     max_grad_norm: float = 1.0  # per-sample L2 clipping bound C
     accountant: str = "prv"  # Opacus accountant: "prv" (tight) or "rdp" (conservative)
+    noise_seed: int = 0  # 0 = DP noise and sampling from OS entropy; else reproducible (tests ONLY: weakens DP)
 
     def __post_init__(self) -> None:
+        _check(self.noise_seed >= 0, "privacy.noise_seed", ">= 0", self.noise_seed)
         _check(self.target_epsilon > 0, "privacy.target_epsilon", "> 0", self.target_epsilon)
         _check(0.0 <= self.target_delta < 1.0, "privacy.target_delta", "in [0, 1)", self.target_delta)
         _check(self.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", self.max_grad_norm)
@@ -129,6 +131,20 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class CoordinatorConfig:
+    """Coordinator behaviour: artifact signing, waiting for sites, resuming."""
+
+    signing_key: str = ""  # Ed25519 private key (PEM) that signs each saved global adapter; "" = unsigned
+    resume: bool = False  # continue the run directory output_dir/run_name from its last completed round
+    node_wait_s: float = 120.0  # seconds to wait for num_sites sites to connect (then go on with >= min_sites)
+    round_timeout_s: float = 0.0  # seconds to wait for a round's replies; 0 = until every site answers or fails
+
+    def __post_init__(self) -> None:
+        _check(self.node_wait_s >= 0, "coordinator.node_wait_s", ">= 0", self.node_wait_s)
+        _check(self.round_timeout_s >= 0, "coordinator.round_timeout_s", ">= 0", self.round_timeout_s)
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     """Flower simulation engine resources."""
 
@@ -152,8 +168,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
 
     def __post_init__(self) -> None:
+        _check(not self.coordinator.resume or bool(self.run_name), "coordinator.resume",
+               "run_name set to the run directory to resume", self.run_name)
         _check(self.num_sites >= 1, "num_sites", ">= 1", self.num_sites)
         _check(self.num_rounds >= 1, "num_rounds", ">= 1", self.num_rounds)
         _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites",
@@ -167,6 +186,7 @@ class RunConfig:
 class SitePlan:
     """What the coordinator tells a site for one round: flat, typed, no site secrets."""
 
+    run_id: str  # the coordinator's run name; a site calibrates its noise once per run id
     server_round: int
     num_rounds: int
     num_sites: int
@@ -184,12 +204,12 @@ def run_config_from_dict(raw: dict[str, Any]) -> RunConfig:
     Raises:
         ConfigError: on an unknown key, a value of the wrong kind or out of range.
     """
-    return _build(RunConfig, raw, "")
+    return build_dataclass(RunConfig, raw, "")
 
 
-def plan_for_round(cfg: RunConfig, server_round: int) -> SitePlan:
+def plan_for_round(cfg: RunConfig, server_round: int, run_id: str = "run") -> SitePlan:
     """The plan sent to every site in ``server_round`` (1-based; 0 = evaluation before training)."""
-    return SitePlan(server_round=server_round, num_rounds=cfg.num_rounds, num_sites=cfg.num_sites,
+    return SitePlan(run_id=run_id, server_round=server_round, num_rounds=cfg.num_rounds, num_sites=cfg.num_sites,
                     seed=cfg.seed, model=cfg.model, lora=cfg.lora, privacy=cfg.privacy,
                     train=cfg.train, data=cfg.data)
 
@@ -224,7 +244,7 @@ def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
     missing = [f.name for f in dataclasses.fields(SitePlan) if f.name not in nested]
     if missing:
         raise ConfigError(f"round plan: missing keys {missing}")
-    return _build(SitePlan, nested, "")
+    return build_dataclass(SitePlan, nested, "")
 
 
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
@@ -232,7 +252,7 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
-def _build(cls: type[T], raw: Any, where: str) -> T:
+def build_dataclass(cls: type[T], raw: Any, where: str) -> T:
     """Construct dataclass ``cls`` from ``raw`` recursively, rejecting unknown keys and wrong kinds."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
@@ -242,12 +262,17 @@ def _build(cls: type[T], raw: Any, where: str) -> T:
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; expected some of {sorted(names)}")
     kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
+    required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(kwargs))
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing keys {missing}")
     return cls(**kwargs)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
+        return build_dataclass(hint, value, key + ".")
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -16,6 +16,10 @@ from typing import Any
 from common.errors import ConfigError, PrivacyBudgetExceededError
 
 
+# Above this noise multiplier an update is pure noise: a budget that needs more counts as spent.
+MAX_NOISE_MULTIPLIER = 100.0
+
+
 def default_delta(num_records: int) -> float:
     """delta = 1 / (10 x records): a small multiple below 1/n, the usual recommendation."""
     if num_records < 1:
@@ -72,85 +76,144 @@ def compute_epsilon(
 
 
 def calibrate_noise(
-    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv"
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv",
+    prior: list[tuple[float, float, int]] | None = None, epsilon_tolerance: float = 0.01,
 ) -> float:
-    """Smallest noise multiplier (to Opacus's tolerance) whose epsilon over ``steps`` is within target.
+    """Smallest noise multiplier whose epsilon, over ``prior`` steps plus ``steps`` more, is within target.
+
+    Bisection on the accountant, as Opacus's ``get_noise_multiplier`` does, but composing with the
+    steps a site has already taken (``prior``: (noise_multiplier, sample_rate, steps) entries), so a
+    site's budget holds over its whole life, not just one run.
 
     Raises:
-        ConfigError: when Opacus cannot reach the target (e.g. sample_rate too high).
+        PrivacyBudgetExceededError: when ``prior`` alone leaves no room for ``steps`` more.
     """
-    from opacus.accountants.utils import get_noise_multiplier
+    history = list(prior or [])
 
-    try:
+    def eps(sigma: float) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sigma = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                         sample_rate=sample_rate, steps=steps, accountant=accountant)
-    except ValueError as err:
-        raise ConfigError(f"privacy: cannot calibrate noise for epsilon={target_epsilon}: {err}") from err
-    return float(sigma)
+            return float(_accountant(accountant, [*history, (sigma, sample_rate, steps)]).get_epsilon(delta))
+
+    low, high = 0.0, 10.0
+    while eps(high) > target_epsilon:
+        high *= 2
+        if high > MAX_NOISE_MULTIPLIER:
+            spent = compute_history_epsilon(history, delta, accountant)
+            raise PrivacyBudgetExceededError(
+                f"privacy budget: {spent:.3f} of the site's epsilon {target_epsilon:g} is already spent; "
+                f"no noise level allows {steps} more steps"
+            )
+    while True:
+        mid = (low + high) / 2
+        value = eps(mid)
+        if value < target_epsilon:
+            high = mid
+            if value > target_epsilon - epsilon_tolerance:
+                return high
+        else:
+            low = mid
+        if high - low < 1e-4:  # the tolerance band is narrower than the accountant's resolution
+            return high
+
+
+def compute_history_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: str = "prv") -> float:
+    """Epsilon of a whole DP-SGD history of (noise_multiplier, sample_rate, steps) entries."""
+    history = [h for h in history if h[2] > 0]
+    if not history:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(_accountant(accountant, history).get_epsilon(delta))
 
 
 @dataclass
 class PrivacyLedger:
-    """DP-SGD history of one site; epsilon is always recomputed from the full history."""
+    """A site's DP-SGD history over its whole life; epsilon is always recomputed from all of it.
 
-    noise_multiplier: float
-    sample_rate: float
-    delta: float
+    Each run is calibrated once (``plan_run``): its noise multiplier makes the site's previous
+    history plus the run's planned steps spend at most ``target_epsilon``. Rounds are recorded
+    before they train.
+    """
+
     target_epsilon: float
-    planned_steps: int
+    delta: float
     accountant: str = "prv"
-    rounds: list[int] = field(default_factory=list)  # server_round of each recorded round
-    steps: list[int] = field(default_factory=list)  # DP-SGD steps of each recorded round
+    runs: dict[str, dict[str, float]] = field(default_factory=dict)  # run id -> calibration
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # {"run", "server_round", "steps"}
 
     @classmethod
-    def plan(cls, *, target_epsilon: float, target_delta: float, num_records: int, batch_size: int,
-             planned_steps: int, accountant: str = "prv") -> PrivacyLedger:
-        """Calibrate a new ledger so ``planned_steps`` steps spend at most ``target_epsilon``."""
-        if batch_size >= num_records:
-            raise ConfigError(
-                f"train.batch_size: expected < training records at the site ({num_records}) for "
-                f"DP-SGD with Poisson sampling, got {batch_size}"
-            )
-        delta = resolve_delta(target_delta, num_records)
-        sample_rate = batch_size / num_records
-        sigma = calibrate_noise(target_epsilon, delta, sample_rate, planned_steps, accountant)
-        return cls(noise_multiplier=sigma, sample_rate=sample_rate, delta=delta,
-                   target_epsilon=target_epsilon, planned_steps=planned_steps, accountant=accountant)
+    def create(cls, *, target_epsilon: float, target_delta: float, num_records: int,
+               accountant: str = "prv") -> PrivacyLedger:
+        """A new, empty ledger; delta is fixed for the site's life (see :func:`resolve_delta`)."""
+        return cls(target_epsilon=target_epsilon, delta=resolve_delta(target_delta, num_records),
+                   accountant=accountant)
+
+    def plan_run(self, run_id: str, *, num_records: int, batch_size: int, planned_steps: int) -> dict[str, float]:
+        """The run's calibration (noise multiplier, sample rate), computed on first use.
+
+        Raises:
+            ConfigError: when the batch is not smaller than the data (Poisson sampling needs q < 1).
+            PrivacyBudgetExceededError: when earlier runs left no budget for this one.
+        """
+        if run_id not in self.runs:
+            if batch_size >= num_records:
+                raise ConfigError(
+                    f"train.batch_size: expected < training records at the site ({num_records}) for "
+                    f"DP-SGD with Poisson sampling, got {batch_size}"
+                )
+            sample_rate = batch_size / num_records
+            sigma = calibrate_noise(self.target_epsilon, self.delta, sample_rate, planned_steps, self.accountant,
+                                    prior=self.history())
+            self.runs[run_id] = {"noise_multiplier": sigma, "sample_rate": sample_rate,
+                                 "planned_steps": float(planned_steps)}
+        return self.runs[run_id]
+
+    def history(self) -> list[tuple[float, float, int]]:
+        """Recorded steps as accountant history entries."""
+        out: list[tuple[float, float, int]] = []
+        for r in self.rounds:
+            cal = self.runs[r["run"]]
+            out.append((cal["noise_multiplier"], cal["sample_rate"], int(r["steps"])))
+        return out
 
     @property
     def total_steps(self) -> int:
-        return sum(self.steps)
+        return sum(int(r["steps"]) for r in self.rounds)
 
-    def epsilon(self, extra_steps: int = 0) -> float:
-        """Epsilon spent by all recorded steps plus ``extra_steps`` more."""
-        return compute_epsilon(self.noise_multiplier, self.sample_rate, self.total_steps + extra_steps,
-                               self.delta, self.accountant)
+    def epsilon(self, run_id: str | None = None, extra_steps: int = 0) -> float:
+        """Epsilon spent by all recorded steps, plus ``extra_steps`` more of run ``run_id``."""
+        history = self.history()
+        if extra_steps:
+            cal = self.runs[run_id or ""]
+            history.append((cal["noise_multiplier"], cal["sample_rate"], extra_steps))
+        return compute_history_epsilon(history, self.delta, self.accountant)
 
-    def check_round(self, server_round: int, steps: int) -> float:
+    def check_round(self, run_id: str, server_round: int, steps: int) -> float:
         """Epsilon after a round of ``steps`` more; raises if it would exceed the target.
 
         Raises:
             PrivacyBudgetExceededError: when the round would overshoot ``target_epsilon``.
         """
-        after = self.epsilon(steps)
+        before = self.epsilon()
+        after = self.epsilon(run_id, steps)
         if after > self.target_epsilon:
             raise PrivacyBudgetExceededError(
-                f"privacy budget: round {server_round} would raise epsilon from "
-                f"{self.epsilon():.3f} to {after:.3f}, above the site's target {self.target_epsilon:g} "
-                f"(delta={self.delta:.3g}); the site refuses to train"
+                f"privacy budget: round {server_round} would raise epsilon from {before:.3f} to {after:.3f}, "
+                f"above the site's target {self.target_epsilon:g} (delta={self.delta:.3g}); the site refuses to train"
             )
         return after
 
-    def record(self, server_round: int, steps: int) -> None:
+    def record(self, run_id: str, server_round: int, steps: int) -> None:
         """Record a round's steps; call BEFORE training so a crash can never under-count."""
-        self.rounds.append(server_round)
-        self.steps.append(steps)
+        self.rounds.append({"run": run_id, "server_round": server_round, "steps": steps})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PrivacyLedger:
-        return cls(**{**raw, "rounds": list(raw["rounds"]), "steps": list(raw["steps"])})
+        return cls(target_epsilon=float(raw["target_epsilon"]), delta=float(raw["delta"]),
+                   accountant=str(raw["accountant"]),
+                   runs={str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in dict(raw["runs"]).items()},
+                   rounds=[dict(r) for r in raw["rounds"]])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+from common.errors import FedcareError
 
 
 class RunDirectory:
@@ -29,6 +32,27 @@ class RunDirectory:
     def write_summary(self, summary: dict[str, Any]) -> None:
         _write_json(self.path / "summary.json", summary)
 
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        """The round loop's state after a completed round (the adapter is in ``adapter_dir``)."""
+        _write_json(self.path / "checkpoint.json", state)
+
+    def read_checkpoint(self) -> dict[str, Any]:
+        """The last checkpoint; metrics.jsonl rows of rounds after it are dropped (they will rerun).
+
+        Raises:
+            FedcareError: when the run directory has no checkpoint.
+        """
+        path = self.path / "checkpoint.json"
+        if not path.exists():
+            raise FedcareError(f"coordinator.resume: {path} does not exist; nothing to resume")
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        metrics = self.path / "metrics.jsonl"
+        if metrics.exists():
+            rows = [line for line in metrics.read_text(encoding="utf-8").splitlines()
+                    if line and json.loads(line)["round"] <= state["completed_round"]]
+            metrics.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+        return state
+
 
 def _json_safe(value: Any) -> Any:
     """inf/nan are not JSON: write them as null (epsilon without DP is unbounded)."""
@@ -43,5 +67,8 @@ def _json_safe(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)

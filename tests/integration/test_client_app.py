@@ -12,7 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app
-from client.state import load_ledger
+from client.state import ContextLedgerStore
 from common.adapters import adapter_arrays, attach_lora, is_lora_tensor_name
 from common.config import DataConfig, RunConfig, TrainConfig, plan_for_round, plan_to_flat
 from common.wire import ARRAYS, EVAL_METRICS, METRICS, PLAN, TRAIN_METRICS
@@ -79,8 +79,8 @@ def test_ledger_persists_in_state_and_composes_over_rounds(cfg, initial) -> None
     eps1 = first.content.metric_records[METRICS]["epsilon"]
     eps2 = second.content.metric_records[METRICS]["epsilon"]
     assert 0 < eps1 < eps2 <= 8.0
-    ledger = load_ledger(context)
-    assert ledger is not None and ledger.rounds == [1, 2] and ledger.steps == [3, 3]
+    ledger = ContextLedgerStore(context).load()
+    assert ledger is not None and [(r['server_round'], r['steps']) for r in ledger.rounds] == [(1, 3), (2, 3)]
 
 
 def test_a_round_beyond_the_budget_gets_an_error_reply_not_a_crash(cfg, initial) -> None:
@@ -91,7 +91,7 @@ def test_a_round_beyond_the_budget_gets_an_error_reply_not_a_crash(cfg, initial)
     assert reply.has_error()
     assert reply.error.code == client_app.FEDCARE_ERROR
     assert "round 3 would raise epsilon" in reply.error.reason
-    assert load_ledger(context).rounds == [1, 2]  # the refused round is not recorded
+    assert [r["server_round"] for r in ContextLedgerStore(context).load().rounds] == [1, 2]  # refusal: not recorded
 
 
 def test_dp_off_is_explicit_in_the_metrics(cfg, initial) -> None:
