@@ -13,10 +13,13 @@ node config's ``partition-id`` picks the site and the ledger lives in ``context.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,12 +51,14 @@ configure_logging()  # progress lines from simulation workers reach the driver's
 class Site:
     """Where this call's site-local values come from (site.yaml, or the simulation's plan)."""
 
-    index: int
+    index: int  # reported with the metrics (site.yaml's site_index, or the partition id)
+    data_slot: int  # which site of ``data`` this is (0 for a site's own single file)
     num_sites: int
     data: DataConfig
     privacy: PrivacyConfig
     ledger: LedgerStore
     egress: EgressLog | None
+    released_dir: Path | None = None  # updates already sent, kept to answer a retried round at no privacy cost
 
 
 @app.train()
@@ -77,17 +82,19 @@ def resolve_site(context: Context, plan: SitePlan) -> Site:
     """The site of this node: its own site.yaml when it has one, else the simulation partition."""
     if "site-config" in context.node_config:
         cfg = _site_config(str(context.node_config["site-config"]))
-        return Site(cfg.site_index, 1, cfg.data, cfg.privacy, FileLedgerStore(cfg.ledger_path),
-                    EgressLog(cfg.egress_log_path))
+        return Site(cfg.site_index, 0, 1, cfg.data, cfg.privacy, FileLedgerStore(cfg.ledger_path),
+                    EgressLog(cfg.egress_log_path), Path(cfg.state_dir) / "released")
     if "partition-id" not in context.node_config:
         raise FedcareError("site: node config has neither 'site-config' nor 'partition-id'")
     index = int(context.node_config["partition-id"])
-    return Site(index, plan.num_sites, plan.data, plan.privacy, ContextLedgerStore(context), None)
+    return Site(index, index, plan.num_sites, plan.data, plan.privacy, ContextLedgerStore(context), None)
 
 
 def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
-    data = runtime.examples_for(site.data, site.index, site.num_sites, plan, tokenizer)
+    data = runtime.examples_for(site.data, site.data_slot, site.num_sites, plan, tokenizer)
+    received = _received_adapter(msg)
+    received_sha = _sha256(received)
     steps = plan.train.local_steps
     dp: DPSettings | None = None
     ledger: PrivacyLedger | None = None
@@ -96,6 +103,11 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         ledger = site.ledger.load() or PrivacyLedger.create(
             target_epsilon=privacy.target_epsilon, target_delta=privacy.target_delta,
             num_records=len(data.train), accountant=privacy.accountant)
+        cached = _released_reply(site, plan, received_sha)
+        if cached is not None and ledger.was_released(plan.run_id, plan.server_round, received_sha):
+            log.info("site %d round %d: asked again after a coordinator restart; re-sending the update "
+                     "already released (no new privacy cost)", site.index, plan.server_round)
+            return _reply(site, plan, *cached)
         calibration = ledger.plan_run(plan.run_id, num_records=len(data.train), batch_size=plan.train.batch_size,
                                       planned_steps=plan.num_rounds * steps)
         ledger.check_round(plan.run_id, plan.server_round, steps)  # raises PrivacyBudgetExceededError
@@ -103,7 +115,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         site.ledger.save(ledger)  # before training: a crash can never under-count epsilon
         dp = DPSettings(calibration["noise_multiplier"], privacy.max_grad_norm, calibration["sample_rate"],
                         noise_seed=_seed(privacy, plan, site.index))
-    load_adapter_arrays(model, _received_adapter(msg))
+    load_adapter_arrays(model, received)
 
     def progress(step: int, total: int, loss: float) -> None:
         if step == total or step % max(1, total // 5) == 0:
@@ -129,16 +141,62 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     }
     check_metrics(metrics, TRAIN_METRICS)
     arrays = adapter_arrays(model)
+    if ledger is not None and site.released_dir is not None:
+        _keep_released(site, plan, received_sha, arrays, metrics)
+        ledger.mark_released(plan.run_id, plan.server_round, received_sha)
+        site.ledger.save(ledger)
+    return _reply(site, plan, arrays, metrics)
+
+
+def _reply(site: Site, plan: SitePlan, arrays: dict[str, np.ndarray], metrics: dict[str, Any]) -> RecordDict:
     if site.egress:
         site.egress.append(message_type=MessageType.TRAIN, server_round=plan.server_round, tensors=arrays,
-                           metrics=metrics, epsilon=epsilon)
+                           metrics=metrics, epsilon=metrics["epsilon"] if math.isfinite(metrics["epsilon"]) else None)
     return RecordDict({ARRAYS: ArrayRecord(array_dict={k: Array.from_numpy_ndarray(v) for k, v in arrays.items()}),
                        METRICS: MetricRecord(metrics)})
 
 
+def _sha256(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def _released_path(site: Site, plan: SitePlan, received_sha: str) -> Path | None:
+    if site.released_dir is None:
+        return None
+    return site.released_dir / f"{plan.run_id}-round-{plan.server_round:03d}-{received_sha[:16]}.npz"
+
+
+def _keep_released(site: Site, plan: SitePlan, received_sha: str, arrays: dict[str, np.ndarray],
+                   metrics: dict[str, Any]) -> None:
+    path = _released_path(site, plan, received_sha)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"a:{k}": v for k, v in arrays.items()},
+             **{f"m:{k}": np.asarray(v, dtype=np.float64) for k, v in metrics.items()})
+    os.replace(tmp, path)
+
+
+def _released_reply(site: Site, plan: SitePlan, received_sha: str) -> tuple[Arrays, dict[str, Any]] | None:
+    path = _released_path(site, plan, received_sha)
+    if path is None or not path.exists():
+        return None
+    with np.load(path) as npz:
+        arrays = {k[2:]: npz[k] for k in npz.files if k.startswith("a:")}
+        metrics: dict[str, Any] = {k[2:]: float(npz[k]) for k in npz.files if k.startswith("m:")}
+    for key in ("num-examples", "site_index", "steps", "examples_seen", "tokens"):
+        metrics[key] = int(metrics[key])
+    return arrays, metrics
+
+
 def _evaluate(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
-    data = runtime.examples_for(site.data, site.index, site.num_sites, plan, tokenizer)
+    data = runtime.examples_for(site.data, site.data_slot, site.num_sites, plan, tokenizer)
     load_adapter_arrays(model, _received_adapter(msg))
     loss = evaluate_loss(model, data.eval, batch_size=plan.train.eval_batch_size,
                          precision=plan.model.precision, pad_id=tokenizer.pad_token_id)
@@ -169,6 +227,7 @@ def _seed(privacy: PrivacyConfig, plan: SitePlan, index: int) -> int | None:
 
 
 Work = Callable[[Message, SitePlan, Site], RecordDict]
+Arrays = dict[str, np.ndarray]
 
 
 def _answer(msg: Message, context: Context, work: Work) -> Message:

@@ -15,7 +15,6 @@ from typing import Any
 
 from common.errors import ConfigError, PrivacyBudgetExceededError
 
-
 # Above this noise multiplier an update is pure noise: a budget that needs more counts as spent.
 MAX_NOISE_MULTIPLIER = 100.0
 
@@ -206,7 +205,23 @@ class PrivacyLedger:
 
     def record(self, run_id: str, server_round: int, steps: int) -> None:
         """Record a round's steps; call BEFORE training so a crash can never under-count."""
-        self.rounds.append({"run": run_id, "server_round": server_round, "steps": steps})
+        self.rounds.append({"run": run_id, "server_round": server_round, "steps": steps, "released": ""})
+
+    def mark_released(self, run_id: str, server_round: int, input_sha256: str) -> None:
+        """Note that the last attempt at this round released its update, trained from ``input_sha256``."""
+        for entry in reversed(self.rounds):
+            if entry["run"] == run_id and entry["server_round"] == server_round:
+                entry["released"] = input_sha256
+                return
+        raise KeyError(f"round {server_round} of run {run_id} was never recorded")
+
+    def was_released(self, run_id: str, server_round: int, input_sha256: str) -> bool:
+        """True when this round, started from the same global adapter, already released an update.
+
+        Sending that same update again is post-processing of a released output: no new privacy cost.
+        """
+        return any(e["run"] == run_id and e["server_round"] == server_round and e.get("released") == input_sha256
+                   for e in self.rounds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

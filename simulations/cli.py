@@ -1,4 +1,4 @@
-"""The ``fedcare`` command line: simulate, check-data, prepare-model, generate.
+"""The ``fedcare`` command line: simulate, certs, coordinator, site, verify, audit, check-data, generate.
 
 Errors fedcare raises on purpose (bad config, bad data, exhausted budget) print one line and exit
 with status 2; they never print a traceback or any record text.
@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from common.errors import FedcareError
 
@@ -30,10 +31,47 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("adapter", help="adapter directory (adapter_config.json + adapter_model.safetensors)")
     gen.add_argument("prompt", help="user message")
     gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--key", help="coordinator's public signing key: the adapter is verified before use")
+    gen.add_argument("--no-verify", action="store_true", help="use an unsigned adapter (e.g. from a simulation)")
     gen.add_argument("overrides", nargs="*", help="Hydra overrides selecting the base model")
+    ver = sub.add_parser("verify", help="check a global adapter's Ed25519 signature")
+    ver.add_argument("adapter", help="adapter directory")
+    ver.add_argument("--key", required=True, help="the coordinator's public signing key (coordinator.pub)")
+    certs = sub.add_parser("certs", help="create the consortium CA, the coordinator's TLS and signing keys, site keys")
+    certs.add_argument("--out", required=True, help="folder for the credentials (private keys are 0600)")
+    certs.add_argument("--host", action="append", default=[], help="coordinator DNS name or IP (repeat)")
+    certs.add_argument("--site", action="append", default=[], help="site id to create an auth key pair for (repeat)")
+    certs.add_argument("--overwrite", action="store_true", help="replace existing keys (rotation)")
+    coord = sub.add_parser("coordinator", help="run the consortium's SuperLink and submit runs")
+    csub = coord.add_subparsers(dest="action", required=True)
+    cstart = csub.add_parser("start", help="start the SuperLink with TLS and SuperNode authentication")
+    cstart.add_argument("--certs", help="folder made by `fedcare certs`")
+    cstart.add_argument("--state-dir", default="coordinator-state", help="SuperLink database folder")
+    cstart.add_argument("--host", default="0.0.0.0", help="interface to listen on")
+    cstart.add_argument("--port", type=int, default=8000, help="the one SuperLink port (sites and CLI)")
+    cstart.add_argument("--insecure", action="store_true", help="NO TLS, NO authentication: local experiments only")
+    cenroll = csub.add_parser("enroll", help="register a site's public key with the SuperLink")
+    cenroll.add_argument("public_key", help="the site's <site_id>.pub (EC P-384, OpenSSH)")
+    crun = csub.add_parser("run", help="submit a fedcare run to the SuperLink and stream its progress")
+    crun.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. num_sites=3 num_rounds=5")
+    crun.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last round")
+    crun.add_argument("--signing-key", help="Ed25519 key that signs each global adapter (coordinator.key)")
+    for p in (cenroll, crun):
+        p.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink address host:port")
+        p.add_argument("--ca", help="consortium CA certificate (ca.crt)")
+        p.add_argument("--insecure", action="store_true", help="connect without TLS: local experiments only")
+    site = sub.add_parser("site", help="run a hospital's site daemon (a Flower SuperNode)")
+    ssub = site.add_subparsers(dest="action", required=True)
+    sstart = ssub.add_parser("start", help="connect this site to the coordinator and serve rounds")
+    sstart.add_argument("--config", required=True, help="the site's site.yaml")
+    audit = sub.add_parser("audit", help="inspect a site's egress log")
+    asub = audit.add_subparsers(dest="action", required=True)
+    for name in ("verify", "show"):
+        asub.add_parser(name, help=f"{name} an egress log").add_argument("log", help="egress.jsonl")
     args = parser.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
+        "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
     }
     try:
         return commands[args.command](args)
@@ -78,6 +116,7 @@ def _generate(args: argparse.Namespace) -> int:
     from server.compose import compose
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _check_adapter(Path(args.adapter), args.key, args.no_verify)
     cfg, _ = compose(args.overrides)
     base, tokenizer = load_model_and_tokenizer(cfg.model)
     model = PeftModel.from_pretrained(base, args.adapter)
@@ -87,6 +126,142 @@ def _generate(args: argparse.Namespace) -> int:
         out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
     print(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     return 0
+
+
+def _check_adapter(adapter: Path, key: str | None, no_verify: bool) -> None:
+    """Adapters are verified before use unless the user opts out explicitly."""
+    from common.signing import verify_adapter
+
+    if key:
+        verify_adapter(adapter, Path(key))
+    elif not no_verify:
+        raise FedcareError(f"{adapter}: pass --key coordinator.pub to verify the adapter's signature, "
+                           "or --no-verify for an unsigned adapter")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from common.signing import verify_adapter
+
+    manifest = verify_adapter(Path(args.adapter), Path(args.key))
+    print(f"{args.adapter}: signature OK ({len(manifest['files'])} files)")
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from common import credentials
+
+    out = Path(args.out)
+    hosts = args.host or list(credentials.DEFAULT_HOSTS)
+    ca_cert, ca_key = credentials.create_ca(out, overwrite=args.overwrite)
+    print(f"consortium CA:        {ca_cert}")
+    cert, _ = credentials.create_server_cert(out, ca_cert, ca_key, hosts=hosts, overwrite=args.overwrite)
+    print(f"coordinator TLS cert: {cert} (hosts: {', '.join(hosts)})")
+    _, pub = credentials.create_signing_keypair(out, overwrite=args.overwrite)
+    print(f"adapter signing key:  {pub} ({credentials.fingerprint(pub)})")
+    for site_id in args.site:
+        _, site_pub = credentials.create_site_keypair(out, site_id, overwrite=args.overwrite)
+        print(f"site {site_id}: {site_pub} ({credentials.fingerprint(site_pub)})")
+    return 0
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from server import superlink
+
+    if args.action == "start":
+        if args.insecure:
+            _warn_insecure()
+        elif not args.certs:
+            raise FedcareError("coordinator start: pass --certs DIR (from `fedcare certs`), or --insecure")
+        state = Path(args.state_dir)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        opts = superlink.SuperLinkOptions(None if args.insecure else Path(args.certs), state, args.host, args.port)
+        cmd = superlink.superlink_command(opts)
+        os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+        os.execvp(cmd[0], cmd)
+    if args.insecure:
+        _warn_insecure()
+    elif not args.ca:
+        raise FedcareError(f"coordinator {args.action}: pass --ca ca.crt (the consortium CA), or --insecure")
+    superlink.write_connection(args.superlink, None if args.insecure else Path(args.ca))
+    if args.action == "enroll":
+        return _run(superlink.enroll_command(Path(args.public_key)))
+    return _coordinator_run(args)
+
+
+def _coordinator_run(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from datetime import UTC, datetime
+
+    from server import superlink
+
+    overrides = list(args.overrides)
+    keys = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    if args.resume:
+        resume = Path(args.resume).resolve()
+        overrides = [o for o in overrides if o.split("=", 1)[0] not in ("output_dir", "run_name")]
+        overrides += [f"output_dir={resume.parent}", f"run_name={resume.name}", "coordinator.resume=true"]
+        run_dir = resume
+    else:
+        output = Path(next((o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")), "runs"))
+        name = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_name=")), "")
+        name = name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        overrides = [o for o in overrides if o.split("=", 1)[0] not in ("output_dir", "run_name")]
+        overrides += [f"output_dir={output.resolve()}", f"run_name={name}"]  # absolute: the ServerApp runs elsewhere
+        run_dir = output.resolve() / name
+    if args.signing_key and "coordinator.signing_key" not in keys:
+        overrides.append(f"coordinator.signing_key={Path(args.signing_key).resolve()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml"))
+    summary = run_dir / "summary.json"
+    if code != 0 or not summary.exists():
+        raise FedcareError(f"the run did not finish (flwr run exit {code}); {run_dir} holds what was saved; "
+                           f"continue it with --resume {run_dir}")
+    data = json.loads(summary.read_text())
+    losses = " -> ".join(f"{x:.3f}" for x in data["eval_loss_by_round"] if x is not None)
+    print(f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}")
+    return 0
+
+
+def _site(args: argparse.Namespace) -> int:
+    from client.supernode import supernode_command
+    from common.site import load_site_config
+
+    path = Path(args.config)
+    cfg = load_site_config(path)
+    if cfg.insecure:
+        _warn_insecure()
+    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    from common.records import load_records
+
+    records = load_records(cfg.data.paths[0])  # fail before connecting when the data is unusable
+    print(f"site {cfg.site_id}: {len(records)} records in {cfg.data.paths[0]}; state in {cfg.state_dir}")
+    cmd = supernode_command(cfg, path)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.execvp(cmd[0], cmd)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from common.audit import summarize, verify_log
+
+    if args.action == "verify":
+        print(f"{args.log}: chain OK ({verify_log(args.log)} entries)")
+    else:
+        print(summarize(args.log))
+    return 0
+
+
+def _run(cmd: list[str]) -> int:
+    import subprocess
+
+    env = os.environ | {"FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0")}
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def _warn_insecure() -> None:
+    bar = "!" * 78
+    print(f"{bar}\n!! INSECURE: no TLS and no site authentication. Anyone on the network can join or\n"
+          f"!! read the traffic. For local experiments only; never with patient data.\n{bar}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,246 @@
+"""Flower's deployment engine on loopback: a SuperLink and SuperNodes as separate processes, TLS + auth.
+
+Everything here is the real thing: `fedcare certs`, `fedcare coordinator start/enroll/run`,
+`fedcare site start` (flower-superlink / flower-supernode processes), the tiny model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.synthetic import generate_site_records, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Deployment:
+    """Processes of one loopback consortium; every process is killed at teardown."""
+
+    def __init__(self, root: Path, cache: Path, num_sites: int) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "FEDCARE_CACHE": str(cache),
+                                 "FLWR_HOME": str(root / "flwr-home"), "PYTHONPATH": str(ROOT)}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.num_sites = num_sites
+        self.certs = root / "certs"
+        sites = [a for i in range(num_sites) for a in ("--site", f"site-{i}")]
+        self.cli("certs", "--out", str(self.certs), "--host", "localhost", "--host", "127.0.0.1", *sites)
+        for i in range(num_sites):
+            write_jsonl(generate_site_records(i, 24), root / "data" / f"site-{i}.jsonl")
+
+    def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "simulations.cli", *args], cwd=self.root, env=self.env,
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        if check:
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", *args], cwd=self.root, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def refused(self, name: str, *args: str) -> str:
+        """Run a flower-supernode that should give up; returns its log. Its helpers share the log file,
+        so wait on the process itself (not on pipes) and kill its whole group afterwards."""
+        path = self.root / f"{name}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(["flower-supernode", "--superlink", self.address, "--max-retries", "2",
+                                     "--max-wait-time", "10", "--port", str(_free_port()), *args], cwd=self.root,
+                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = proc.wait(timeout=120)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        assert code != 0, f"{name} was accepted"
+        return path.read_text(errors="replace")
+
+    def start_coordinator(self) -> None:
+        self.spawn("superlink", "coordinator", "start", "--certs", str(self.certs), "--state-dir", "coord-state",
+                   "--host", "127.0.0.1", "--port", str(self.port))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.3)
+        raise AssertionError((self.root / "superlink.log").read_text()[-3000:])
+
+    def enroll(self) -> None:
+        for i in range(self.num_sites):
+            self.cli("coordinator", "enroll", str(self.certs / f"site-{i}.pub"), "--superlink", self.address,
+                     "--ca", str(self.certs / "ca.crt"))
+
+    def site_config(self, i: int, state: str, *, noise_seed: int = 0) -> Path:
+        path = self.root / f"site-{i}-{state}.yaml"
+        path.write_text(
+            f"site_id: site-{i}\nsite_index: {i}\nstate_dir: {state}/site-{i}\ncoordinator: {self.address}\n"
+            f"ca_cert: certs/ca.crt\nauth_key: certs/site-{i}\nruntime_port: {_free_port()}\n"
+            f"data:\n  paths: [data/site-{i}.jsonl]\n"
+            f"privacy:\n  target_epsilon: 6.0\n  noise_seed: {noise_seed}\n", encoding="utf-8")
+        return path
+
+    def start_site(self, i: int, config: Path) -> None:
+        self.spawn(f"site-{i}", "site", "start", "--config", str(config))
+
+    def run(self, *overrides: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cli("coordinator", "run", *overrides, "--superlink", self.address, "--ca",
+                        str(self.certs / "ca.crt"), "--signing-key", str(self.certs / "coordinator.key"),
+                        timeout=600, check=check)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, cache_dir: Path) -> Iterator[Deployment]:
+    dep = Deployment(tmp_path, cache_dir, num_sites=3)
+    dep.start_coordinator()
+    dep.enroll()
+    yield dep
+    dep.close()
+
+
+SMOKE = ("model=tiny", "num_sites=3", "train.batch_size=4", "data.eval_fraction=0.25",
+         "coordinator.round_timeout_s=90")
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -> None:
+    for i in range(3):
+        deployment.start_site(i, deployment.site_config(i, "state"))
+    deployment.run(*SMOKE, "num_rounds=2", "train.local_steps=3", "output_dir=runs", "run_name=tls")
+    run = deployment.root / "runs" / "tls"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["signed"] and len(summary["sites"]) == 3 and summary["rounds"] == 2
+    assert all(0 < s["epsilon"] <= 6.0 == s["target_epsilon"] for s in summary["sites"])  # the site's budget wins
+    adapter = Path(summary["adapter_dir"])
+    ok = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"))
+    assert "signature OK" in ok.stdout
+    # A changed byte fails verification with a clear error.
+    weights = adapter / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    bad = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"), check=False)
+    assert bad.returncode == 2 and "adapter_model.safetensors was modified after signing" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    # Each site kept its ledger and an egress log that verifies.
+    for i in range(3):
+        ledger = json.loads((deployment.root / "state" / f"site-{i}" / "privacy_ledger.json").read_text())
+        assert [r["server_round"] for r in ledger["rounds"]] == [1, 2]
+        log = deployment.cli("audit", "verify", f"state/site-{i}/egress.jsonl")
+        assert "chain OK (5 entries)" in log.stdout  # 3 evaluations + 2 trainings
+
+
+def test_unregistered_key_and_plain_connections_are_refused(deployment: Deployment) -> None:
+    deployment.cli("certs", "--out", "rogue-certs", "--site", "rogue")
+    rogue = deployment.refused("rogue", "--root-certificates", str(deployment.certs / "ca.crt"),
+                               "--auth-supernode-private-key", "rogue-certs/rogue")
+    assert "Failed to activate SuperNode" in rogue
+    plain = deployment.refused("plain", "--insecure")
+    assert "Failed to initialize the connection" in plain
+    # Control: the enrolled key with TLS is accepted.
+    deployment.start_site(0, deployment.site_config(0, "state"))
+    _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 60, "site-0 to connect")
+
+
+def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -> None:
+    configs = [deployment.site_config(i, "state") for i in range(3)]
+    for i in range(3):
+        deployment.start_site(i, configs[i])
+    ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "simulations.cli", "coordinator", "run", *SMOKE, "num_rounds=3",
+         "train.local_steps=150", "strategy.min_sites=2", "output_dir=runs", "run_name=killsite",
+         "--superlink", deployment.address, "--ca", str(deployment.certs / "ca.crt")],
+        cwd=deployment.root, env=deployment.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(ledger.exists, 300, "site-2 to start training round 1")
+        deployment.kill("site-2")  # in the middle of its round-1 training
+        deployment.start_site(2, configs[2])  # the hospital restarts its daemon
+        out, _ = runner.communicate(timeout=900)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0, out.decode()[-4000:]
+    rows = [json.loads(line) for line in (deployment.root / "runs" / "killsite" / "metrics.jsonl").open()]
+    assert rows[0]["sites_trained"] == 2  # round 1 completed with the two others
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    started = [r["server_round"] for r in json.loads(ledger.read_text())["rounds"]]
+    assert started[0] == 1 and started.count(1) == 1 and 3 in started  # every round it started is counted
+
+
+def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployment: Deployment) -> None:
+    from safetensors.numpy import load_file
+
+    common = (*SMOKE, "num_rounds=2", "train.local_steps=4", "output_dir=runs")
+    for i in range(3):
+        deployment.start_site(i, deployment.site_config(i, "ref", noise_seed=11))
+    deployment.run(*common, "run_name=same")
+    reference = load_file(str(deployment.root / "runs" / "same" / "adapters" / "round-002" /
+                              "adapter_model.safetensors"))
+    (deployment.root / "runs" / "same").rename(deployment.root / "runs" / "reference")
+    for i in range(3):  # fresh sites (fresh ledgers), same seeds
+        deployment.kill(f"site-{i}")
+        deployment.start_site(i, deployment.site_config(i, "resumed", noise_seed=11))
+    checkpoint = deployment.root / "runs" / "same" / "checkpoint.json"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "simulations.cli", "coordinator", "run", *common, "run_name=same",
+         "--superlink", deployment.address, "--ca", str(deployment.certs / "ca.crt")],
+        cwd=deployment.root, env=deployment.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["completed_round"] == 1,
+                  300, "round 1 to complete")
+        deployment.kill("superlink")  # the coordinator dies after round 1
+        runner.kill()
+    finally:
+        runner.wait(timeout=30)
+    assert not (deployment.root / "runs" / "same" / "summary.json").exists()
+    deployment.start_coordinator()  # same state dir: enrolled sites are remembered; sites reconnect
+    deployment.cli("coordinator", "run", *SMOKE, "--resume", "runs/same", "--superlink", deployment.address,
+                   "--ca", str(deployment.certs / "ca.crt"), timeout=600)
+    resumed = load_file(str(deployment.root / "runs" / "same" / "adapters" / "round-002" /
+                            "adapter_model.safetensors"))
+    assert sorted(resumed) == sorted(reference)
+    for name, ref in reference.items():
+        assert resumed[name] == pytest.approx(ref, abs=1e-5), name
+    rows = [json.loads(line) for line in (deployment.root / "runs" / "same" / "metrics.jsonl").open()]
+    assert [r["round"] for r in rows] == [1, 2]
