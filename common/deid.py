@@ -201,11 +201,11 @@ _STOP_WORDS = _words(
     agency office board council committee group network alliance coalition control prevention information
     education resources resource support trial trials study studies clinical genetic genetics rare type stage grade
     class level normal abnormal positive negative left right bilateral acute chronic severe mild moderate stable
-    unstable other none never always morning evening night week weeks month months year years daily
+    unstable other none never always morning evening night week weeks month months year years
     monday tuesday wednesday thursday friday saturday sunday january february march april june july august
     september october november december jan feb mar apr jun jul aug sep sept oct nov dec
     street st avenue ave road rd drive dr lane ln boulevard blvd court ct place pl way suite apt apartment building
-    bldg practitioner assistant north south east west miss mister mr mrs ms mx dr prof madam unfortunately
+    bldg practitioner assistant north south east west miss mister mr mrs ms mx prof madam unfortunately
     fortunately additionally furthermore otherwise currently recently previously overall finally initially
     subsequently apparently basically actually honestly usually probably approximately almost nope yep pretty
     kinda sorry everything nothing something anything two three four five six seven eight nine ten eleven twelve
@@ -245,8 +245,8 @@ _CREDENTIALS = (
 )
 
 # Cue words before a name. "Family" cues accept a lone word ("her son Michael"); role cues ("patient",
-# "attending") also precede ordinary capitalised words ("Patient Education"), so they need two words or a
-# listed name.
+# "nurse") also precede ordinary capitalised words ("Patient Education"), so a lone word after them must be a
+# listed name or be followed by a content word ("Nurse Ingrid gave report").
 _FAMILY_CUES = (
     r"son|daughter|wife|husband|mother|father|brother|sister|spouse|partner|fianc[ée]e?|grandson|granddaughter|"
     r"grandmother|grandfather|grandma|grandpa|niece|nephew|aunt|uncle|cousin|friend|neighbou?r|caregiver|"
@@ -260,7 +260,9 @@ _ROLE_CUES = (
     r"interpreter|translator|chaplain|technician|aide|midwife|dietitian|counsel+or|social\s+worker|case\s+manager"
 )
 _CUE_NAME = re.compile(
-    rf"(?<![\w])(?:(?P<family>{_FAMILY_CUES})|(?P<role>{_ROLE_CUES}))(?![\w])[ \t]*(?P<punct>[:,]?)(?=[ \t])",
+    # The leading look-ahead lets the regex engine skip non-letters quickly; it does not change what matches.
+    rf"(?=[A-Za-z])(?<![\w])(?:(?P<family>{_FAMILY_CUES})|(?P<role>{_ROLE_CUES}))(?![\w])[ \t]*(?P<punct>[:,]?)"
+    rf"(?=[ \t])",
     re.IGNORECASE,
 )
 _LOWER_WORD_NEXT = re.compile(r"[ \t]+(?P<word>[a-z]{2,})\b")
@@ -539,7 +541,8 @@ def _ips(text: str) -> Iterator[Finding]:
             yield Finding("IP", match.start(), match.end())
     for match in _IPV6.finditer(text):
         candidate = match.group()
-        # Times ("10:30:00") and ratios have fewer groups; three filled groups is the least a real one shows.
+        # The parse below rejects times ("10:30:00": no "::" and not eight groups); fragments such as "1::2"
+        # parse but are too short to be an address anyone writes down.
         if sum(1 for group in candidate.split(":") if group) < 3:
             continue
         try:
@@ -652,6 +655,9 @@ def _addresses(text: str) -> Iterator[Finding]:
         city = _CITY_AFTER.match(text, end)
         if city:
             end = city.end("city")
+        elif not unit and text[end - 1] == ".":
+            # "St." at the end of a sentence: the full stop stays in the text, outside the placeholder.
+            end -= 1
         yield Finding("ADDRESS", match.start(), end)
     for match in _PO_BOX.finditer(text):
         yield Finding("ADDRESS", match.start(), match.end())

@@ -1,0 +1,325 @@
+"""Unit tests for common.deid and common.phi_benchmark: rules per type, scrubbing, backends and the benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from common.deid import (
+    PHI_TYPES,
+    Detector,
+    Finding,
+    RuleDetector,
+    detect,
+    load_detector,
+    scrub,
+    scrub_record,
+)
+from common.errors import ConfigError
+from common.phi_benchmark import (
+    PlantedNote,
+    clinical_term_survival,
+    evaluate,
+    format_table,
+    generate_notes,
+)
+from common.records import ChatRecord
+
+STRUCTURED = tuple(kind for kind in PHI_TYPES if kind not in {"NAME", "ADDRESS"})
+PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PHI_TYPES) + r")\]")
+
+
+class UpperDetector:
+    """A toy site backend: every all-capitals word of three letters or more is a NAME."""
+
+    def find(self, text: str) -> list[Finding]:
+        return [Finding("NAME", match.start(), match.end()) for match in re.finditer(r"\b[A-Z]{3,}\b", text)]
+
+
+class NoFind:
+    """Not a detector: it has no find method."""
+
+
+class BadKind:
+    """A faulty backend that reports a kind outside PHI_TYPES."""
+
+    def find(self, text: str) -> list[Finding]:
+        return [Finding("SECRET-Jane", 0, 1)]
+
+
+class Overlapping:
+    """Reports every match of each (kind, pattern), overlapping or not, to exercise overlap resolution."""
+
+    def __init__(self, rules: list[tuple[str, str]]) -> None:
+        self.rules = rules
+
+    def find(self, text: str) -> list[Finding]:
+        return [
+            Finding(kind, match.start(), match.end())
+            for kind, pattern in self.rules
+            for match in re.finditer(pattern, text)
+        ]
+
+
+def _found(text: str) -> list[tuple[str, str]]:
+    return [(finding.kind, text[finding.start : finding.end]) for finding in detect(text)]
+
+
+# Positive examples: (text, kind, exact value that must be found with that kind).
+POSITIVES = [
+    ("Pt: John Smith was seen.", "NAME", "John Smith"),
+    ("Seen by Dr. Priya Raman today.", "NAME", "Priya Raman"),
+    ("Mrs. Okonkwo reports pain.", "NAME", "Okonkwo"),
+    ("Name: Garcia, Maria", "NAME", "Garcia, Maria"),
+    ("Her daughter Siobhan visited.", "NAME", "Siobhan"),
+    ("Signed: Anneliese Kowalczyk, MD", "NAME", "Anneliese Kowalczyk"),
+    ("Attending: Dr. van der Berg", "NAME", "van der Berg"),
+    ("DOB: 03/14/1931.", "DATE", "03/14/1931"),
+    ("Admitted 3/14/24 for chest pain.", "DATE", "3/14/24"),
+    ("Surgery on 2024-03-14.", "DATE", "2024-03-14"),
+    ("Seen on March 14, 2024.", "DATE", "March 14, 2024"),
+    ("Seen on 14 March 2024.", "DATE", "14 March 2024"),
+    ("Returned Mar 14 for review.", "DATE", "Mar 14"),
+    ("Fell on 14th of March at home.", "DATE", "14th of March"),
+    ("Colonoscopy in March 2024 was normal.", "DATE", "March 2024"),
+    ("Drawn 14-MAR-2024.", "DATE", "14-MAR-2024"),
+    ("Sutures out on 3/14.", "DATE", "3/14"),
+    ("A 92-year-old woman.", "AGE", "92"),
+    ("Patient, age 95, fell.", "AGE", "95"),
+    ("Widowed, aged 91.", "AGE", "91"),
+    ("93 yo male.", "AGE", "93"),
+    ("94 y/o female.", "AGE", "94"),
+    ("A ninety-two-year-old man.", "AGE", "ninety-two"),
+    ("Call (555) 123-4567 today.", "PHONE", "(555) 123-4567"),
+    ("Cell 555-123-4567.", "PHONE", "555-123-4567"),
+    ("Tel 555.123.4567.", "PHONE", "555.123.4567"),
+    ("Reach at +1 555 123 4567.", "PHONE", "+1 555 123 4567"),
+    ("Fax: 555-123-4568", "FAX", "555-123-4568"),
+    ("Phone 555-123-4567, fax 555-123-4568.", "FAX", "555-123-4568"),
+    ("Email jane.doe@example.org today.", "EMAIL", "jane.doe@example.org"),
+    ("SSN 123-45-6789 on file.", "SSN", "123-45-6789"),
+    ("SSN: 123456789", "SSN", "123456789"),
+    ("MRN: 00482913", "MRN", "00482913"),
+    ("Medical record number A1234567.", "MRN", "A1234567"),
+    ("Account #: 88123004", "ACCOUNT", "88123004"),
+    ("Acct 5512-99812 billed.", "ACCOUNT", "5512-99812"),
+    ("Member ID: XJH882910033", "HEALTH_PLAN", "XJH882910033"),
+    ("Policy no. BCB-44-1928.", "HEALTH_PLAN", "BCB-44-1928"),
+    ("License no. MA-RN-228190.", "LICENSE", "MA-RN-228190"),
+    ("DEA # AB1234563", "LICENSE", "AB1234563"),
+    ("Pacemaker serial SN-77A-10928.", "DEVICE_ID", "SN-77A-10928"),
+    ("UDI (01)00844588003288(21)A1B2C3 logged.", "DEVICE_ID", "(01)00844588003288(21)A1B2C3"),
+    ("VIN 1HGCM82633A004352 on the report.", "VEHICLE_ID", "1HGCM82633A004352"),
+    ("License plate 7ABC123 noted.", "VEHICLE_ID", "7ABC123"),
+    ("See https://portal.example.org/p/1.", "URL", "https://portal.example.org/p/1"),
+    ("See www.example.com for videos.", "URL", "www.example.com"),
+    ("Login from 192.168.1.20 flagged.", "IP", "192.168.1.20"),
+    ("Monitor at 2001:db8:85a3::8a2e:370:7334 offline.", "IP", "2001:db8:85a3::8a2e:370:7334"),
+    ("Lives at 1234 Oak Street.", "ADDRESS", "1234 Oak Street"),
+    ("Lives at 56 N. Main St., Apt 4B.", "ADDRESS", "56 N. Main St., Apt 4B"),
+    ("Lives at 789 Elm Dr. She walks daily.", "ADDRESS", "789 Elm Dr"),
+    ("Lives in Springfield, MA 01103.", "ZIP", "01103"),
+    ("Zip code 60614.", "ZIP", "60614"),
+]
+
+# Near misses: nothing in these may be flagged.
+NEGATIVES = [
+    "Continue hydrocodone-acetaminophen 5/325 mg every 6 hours.",
+    "BP 120/80, HR 95, SpO2 97% on room air.",
+    "Diagnosed with type 2 diabetes (E11.9) in 2019.",
+    "Age 45 at diagnosis; a 67-year-old sister; aged 89 now.",
+    "History of Parkinson disease and Hodgkin lymphoma.",
+    "Crohn's disease, Bell's palsy, Down syndrome and Graves disease.",
+    "Stevens-Johnson syndrome; Charles Bonnet syndrome; Lou Gehrig's disease.",
+    "Strength 5/5 bilaterally. Pain 3/10. Take 1/2 tablet.",
+    "Glucose 104 mg/dL, platelets 245000, billed as CPT 99214.",
+    "Weight 92 kg, temperature 98.6 F.",
+    "Started Lipitor 40 mg and Eliquis 5 mg daily.",
+    "Serial troponins and serial 12-lead ECGs were normal; iron loss may account for it.",
+    "Epinephrine 1:1000; ECG at 10:45:30; version 2.1.4.",
+    "Talk With Your Doctor Before Starting Treatment.",
+    "Patient Education provided on Heart Failure.",
+    "CA 19-9 pending; May cause drowsiness.",
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), POSITIVES, ids=[f"{k}-{v}" for _, k, v in POSITIVES])
+def test_rule_detector_finds_each_type(text: str, kind: str, value: str) -> None:
+    assert (kind, value) in _found(text)
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_rule_detector_leaves_near_misses_alone(text: str) -> None:
+    assert _found(text) == []
+
+
+def test_every_type_has_a_positive_example() -> None:
+    assert {kind for _, kind, _ in POSITIVES} == set(PHI_TYPES)
+
+
+def test_dr_is_a_title_before_a_name_and_a_suffix_after_a_street() -> None:
+    text = "Lives at 12 Elm Dr, seen by Dr. Smith."
+    assert _found(text) == [("ADDRESS", "12 Elm Dr"), ("NAME", "Smith")]
+    assert scrub("Dr. Smith saw her.")[0] == "Dr. [NAME] saw her."
+
+
+def test_scrub_replaces_with_typed_placeholders_and_counts_kinds() -> None:
+    scrubbed, counts = scrub("Pt: John Smith, MRN: 00482913, call 555-123-4567 or 555-123-4568.")
+    assert scrubbed == "Pt: [NAME], MRN: [MRN], call [PHONE] or [PHONE]."
+    assert counts == Counter({"NAME": 1, "MRN": 1, "PHONE": 2})
+
+
+def test_scrub_never_alters_placeholders() -> None:
+    text = "MRN: [MRN]. Dr. [NAME] on [DATE] at [ADDRESS], MA [ZIP]."
+    assert scrub(text) == (text, Counter())
+
+
+def test_scrub_is_idempotent_over_generated_notes() -> None:
+    for note in generate_notes(25, seed=3):
+        once, _ = scrub(note.text)
+        twice, counts = scrub(once)
+        assert twice == once
+        assert counts == Counter()
+
+
+def test_scrubbed_notes_hold_no_planted_value_and_counts_match() -> None:
+    notes = generate_notes(40, seed=2)
+    names = names_gone = 0
+    planted: Counter[str] = Counter()
+    counted: Counter[str] = Counter()
+    for note in notes:
+        scrubbed, counts = scrub(note.text)
+        counted.update(counts)
+        assert sum(counts.values()) == len(PLACEHOLDER.findall(scrubbed))
+        for span in note.spans:
+            planted[span.kind] += 1
+            value = note.text[span.start : span.end]
+            if span.kind == "NAME":
+                names += 1
+                names_gone += value not in scrubbed
+            elif span.kind != "AGE":  # a bare "92" can also be a weight elsewhere in the note
+                assert value not in scrubbed, span.kind
+    assert names_gone >= 0.95 * names
+    for kind in STRUCTURED:
+        assert counted[kind] >= planted[kind], kind
+
+
+def test_findings_carry_no_text() -> None:
+    assert [field.name for field in dataclasses.fields(Finding)] == ["kind", "start", "end"]
+    finding = detect("Call 555-123-4567.")[0]
+    assert not hasattr(finding, "text")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finding.kind = "NAME"  # type: ignore[misc]
+
+
+def test_overlaps_keep_the_longest_span_then_the_priority_order() -> None:
+    longest = Overlapping([("AGE", r"2024"), ("DATE", r"2024-03-14"), ("NAME", r"14 ok")])
+    assert scrub("on 2024-03-14 ok", longest) == ("on [DATE] ok", Counter({"DATE": 1}))
+    tie = Overlapping([("PHONE", r"\d{3}-\d{3}-\d{4}"), ("MRN", r"\d{3}-\d{3}-\d{4}")])
+    assert scrub("MRN 555-123-4567", tie) == ("MRN [MRN]", Counter({"MRN": 1}))
+
+
+def test_scrub_record_scrubs_every_turn_and_keeps_roles() -> None:
+    record = ChatRecord(
+        prompt=(("system", "Be brief."), ("user", "Summarise: Pt John Smith, DOB 03/14/1931.")),
+        completion="Dr. Okafor will call 555-123-4567.",
+    )
+    scrubbed, counts = scrub_record(record)
+    assert scrubbed.prompt == (("system", "Be brief."), ("user", "Summarise: Pt [NAME], DOB [DATE]."))
+    assert scrubbed.completion == "Dr. [NAME] will call [PHONE]."
+    assert counts == Counter({"NAME": 2, "DATE": 1, "PHONE": 1})
+
+
+def test_load_detector_builds_the_rules_backend() -> None:
+    detector = load_detector("rules")
+    assert isinstance(detector, RuleDetector)
+    assert isinstance(detector, Detector)
+
+
+def test_load_detector_imports_a_site_backend() -> None:
+    detector = load_detector("tests.unit.test_deid:UpperDetector")
+    assert isinstance(detector, UpperDetector)
+    assert scrub("Seen by JONES today", detector) == ("Seen by [NAME] today", Counter({"NAME": 1}))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "regex",
+        "",
+        "tests.unit.test_deid:",
+        "no_such_module_xyz:Detector",
+        "tests.unit.test_deid:Missing",
+        "tests.unit.test_deid:NoFind",
+    ],
+)
+def test_load_detector_rejects_unknown_specs(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        load_detector(spec)
+
+
+def test_a_backend_reporting_an_unknown_kind_is_a_config_error_that_echoes_nothing() -> None:
+    with pytest.raises(ConfigError) as error:
+        scrub("Jane", BadKind())
+    assert "Jane" not in str(error.value)
+
+
+def test_generate_notes_is_deterministic_and_covers_every_type() -> None:
+    assert generate_notes(5, seed=7) == generate_notes(5, seed=7)
+    assert generate_notes(5, seed=7) != generate_notes(5, seed=8)
+    assert generate_notes(0) == []
+    with pytest.raises(ConfigError):
+        generate_notes(-1)
+    notes = generate_notes(3, seed=0)
+    assert {span.kind for note in notes for span in note.spans} == set(PHI_TYPES)
+    for note in notes:
+        assert isinstance(note, PlantedNote)
+        for span in note.spans:
+            assert 0 <= span.start < span.end <= len(note.text)
+            assert note.text[span.start : span.end].strip() == note.text[span.start : span.end]
+
+
+def test_benchmark_recall_meets_targets() -> None:
+    scores = {score.kind: score for score in evaluate(RuleDetector(), generate_notes(300, seed=1))}
+    assert set(scores) == set(PHI_TYPES)
+    for kind in STRUCTURED:
+        assert scores[kind].planted > 0
+        assert scores[kind].recall >= 0.99, kind
+    assert scores["NAME"].recall >= 0.95
+    assert scores["ADDRESS"].recall >= 0.95
+    for score in scores.values():
+        assert score.precision >= 0.95, score.kind
+
+
+def test_evaluate_counts_matches_and_format_table_lists_every_type() -> None:
+    note = PlantedNote(text="Call 555-123-4567 now.", spans=(Finding("PHONE", 5, 17),))
+    scores = {score.kind: score for score in evaluate(RuleDetector(), [note])}
+    assert (scores["PHONE"].planted, scores["PHONE"].found, scores["PHONE"].true_positive) == (1, 1, 1)
+    assert scores["FAX"].recall == 1.0 and scores["FAX"].precision == 1.0
+    table = format_table(list(scores.values())).splitlines()
+    assert table[0].split() == ["type", "planted", "found", "recall", "%", "precision", "%"]
+    assert [line.split()[0] for line in table[1:]] == list(PHI_TYPES)
+
+
+def test_clinical_term_survival_counts_flagged_words() -> None:
+    detector = RuleDetector()
+    assert clinical_term_survival(["Parkinson disease is treated with levodopa."], detector) == (0, 6)
+    assert clinical_term_survival(["Dr. Smith saw the Hodgkin lymphoma patient."], detector) == (1, 7)
+
+
+def test_medquad_answers_survive(medquad: Path) -> None:
+    answers = []
+    with medquad.open(encoding="utf-8") as file:
+        for line in file:
+            if line.strip():
+                answers.append(json.loads(line)["answer"])
+            if len(answers) == 40:
+                break
+    flagged, total = clinical_term_survival(answers, RuleDetector())
+    assert total > 5_000
+    assert flagged / total < 0.01
