@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         ledger = site.ledger.load() or PrivacyLedger.create(
             target_epsilon=privacy.target_epsilon, target_delta=privacy.target_delta,
             num_records=len(data.train), accountant=privacy.accountant)
+        ledger.target_epsilon = privacy.target_epsilon  # the site's current budget wins (delta stays fixed)
         cached = _released_reply(site, plan, received_sha)
         if cached is not None and ledger.was_released(plan.run_id, plan.server_round, received_sha):
             log.info("site %d round %d: asked again after a coordinator restart; re-sending the update "
@@ -138,6 +140,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         "delta": ledger.delta if ledger else 0.0,
         "noise_multiplier": dp.noise_multiplier if dp else 0.0,
         "sample_rate": dp.sample_rate if dp else plan.train.batch_size / len(data.train),
+        "phi_removed": sum(data.phi_counts.values()),
     }
     check_metrics(metrics, TRAIN_METRICS)
     arrays = adapter_arrays(model)
@@ -243,7 +246,10 @@ def _answer(msg: Message, context: Context, work: Work) -> Message:
         reason = str(err)
         code = FEDCARE_ERROR
     except Exception as err:  # noqa: BLE001 - anything else: keep details at the site
-        log.exception("site failed")
+        # The message of a foreign exception may quote a record (a tokenizer or parser echoing its
+        # input): log where it happened, never what it said.
+        log.error("site failed with %s (message withheld: it may quote records); stack:\n%s",
+                  type(err).__name__, "".join(traceback.format_tb(err.__traceback__)))
         reason = f"{type(err).__name__} at the site; details are in the site's log"
         code = UNEXPECTED_ERROR
     if site is not None and site.egress is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from common.adapters import attach_lora
 from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
+from common.deid import load_detector, scrub_record
 from common.examples import TokenizedExample, split_indices, tokenize_records
 from common.model import load_model_and_tokenizer
 
@@ -33,6 +35,7 @@ class SiteExamples:
     name: str
     train: list[TokenizedExample]
     eval: list[TokenizedExample]
+    phi_counts: dict[str, int]  # identifiers scrubbed per type (counts only, never values)
 
 
 def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tuple[Any, Any]:
@@ -57,8 +60,18 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
     with _lock:
         if key not in _sites:
             data = load_site_data(data_cfg, site_index, num_sites)
-            examples = tokenize_records(data.records, tokenizer, plan.train.max_seq_len, source=data.name)
+            records, counts = data.records, Counter[str]()
+            if data_cfg.deid != "off":  # scrub identifiers before any token is made from the text
+                detector = load_detector(data_cfg.deid)
+                records = []
+                for record in data.records:
+                    clean, found = scrub_record(record, detector)
+                    records.append(clean)
+                    counts.update(found)
+                log.info("site %s: de-identification replaced %d identifiers (%s)", data.name, sum(counts.values()),
+                         ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none found")
+            examples = tokenize_records(records, tokenizer, plan.train.max_seq_len, source=data.name)
             train_idx, eval_idx = split_indices(len(examples), data_cfg.eval_fraction, data_cfg.seed + site_index)
             _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
-                                       [examples[i] for i in eval_idx])
+                                       [examples[i] for i in eval_idx], dict(counts))
         return _sites[key]

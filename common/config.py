@@ -103,6 +103,7 @@ class DataConfig:
     max_records_per_site: int = 0  # cap per site after loading, 0 = no cap
     eval_fraction: float = 0.2  # share of each site's records held out for evaluation
     seed: int = 0  # seed of generation, splitting and sampling
+    deid: str = "rules"  # de-identification before tokenization: "rules", "off", or a "module:Class" backend
 
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
@@ -138,10 +139,12 @@ class CoordinatorConfig:
     resume: bool = False  # continue the run directory output_dir/run_name from its last completed round
     node_wait_s: float = 120.0  # seconds to wait for num_sites sites to connect (then go on with >= min_sites)
     round_timeout_s: float = 0.0  # seconds to wait for a round's replies; 0 = until every site answers or fails
+    rejoin_wait_s: float = 0.0  # before each round, seconds to wait for missing sites to (re)connect
 
     def __post_init__(self) -> None:
         _check(self.node_wait_s >= 0, "coordinator.node_wait_s", ">= 0", self.node_wait_s)
         _check(self.round_timeout_s >= 0, "coordinator.round_timeout_s", ">= 0", self.round_timeout_s)
+        _check(self.rejoin_wait_s >= 0, "coordinator.rejoin_wait_s", ">= 0", self.rejoin_wait_s)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ TRAIN_METRICS = frozenset({
     "delta",  # the site's delta
     "noise_multiplier",  # sigma of DP-SGD
     "sample_rate",  # Poisson sampling rate q = batch_size / records
+    "phi_removed",  # identifiers de-identification replaced in the site's records (a count, never values)
 })
 EVAL_METRICS = frozenset({NUM_EXAMPLES, "site_index", "eval_loss"})
 

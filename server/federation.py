@@ -88,7 +88,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
         _checkpoint(out, state, rng, start)
     for server_round in range(state.completed_round + 1, cfg.num_rounds + 1):
         t0 = time.perf_counter()
-        nodes = sorted(grid.get_node_ids())
+        nodes = _wait_for_nodes(grid, cfg.strategy.min_sites, cfg.num_sites, cfg.coordinator.rejoin_wait_s)
         chosen = sorted(rng.sample(nodes, max(1, round(cfg.strategy.fraction_train * len(nodes)))))
         log.info("round %d/%d: training on %d sites", server_round, cfg.num_rounds, len(chosen))
         replies = _send(grid, cfg, run_id, server_round, chosen, global_arrays, MessageType.TRAIN)
@@ -111,6 +111,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
                 "site_id": site_id, "examples": int(m[NUM_EXAMPLES]), "epsilon": m["epsilon"], "delta": m["delta"],
                 "target_epsilon": m["target_epsilon"], "noise_multiplier": m["noise_multiplier"],
                 "rounds_trained": state.sites.get(site_id, {}).get("rounds_trained", 0) + 1,
+                "dp_enabled": bool(m["dp_enabled"]),
             }
         state.bytes_up.append(replies.bytes_up)
         state.bytes_down.append(replies.bytes_down)
@@ -131,7 +132,8 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
                  server_round, cfg.num_rounds, seconds, train_loss, state.eval_losses[-1],
                  max(m["epsilon"] for m in trained.values()), replies.bytes_up / 1e6)
     summary = {
-        "rounds": cfg.num_rounds, "dp_enabled": cfg.privacy.enabled,
+        # What the sites did, not what was asked: a site daemon's own privacy settings win.
+        "rounds": cfg.num_rounds, "dp_enabled": all(s["dp_enabled"] for s in state.sites.values()),
         "sites": [state.sites[k] for k in sorted(state.sites, key=lambda s: int(s.split("-")[1]))],
         "eval_loss_by_round": state.eval_losses, "bytes_up_per_round": state.bytes_up,
         "bytes_down_per_round": state.bytes_down, "adapter_dir": str(out.adapter_dir(cfg.num_rounds)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import RunConfig
+from common.config import RunConfig, run_config_from_dict
 from common.console import configure_logging
 from server.compose import compose
 from server.federation import run_federation
@@ -45,6 +46,10 @@ def main(grid: Grid, context: Context) -> None:
     configure_logging()
     cfg, raw = compose(shlex.split(str(context.run_config.get("overrides", ""))))
     out = new_run_directory(cfg)
+    if cfg.coordinator.resume:  # a resumed run keeps its original configuration, whatever was passed now
+        raw = json.loads((out.path / "config.json").read_text(encoding="utf-8"))
+        raw["coordinator"]["resume"] = True
+        cfg = run_config_from_dict(raw)
     out.write_config(raw)
     run_federation(grid, cfg, out)
 

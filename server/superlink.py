@@ -80,7 +80,7 @@ def enroll_command(public_key: Path) -> list[str]:
     first = public_key.read_text(encoding="utf-8").split(" ", 1)[0]
     if first != "ecdsa-sha2-nistp384":
         raise ConfigError(f"enroll: {public_key} is not an EC P-384 OpenSSH public key (found {first[:24]!r})")
-    return ["flwr", "supernode", "register", str(public_key.resolve()), CONNECTION]
+    return ["flwr", "supernode", "register", str(public_key.resolve()), CONNECTION, "--name", public_key.stem]
 
 
 def run_command(overrides: list[str], run_config_file: Path) -> list[str]:

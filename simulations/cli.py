@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--out", required=True, help="folder for the credentials (private keys are 0600)")
     certs.add_argument("--host", action="append", default=[], help="coordinator DNS name or IP (repeat)")
     certs.add_argument("--site", action="append", default=[], help="site id to create an auth key pair for (repeat)")
-    certs.add_argument("--overwrite", action="store_true", help="replace existing keys (rotation)")
+    certs.add_argument("--overwrite", action="store_true",
+                       help="replace the named sites' existing keys (rotation); the CA and coordinator keys are kept")
     coord = sub.add_parser("coordinator", help="run the consortium's SuperLink and submit runs")
     csub = coord.add_subparsers(dest="action", required=True)
     cstart = csub.add_parser("start", help="start the SuperLink with TLS and SuperNode authentication")
@@ -151,15 +152,23 @@ def _certs(args: argparse.Namespace) -> int:
     from common import credentials
 
     out = Path(args.out)
-    hosts = args.host or list(credentials.DEFAULT_HOSTS)
-    ca_cert, ca_key = credentials.create_ca(out, overwrite=args.overwrite)
-    print(f"consortium CA:        {ca_cert}")
-    cert, _ = credentials.create_server_cert(out, ca_cert, ca_key, hosts=hosts, overwrite=args.overwrite)
-    print(f"coordinator TLS cert: {cert} (hosts: {', '.join(hosts)})")
-    _, pub = credentials.create_signing_keypair(out, overwrite=args.overwrite)
+    # The SuperLink's own ServerApp process dials 127.0.0.1 and checks the name: keep loopback in the cert.
+    hosts = list(dict.fromkeys([*args.host, *credentials.DEFAULT_HOSTS]))
+    paths = credentials.CredentialPaths(out)
+    if not paths.ca_cert.exists():
+        credentials.create_ca(out)
+    print(f"consortium CA:        {paths.ca_cert}")
+    if not paths.server_cert.exists():
+        credentials.create_server_cert(out, paths.ca_cert, paths.ca_key, hosts=hosts)
+    print(f"coordinator TLS cert: {paths.server_cert}" + (f" (hosts: {', '.join(hosts)})" if args.host else ""))
+    if not paths.signing_public_key().exists():
+        credentials.create_signing_keypair(out)
+    pub = paths.signing_public_key()
     print(f"adapter signing key:  {pub} ({credentials.fingerprint(pub)})")
-    for site_id in args.site:
-        _, site_pub = credentials.create_site_keypair(out, site_id, overwrite=args.overwrite)
+    for site_id in args.site:  # existing site keys are kept unless --overwrite (key rotation)
+        if args.overwrite or not paths.site_public_key(site_id).exists():
+            credentials.create_site_keypair(out, site_id, overwrite=args.overwrite)
+        site_pub = paths.site_public_key(site_id)
         print(f"site {site_id}: {site_pub} ({credentials.fingerprint(site_pub)})")
     return 0
 
@@ -232,9 +241,10 @@ def _site(args: argparse.Namespace) -> int:
     if cfg.insecure:
         _warn_insecure()
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    from common.records import load_records
+    from common.records import ColumnMapping, load_records
 
-    records = load_records(cfg.data.paths[0])  # fail before connecting when the data is unusable
+    columns = ColumnMapping(cfg.data.prompt_column, cfg.data.completion_column) if cfg.data.prompt_column else None
+    records = load_records(cfg.data.paths[0], columns)  # fail before connecting when the data is unusable
     print(f"site {cfg.site_id}: {len(records)} records in {cfg.data.paths[0]}; state in {cfg.state_dir}")
     cmd = supernode_command(cfg, path)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
