@@ -34,13 +34,14 @@ from common.adapters import adapter_arrays, is_lora_tensor_name, load_adapter_ar
 from common.audit import EgressLog
 from common.config import DataConfig, PrivacyConfig, SitePlan, plan_from_flat
 from common.console import configure_logging
-from common.errors import AdapterLayoutError, FedcareError
+from common.errors import AdapterLayoutError, ConfigError, FedcareError
 from common.privacy import PrivacyLedger
 from common.site import SiteConfig, load_site_config
 from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
 
 log = logging.getLogger("fedcare.site")
 
+EGRESS_DIR_ENV = "FEDCARE_EGRESS_DIR"  # simulation only: folder for the virtual sites' egress logs
 FEDCARE_ERROR = 1001  # error code of a refusal or validation error fedcare wrote itself
 UNEXPECTED_ERROR = 1002  # error code of any other exception (text withheld)
 
@@ -88,7 +89,10 @@ def resolve_site(context: Context, plan: SitePlan) -> Site:
     if "partition-id" not in context.node_config:
         raise FedcareError("site: node config has neither 'site-config' nor 'partition-id'")
     index = int(context.node_config["partition-id"])
-    return Site(index, index, plan.num_sites, plan.data, plan.privacy, ContextLedgerStore(context), None)
+    # A simulation keeps each virtual site's egress log in the run directory (set by `fedcare simulate`).
+    egress_dir = os.environ.get(EGRESS_DIR_ENV)
+    egress = EgressLog(Path(egress_dir) / f"site-{index}" / "egress.jsonl") if egress_dir else None
+    return Site(index, index, plan.num_sites, plan.data, plan.privacy, ContextLedgerStore(context), egress)
 
 
 def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
@@ -100,17 +104,23 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     dp: DPSettings | None = None
     ledger: PrivacyLedger | None = None
     privacy = site.privacy
+    units = None
+    if privacy.unit == "patient":
+        if data.train_units is None:
+            raise ConfigError("privacy.unit=patient: the site's records carry no patient id (set data.patient_field)")
+        units = data.train_units
+    num_units = len(set(units)) if units is not None else len(data.train)
     if privacy.enabled:
         ledger = site.ledger.load() or PrivacyLedger.create(
             target_epsilon=privacy.target_epsilon, target_delta=privacy.target_delta,
-            num_records=len(data.train), accountant=privacy.accountant)
+            num_records=num_units, accountant=privacy.accountant)
         ledger.target_epsilon = privacy.target_epsilon  # the site's current budget wins (delta stays fixed)
         cached = _released_reply(site, plan, received_sha)
         if cached is not None and ledger.was_released(plan.run_id, plan.server_round, received_sha):
             log.info("site %d round %d: asked again after a coordinator restart; re-sending the update "
                      "already released (no new privacy cost)", site.index, plan.server_round)
             return _reply(site, plan, *cached)
-        calibration = ledger.plan_run(plan.run_id, num_records=len(data.train), batch_size=plan.train.batch_size,
+        calibration = ledger.plan_run(plan.run_id, num_records=num_units, batch_size=plan.train.batch_size,
                                       planned_steps=plan.num_rounds * steps)
         ledger.check_round(plan.run_id, plan.server_round, steps)  # raises PrivacyBudgetExceededError
         ledger.record(plan.run_id, plan.server_round, steps)
@@ -125,7 +135,8 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
 
     rng_seed = _seed(privacy, plan, site.index) if dp else plan.seed * 1_000_003 + site.index * 1009 + plan.server_round
     result = train_round(model, data.train, plan.train, precision=plan.model.precision,
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress)
+                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress,
+                         units=units)
     epsilon = ledger.epsilon() if ledger else math.inf
     log.info("site %d (%s) round %d done: loss %.4f, epsilon %.3f/%s, %.1f s", site.index, data.name,
              plan.server_round, result.train_loss, epsilon,
@@ -139,7 +150,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         "target_epsilon": ledger.target_epsilon if ledger else math.inf,
         "delta": ledger.delta if ledger else 0.0,
         "noise_multiplier": dp.noise_multiplier if dp else 0.0,
-        "sample_rate": dp.sample_rate if dp else plan.train.batch_size / len(data.train),
+        "sample_rate": dp.sample_rate if dp else min(1.0, plan.train.batch_size / num_units),
         "phi_removed": sum(data.phi_counts.values()),
     }
     check_metrics(metrics, TRAIN_METRICS)

@@ -19,7 +19,7 @@ from common.adapters import attach_lora
 from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
 from common.deid import load_detector, scrub_record
-from common.examples import TokenizedExample, split_indices, tokenize_records
+from common.examples import TokenizedExample, split_indices, split_units, tokenize_records
 from common.model import load_model_and_tokenizer
 
 log = logging.getLogger("fedcare.site")
@@ -36,6 +36,7 @@ class SiteExamples:
     train: list[TokenizedExample]
     eval: list[TokenizedExample]
     phi_counts: dict[str, int]  # identifiers scrubbed per type (counts only, never values)
+    train_units: list[int] | None = None  # patient (privacy unit) of each training example, when known
 
 
 def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tuple[Any, Any]:
@@ -71,7 +72,15 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
                 log.info("site %s: de-identification replaced %d identifiers (%s)", data.name, sum(counts.values()),
                          ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none found")
             examples = tokenize_records(records, tokenizer, plan.train.max_seq_len, source=data.name)
-            train_idx, eval_idx = split_indices(len(examples), data_cfg.eval_fraction, data_cfg.seed + site_index)
+            seed = data_cfg.seed + site_index
+            if all(r.patient_id is not None for r in data.records):
+                codes = {pid: n for n, pid in enumerate(dict.fromkeys(r.patient_id for r in data.records))}
+                units = [codes[r.patient_id] for r in data.records]
+                train_idx, eval_idx = split_units(units, data_cfg.eval_fraction, seed)  # no patient in both
+                train_units: list[int] | None = [units[i] for i in train_idx]
+            else:
+                train_idx, eval_idx = (list(a) for a in split_indices(len(examples), data_cfg.eval_fraction, seed))
+                train_units = None
             _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
-                                       [examples[i] for i in eval_idx], dict(counts))
+                                       [examples[i] for i in eval_idx], dict(counts), train_units)
         return _sites[key]

@@ -15,7 +15,7 @@ import torch
 from common.adapters import adapter_arrays
 from common.config import TrainConfig
 from common.errors import FedcareError
-from common.examples import IGNORE_INDEX, TokenizedExample, collate, poisson_batches
+from common.examples import IGNORE_INDEX, TokenizedExample, collate, poisson_batches, poisson_unit_batches
 
 Progress = Callable[[int, int, float], None]  # (step, steps, batch loss)
 
@@ -69,6 +69,7 @@ def train_round(
     dp: DPSettings | None,
     rng: np.random.Generator,
     progress: Progress | None = None,
+    units: Sequence[int] | None = None,
 ) -> RoundResult:
     """Run ``cfg.local_steps`` optimizer steps on Poisson-sampled batches; updates ``model`` in place.
 
@@ -76,6 +77,10 @@ def train_round(
     LoRA), clips each to ``max_grad_norm``, adds Gaussian noise of std ``noise_multiplier x
     max_grad_norm`` and divides by the expected batch size. Without it the same batches train with
     plain AdamW, so the two modes are comparable step for step.
+
+    With ``units`` (the patient of each example), DP is patient-level: Poisson sampling picks
+    patients, each with all their records, and the per-record gradients of one patient are averaged
+    into one row before clipping, so clipping and noise bound a whole patient's contribution.
 
     Raises:
         FedcareError: when the adapter did not change (the silent LoRA failure of opacus#820).
@@ -87,8 +92,12 @@ def train_round(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
                                                          weight_decay=cfg.weight_decay)
-    sample_rate = dp.sample_rate if dp else min(1.0, cfg.batch_size / len(examples))
-    batches = poisson_batches(len(examples), sample_rate, cfg.local_steps, rng)
+    num_units = len(set(units)) if units is not None else len(examples)
+    sample_rate = dp.sample_rate if dp else min(1.0, cfg.batch_size / num_units)
+    if units is not None:
+        batches = poisson_unit_batches(units, sample_rate, cfg.local_steps, rng)
+    else:
+        batches = poisson_batches(len(examples), sample_rate, cfg.local_steps, rng)
     trainer: torch.nn.Module = model
     if dp is not None:
         trainer = GradSampleModule(model, batch_first=True, loss_reduction="mean")
@@ -96,7 +105,7 @@ def train_round(
         noise = torch.Generator().manual_seed(seed)  # unpredictable unless a test pins it
         optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
                                 max_grad_norm=dp.max_grad_norm,
-                                expected_batch_size=max(1, round(dp.sample_rate * len(examples))),
+                                expected_batch_size=max(1, round(dp.sample_rate * num_units)),
                                 loss_reduction="mean", generator=noise)
     losses: list[float] = []
     seen = tokens = 0
@@ -117,6 +126,8 @@ def train_round(
             batch = collate([examples[i] for i in idx], pad_id)
             loss = per_example_loss(trainer, batch, precision).mean()
             loss.backward()
+            if dp is not None and units is not None:
+                average_grad_samples_by_unit(params, [units[i] for i in idx])
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += len(idx)
@@ -139,6 +150,23 @@ def train_round(
         raise FedcareError("training: the LoRA adapter did not change in a round (see opacus#820)")
     return RoundResult(train_loss=float(np.mean(losses)) if losses else float("nan"), steps=len(batches),
                        examples_seen=seen, tokens=tokens, seconds=seconds, update_norm=update_norm)
+
+
+@torch.no_grad()
+def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units: Sequence[int]) -> int:
+    """Replace each parameter's per-record ``grad_sample`` rows by one row per unit (their mean).
+
+    Opacus then clips and noises per unit: one patient = one "sample" of DP-SGD. Returns the
+    number of units in the batch.
+    """
+    order = {u: n for n, u in enumerate(dict.fromkeys(row_units))}
+    index = torch.tensor([order[u] for u in row_units], dtype=torch.long)
+    counts = torch.bincount(index, minlength=len(order)).clamp(min=1)
+    for p in params:
+        rows = p.grad_sample  # type: ignore[attr-defined]
+        summed = torch.zeros((len(order), *rows.shape[1:]), dtype=rows.dtype).index_add_(0, index, rows)
+        p.grad_sample = summed / counts.view(-1, *([1] * (rows.dim() - 1))).to(rows.dtype)  # type: ignore[attr-defined]
+    return len(order)
 
 
 @torch.no_grad()

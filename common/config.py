@@ -63,8 +63,10 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0  # per-sample L2 clipping bound C
     accountant: str = "prv"  # Opacus accountant: "prv" (tight) or "rdp" (conservative)
     noise_seed: int = 0  # 0 = DP noise and sampling from OS entropy; else reproducible (tests ONLY: weakens DP)
+    unit: str = "record"  # privacy unit: "record", or "patient" (all of a patient's records are one unit)
 
     def __post_init__(self) -> None:
+        _check(self.unit in ("record", "patient"), "privacy.unit", "'record' or 'patient'", self.unit)
         _check(self.noise_seed >= 0, "privacy.noise_seed", ">= 0", self.noise_seed)
         _check(self.target_epsilon > 0, "privacy.target_epsilon", "> 0", self.target_epsilon)
         _check(0.0 <= self.target_delta < 1.0, "privacy.target_delta", "in [0, 1)", self.target_delta)
@@ -104,6 +106,7 @@ class DataConfig:
     eval_fraction: float = 0.2  # share of each site's records held out for evaluation
     seed: int = 0  # seed of generation, splitting and sampling
     deid: str = "rules"  # de-identification before tokenization: "rules", "off", or a "module:Class" backend
+    patient_field: str = ""  # files: field with each record's patient id (needed for privacy.unit=patient)
 
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)

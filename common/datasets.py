@@ -39,12 +39,13 @@ def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData
                 f"'{cfg.partition_field}' values, fewer than num_sites={num_sites}"
             )
         value = values[site_index]
-        records = load_records(path, columns, where=(cfg.partition_field, value))
+        records = load_records(path, columns, where=(cfg.partition_field, value),
+                               patient_field=cfg.patient_field or None)
         name = value
     else:
         if site_index >= len(cfg.paths):
             raise ConfigError(f"data.paths: no file for site {site_index} ({len(cfg.paths)} given)")
-        records = load_records(cfg.paths[site_index], columns)
+        records = load_records(cfg.paths[site_index], columns, patient_field=cfg.patient_field or None)
         name = Path(cfg.paths[site_index]).stem
     if cfg.max_records_per_site:
         records = records[: cfg.max_records_per_site]

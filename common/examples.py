@@ -93,6 +93,39 @@ def poisson_batches(n: int, sample_rate: float, steps: int, rng: np.random.Gener
     return [np.flatnonzero(rng.random(n) < sample_rate) for _ in range(steps)]
 
 
+def poisson_unit_batches(units: Sequence[int], sample_rate: float, steps: int,
+                         rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+    """Poisson sampling of privacy UNITS (patients): each unit is kept with ``sample_rate`` and brings
+    all of its examples, so a patient's records are never split across a sampling decision.
+
+    Args:
+        units: the unit id of each example.
+
+    Returns:
+        ``steps`` arrays of example indices, grouped unit by unit.
+    """
+    ids = np.asarray(units)
+    distinct = np.unique(ids)
+    members = {u: np.flatnonzero(ids == u) for u in distinct.tolist()}
+    batches = []
+    for _ in range(steps):
+        chosen = distinct[rng.random(len(distinct)) < sample_rate]
+        parts = [members[u] for u in chosen.tolist()]
+        batches.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+    return batches
+
+
+def split_units(units: Sequence[int], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train/eval example indices split by unit, so no patient is in both."""
+    ids = np.asarray(units)
+    distinct = np.unique(ids)
+    train_u, eval_u = split_indices(len(distinct), eval_fraction, seed)
+    train_set = set(distinct[train_u].tolist())
+    train = [i for i, u in enumerate(ids.tolist()) if u in train_set]
+    evaluation = [i for i, u in enumerate(ids.tolist()) if u not in train_set]
+    return train, evaluation
+
+
 def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
     import torch

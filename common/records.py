@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -39,6 +40,7 @@ class ChatRecord:
 
     prompt: tuple[tuple[str, str], ...]
     completion: str
+    patient_id: str | None = None  # the privacy unit when DP is patient-level (privacy.unit=patient)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def load_records(
     columns: ColumnMapping | None = None,
     *,
     where: tuple[str, str] | None = None,
+    patient_field: str | None = None,
 ) -> list[ChatRecord]:
     """Load and validate every record of a site's data file.
 
@@ -84,6 +87,8 @@ def load_records(
             "system", or chat {messages: [{role, content}, ...]}).
         where: Optional (field, value): keep only rows whose field, compared as a string, equals value.
             Rows filtered out are not validated beyond being objects.
+        patient_field: Optional field holding each record's patient identifier (required, non-empty);
+            it becomes ``ChatRecord.patient_id``, the unit of patient-level DP.
 
     Returns:
         The records in file order.
@@ -108,6 +113,13 @@ def load_records(
             )
         else:
             records.append(_detected_record(row, where_text))
+        if patient_field:
+            value = row.get(patient_field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{where_text}: field {patient_field!r} (the patient identifier) is missing or empty")
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise DataError(f"{where_text}: field {patient_field!r} must be a string or an integer")
+            records[-1] = dataclasses.replace(records[-1], patient_id=str(value))
     if not records:
         if where is not None:
             raise DataError(

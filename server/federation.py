@@ -198,8 +198,12 @@ def _send(grid: Grid, cfg: RunConfig, run_id: str, server_round: int, nodes: lis
     out = RoundReplies(bytes_down=nbytes(arrays) * len(nodes))
     allowed = TRAIN_METRICS if message_type == MessageType.TRAIN else EVAL_METRICS
     timeout = cfg.coordinator.round_timeout_s or None
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        node = reply.metadata.src_node_id
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    # An error the SuperLink writes itself (e.g. "Node Unavailable") comes from the SuperLink's own
+    # node id: map it back to the site through the message it answers.
+    sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+    for reply in replies:
+        node = sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
         if reply.has_error():
             out.failed[node] = reply.error.reason or f"error code {reply.error.code}"
             continue

@@ -44,6 +44,8 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
 
     from client.client_app import app as client_app
 
+    # Each virtual site records what it sends in <run>/egress/site-N/egress.jsonl (workers inherit the env).
+    os.environ["FEDCARE_EGRESS_DIR"] = str((out.path / "egress").resolve())
     cores = os.cpu_count() or 1
     per_site = cfg.simulation.cpus_per_site or cores
     backend_config: dict[str, Any] = {

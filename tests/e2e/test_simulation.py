@@ -61,6 +61,31 @@ def test_two_sites_two_rounds_on_the_tiny_model(tmp_path: Path, cache_dir: Path)
     saved = load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors"))
     assert all(".lora_A." in k or ".lora_B." in k for k in saved)
     assert summary["bytes_up_per_round"] == [2 * sum(a.nbytes for a in saved.values())] * 2
+    check_egress(tmp_path / "tiny", saved, sites=2, rounds=2)
+
+
+def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> None:
+    """The whole run's egress logs: nothing but LoRA tensors and numbers left any site."""
+    from common.audit import verify_log
+
+    sent_up = 0
+    for i in range(sites):
+        log = run_dir / "egress" / f"site-{i}" / "egress.jsonl"
+        assert verify_log(log) == 2 * rounds + 1  # evaluations of rounds 0..R and R trainings
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            assert entry["error"] is None
+            assert all(isinstance(v, (int, float)) or v is None for v in entry["metrics"].values())
+            for tensor in entry["tensors"]:
+                assert tensor["name"] in adapter and tensor["dtype"] == "float32"
+                assert tuple(tensor["shape"]) == adapter[tensor["name"]].shape
+            if entry["message_type"] == "train":
+                assert len(entry["tensors"]) == len(adapter)
+                sent_up += entry["tensor_bytes"]
+            else:
+                assert entry["tensors"] == []
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sent_up == sum(summary["bytes_up_per_round"])  # the coordinator received exactly what was logged
 
 
 def test_dp_off_is_recorded_in_the_run(tmp_path: Path, cache_dir: Path) -> None:

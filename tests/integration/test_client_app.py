@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.app import MessageType
 
 from client import client_app
 from client.state import ContextLedgerStore
 from common.adapters import is_lora_tensor_name
-from common.config import DataConfig
+from common.config import DataConfig, TrainConfig
 from common.wire import ARRAYS, EVAL_METRICS, METRICS, TRAIN_METRICS
 from tests.integration.conftest import SECRET, context, message
 
@@ -88,3 +89,19 @@ def test_bad_site_data_is_an_error_reply_naming_file_and_row_without_text(cfg, i
     assert reply.has_error()
     assert "bad.jsonl line 5" in reply.error.reason and "'answer' is empty" in reply.error.reason
     assert SECRET not in reply.error.reason
+
+
+def test_patient_level_dp_accounts_per_patient(cfg, initial, tmp_path: Path) -> None:
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "patient": f"p{i // 4}"} for i in range(40)]  # 10 patients
+    path = tmp_path / "patients.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    files = dataclasses.replace(
+        cfg, data=DataConfig(kind="files", paths=(str(path), str(path)), patient_field="patient", eval_fraction=0.2),
+        privacy=dataclasses.replace(cfg.privacy, unit="patient"), train=TrainConfig(local_steps=3, batch_size=2))
+    ctx = context()
+    reply = client_app.app(message(files, 1, initial, MessageType.TRAIN), ctx)
+    assert not reply.has_error(), reply.error.reason
+    metrics = reply.content.metric_records[METRICS]
+    assert metrics["sample_rate"] == pytest.approx(2 / 8)  # 8 training patients, not 32 records
+    assert metrics["delta"] == pytest.approx(1 / 80)  # delta = 1 / (10 x patients)
+    assert metrics["num-examples"] == 32
