@@ -233,7 +233,8 @@ def _coordinator_run(args: argparse.Namespace) -> int:
 
 
 def _site(args: argparse.Namespace) -> int:
-    from client.supernode import supernode_command
+    from client.supernode import run_daemon, supernode_command
+    from common.console import configure_logging
     from common.site import load_site_config
 
     path = Path(args.config)
@@ -246,9 +247,9 @@ def _site(args: argparse.Namespace) -> int:
     columns = ColumnMapping(cfg.data.prompt_column, cfg.data.completion_column) if cfg.data.prompt_column else None
     records = load_records(cfg.data.paths[0], columns)  # fail before connecting when the data is unusable
     print(f"site {cfg.site_id}: {len(records)} records in {cfg.data.paths[0]}; state in {cfg.state_dir}")
-    cmd = supernode_command(cfg, path)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.execvp(cmd[0], cmd)
+    configure_logging()
+    return run_daemon(supernode_command(cfg, path))
 
 
 def _audit(args: argparse.Namespace) -> int:
