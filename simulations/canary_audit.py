@@ -1,15 +1,4 @@
-"""``fedcare audit canaries``: plant secret canaries at one site, train with and without DP, measure what leaks.
-
-    python -m simulations.canary_audit model=tiny num_rounds=3 train.local_steps=30 --canaries 5 --repeats 4
-
-Following Carlini et al. 2019 ("The Secret Sharer"), fake patient records holding random 6-digit
-secrets are planted several times in site 0's training split. The same federated simulation then
-runs twice, with DP-SGD and without, and the final global adapter of each is scored: each canary's
-exposure (how far the true secret out-ranks random candidates, in bits) and the AUC of a
-loss-threshold membership-inference attack on site 0's held-in vs held-out records.
-De-identification is off in both runs: it would scrub the canaries' names, and the audit measures
-what DP alone guarantees.
-"""
+"""``fedcare audit canaries``: plant secret canaries at one site, train with and without DP, measure leakage."""
 
 from __future__ import annotations
 
@@ -32,6 +21,7 @@ from common.errors import ConfigError, FedcareError
 from common.examples import IGNORE_INDEX, collate, split_indices, tokenize_record
 from common.records import ChatRecord
 from common.synthetic import generate_site_records, site_name, write_jsonl
+from server.compose import compose
 
 log = logging.getLogger("fedcare.audit")
 
@@ -81,7 +71,20 @@ def plant_canaries(records: Sequence[ChatRecord], canaries: Sequence[Canary], re
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the canary audit; see the module docstring.
+    """Plant canaries at site 0, run the simulation with and without DP, and report what leaked.
+
+    Following Carlini et al. 2019 ("The Secret Sharer"), fake patient records holding random 6-digit
+    secrets are planted ``--repeats`` times each in site 0's training split. The same federated
+    simulation runs twice, with DP-SGD and with ``privacy=none``, and the final global adapter of each
+    (and the bare base model, as a reference) is scored: each canary's exposure against
+    ``--candidates`` random secrets, and the AUC of a loss-threshold membership-inference attack on
+    site 0's held-in vs held-out records. De-identification is off in both runs: it would scrub the
+    canaries' names, and the audit measures what DP alone guarantees. Prints a table and writes
+    ``OUT/canary_audit.json``.
+
+    Example::
+
+        python -m simulations.canary_audit model=tiny num_rounds=3 train.local_steps=30 --canaries 5
 
     Args:
         argv: Options and Hydra overrides (``sys.argv[1:]`` when None).
@@ -108,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     user = _user_overrides(args.overrides)
 
-    from server.compose import compose
-
     # The files group's split settings are what the sites will use; paths are stand-ins until the files exist.
     num_sites = compose(user)[0].num_sites
     base_cfg, _ = compose([*user, "data=files", f"data.paths=[{','.join(['pending.jsonl'] * num_sites)}]",
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"output_dir={_quote(str(out))}"]
     runs = {"dp": [*user, *data_overrides, "run_name=dp"],
             "nodp": [*(o for o in user if _key(o) != "privacy"), *data_overrides, "privacy=none", "run_name=nodp"]}
-    cfg, raw = compose(runs["dp"])
+    cfg, _ = compose(runs["dp"])
     site0 = _verify_planting(cfg, canaries, args.repeats)
     _check_canaries_fit(cfg, canaries)
     log.info("planted %d canaries x %d copies at site-0 (%s): all in its training split; %s", len(canaries),
@@ -144,36 +145,37 @@ def main(argv: list[str] | None = None) -> int:
         "note": DEID_NOTE,
         "seed": args.seed,
         "user_overrides": user,
-        "config": raw,
         "runs": {},
     }
+    from simulations.run import simulate  # Flower and Ray load only when a run is due
+
     summaries: dict[str, dict[str, Any]] = {}
-    for name, overrides in runs.items():
+    for name, overrides in runs.items():  # one after the other: never two simulations at once
         _clear_run_dir(out / name)
         log.info("%s run: federated training (%s)", name, " ".join(overrides))
-        from simulations.run import simulate
-
         summaries[name] = simulate(overrides)
-    # Scoring after both runs: the base model is loaded once per run, never while Ray workers hold the cores.
+    # Scoring waits for both runs to end, so it never competes with the Ray workers for the cores.
     log.info("base model: scoring canaries and site-0 records (reference for a model that never saw them)")
     report["runs"]["base"] = _score(cfg, None, canaries, candidates, site0)
-    report["runs"]["base"]["eval_loss"] = summaries["dp"]["eval_loss_by_round"][0]
+    report["runs"]["base"]["eval_loss"] = summaries["dp"]["eval_loss_by_round"][0]  # round 0: adapter still a no-op
     for name, summary in summaries.items():
         log.info("%s run: scoring canaries and site-0 records with %s", name, summary["adapter_dir"])
         run_cfg, run_raw = compose(runs[name])
         scores = _score(run_cfg, summary["adapter_dir"], canaries, candidates, site0)
+        holder = next(s for s in summary["sites"] if s["site_id"] == "site-0")  # the site with the canaries
         report["runs"][name] = {
             "dp_enabled": summary["dp_enabled"],
             "overrides": runs[name],
             "run_dir": summary.get("run_dir", str(out / name)),
             "adapter_dir": summary["adapter_dir"],
             "sites": summary["sites"],
-            "epsilon": summary["sites"][0]["epsilon"],  # site-0 holds the canaries
-            "target_epsilon": summary["sites"][0]["target_epsilon"] if summary["dp_enabled"] else None,
-            "delta": summary["sites"][0]["delta"] if summary["dp_enabled"] else None,
+            "epsilon": holder["epsilon"],
+            "target_epsilon": holder["target_epsilon"] if summary["dp_enabled"] else None,
+            "delta": holder["delta"] if summary["dp_enabled"] else None,
             "eval_loss": summary["eval_loss_by_round"][-1],
             "eval_loss_by_round": summary["eval_loss_by_round"],
             "wall_seconds": summary["wall_seconds"],
+            "config": run_raw,
             **scores,
         }
     report_path = out / "canary_audit.json"
@@ -271,7 +273,7 @@ def _score(cfg: RunConfig, adapter_dir: str | None, canaries: Sequence[Canary], 
     model.eval()
     per_canary = []
     for canary, others in zip(canaries, candidates, strict=True):
-        _, totals = _losses(model, tokenizer, cfg, [canary.record, *candidate_records(canary, others)])
+        _, totals = record_losses(model, tokenizer, cfg, [canary.record, *candidate_records(canary, others)])
         # Whole-answer log-perplexity ranks the secrets; only the secret's tokens (and what follows) differ.
         true_loss, other_losses = float(totals[0]), [float(x) for x in totals[1:]]
         rank = 1 + sum(x < true_loss for x in other_losses) + 0.5 * sum(x == true_loss for x in other_losses)
@@ -279,8 +281,8 @@ def _score(cfg: RunConfig, adapter_dir: str | None, canaries: Sequence[Canary], 
                            "candidate_loss_median": float(np.median(other_losses)),
                            "exposure": exposure(true_loss, other_losses, 10**DIGITS)})
     # Per-token mean loss for membership: records differ in length, and the attack thresholds one number.
-    member_losses, _ = _losses(model, tokenizer, cfg, site0["members"])
-    nonmember_losses, _ = _losses(model, tokenizer, cfg, site0["nonmembers"])
+    member_losses, _ = record_losses(model, tokenizer, cfg, site0["members"])
+    nonmember_losses, _ = record_losses(model, tokenizer, cfg, site0["nonmembers"])
     exposures = [c["exposure"] for c in per_canary]
     return {"exposures": per_canary, "exposure_mean": float(np.mean(exposures)),
             "exposure_max": float(np.max(exposures)),
@@ -289,9 +291,19 @@ def _score(cfg: RunConfig, adapter_dir: str | None, canaries: Sequence[Canary], 
             "nonmember_loss_mean": float(np.mean(nonmember_losses))}
 
 
-def _losses(model: Any, tokenizer: Any, cfg: RunConfig,
-            records: Sequence[ChatRecord]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean loss per answer token, total answer loss) of each record, in nats, as the sites compute it."""
+def record_losses(model: Any, tokenizer: Any, cfg: RunConfig,
+                  records: Sequence[ChatRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Score records with the answer-token loss the sites train on (``client.train.per_example_loss``).
+
+    Args:
+        model: A causal LM, with or without a PEFT adapter.
+        tokenizer: Its tokenizer (chat template applied as in training).
+        cfg: Supplies ``train.max_seq_len``, ``train.eval_batch_size`` and ``model.precision``.
+        records: The records to score.
+
+    Returns:
+        (mean loss per answer token, total loss over the answer tokens) of each record, in nats.
+    """
     import torch
 
     from client.train import per_example_loss

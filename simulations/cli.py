@@ -69,13 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     asub = audit.add_subparsers(dest="action", required=True)
     for name in ("verify", "show"):
         asub.add_parser(name, help=f"{name} an egress log").add_argument("log", help="egress.jsonl")
+    asub.add_parser("canaries", help="memorization audit: canary exposure and membership AUC, DP vs no DP",
+                    add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["audit", "canaries"]:  # its own parser: options and Hydra overrides in any order
+        from simulations.canary_audit import main as canary_main
+
+        return _guard(lambda: canary_main(argv[2:]))
     args = parser.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
         "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
     }
+    return _guard(lambda: commands[args.command](args))
+
+
+def _guard(command: Callable[[], int]) -> int:
     try:
-        return commands[args.command](args)
+        return command()
     except FedcareError as err:
         print(f"fedcare: error: {err}", file=sys.stderr)
         return 2
