@@ -114,6 +114,6 @@ def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path:
     losses = summary["eval_loss_by_round"]
     assert losses[-1] < losses[0], losses
     gen = run_cli(["generate", summary["adapter_dir"], "Summarize: patient reports chest pain.",
-                   "--max-new-tokens", "16"], cache, tmp_path)
+                   "--max-new-tokens", "16", "--no-verify"], cache, tmp_path)
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert len(gen.stdout.strip()) > 0
