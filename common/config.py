@@ -127,11 +127,29 @@ class StrategyConfig:
     name: str = "fedavg"  # aggregation rule; FedAvg weighted by training examples
     fraction_train: float = 1.0  # share of connected sites asked to train each round
     min_sites: int = 1  # fewest successful replies a round needs to update the adapter
+    # Secure aggregation (SecAgg+, Flower's own implementation through its legacy workflow): the
+    # coordinator only ever receives the sum of the sites' weighted, quantized, masked adapters.
+    secure_aggregation: bool = False  # True = SecAgg+ (server/secure.py + client/secure_app.py)
+    secagg_num_shares: float = 1.0  # share of the round's sites each site's secrets are split among
+    secagg_threshold: float = 0.67  # share of those shares needed to unmask (3 sites: one may drop out)
+    # Each site quantizes (num_examples / max_weight) x tensor, clipped to +-clipping_range: the
+    # effective clip on a LoRA value is clipping_range x max_weight / num_examples.
+    secagg_clipping_range: float = 1.0  # clip bound of the weighted LoRA values before quantization
+    secagg_quantization_range: int = 4194304  # quantization levels over [-clip, clip] (2^22; masks are mod 2^32)
+    secagg_max_weight: float = 1000.0  # largest expected site weight (training records); above it values may clip
 
     def __post_init__(self) -> None:
         _check(self.name == "fedavg", "strategy.name", "'fedavg'", self.name)
         _check(0.0 < self.fraction_train <= 1.0, "strategy.fraction_train", "in (0, 1]", self.fraction_train)
         _check(self.min_sites >= 1, "strategy.min_sites", ">= 1", self.min_sites)
+        _check(0.0 < self.secagg_num_shares <= 1.0, "strategy.secagg_num_shares", "in (0, 1]",
+               self.secagg_num_shares)
+        _check(0.0 < self.secagg_threshold <= 1.0, "strategy.secagg_threshold", "in (0, 1]", self.secagg_threshold)
+        _check(self.secagg_clipping_range > 0, "strategy.secagg_clipping_range", "> 0", self.secagg_clipping_range)
+        # Flower sums the sites' quantized values modulo 2^32: leave headroom for the sum.
+        _check(2 <= self.secagg_quantization_range <= 2**24, "strategy.secagg_quantization_range", "in [2, 2^24]",
+               self.secagg_quantization_range)
+        _check(self.secagg_max_weight > 0, "strategy.secagg_max_weight", "> 0", self.secagg_max_weight)
 
 
 @dataclass(frozen=True)
@@ -183,6 +201,10 @@ class RunConfig:
         _check(self.num_rounds >= 1, "num_rounds", ">= 1", self.num_rounds)
         _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites",
                self.strategy.min_sites)
+        if self.strategy.secure_aggregation:  # SecAgg+ needs >= 2 sites and has no checkpoint to resume from
+            _check(self.num_sites >= 2, "num_sites", ">= 2 with strategy.secure_aggregation", self.num_sites)
+            _check(not self.coordinator.resume, "coordinator.resume", "false with strategy.secure_aggregation",
+                   self.coordinator.resume)
         if self.data.kind == "files" and not self.data.partition_field:
             _check(len(self.data.paths) == self.num_sites, "data.paths",
                    f"one file per site (num_sites={self.num_sites})", len(self.data.paths))

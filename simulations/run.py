@@ -52,7 +52,13 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
         "client_resources": {"num_cpus": per_site, "num_gpus": 0.0},
         "init_args": {"num_cpus": cores, "logging_level": "ERROR", "log_to_driver": True},
     }
-    run_simulation(server_app=make_server_app(cfg, raw, out), client_app=client_app,
+    server_app = make_server_app(cfg, raw, out)
+    if cfg.strategy.secure_aggregation:  # SecAgg+ hook: Flower's legacy SecAgg+ workflow and its ClientApp
+        from client.secure_app import app as client_app
+        from server.secure import make_secure_server_app
+
+        server_app = make_secure_server_app(cfg, raw, out)
+    run_simulation(server_app=server_app, client_app=client_app,
                    num_supernodes=cfg.num_sites, backend_config=backend_config,
                    verbose_logging=cfg.simulation.verbose)
     summary_path = out.path / "summary.json"

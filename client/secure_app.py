@@ -1,0 +1,128 @@
+"""Flower legacy ClientApp of a hospital site under SecAgg+: the same site logic, only masked updates leave.
+
+Flower 1.41 implements SecAgg+ only for its legacy API, so this app is a ``NumPyClient`` behind
+Flower's ``secaggplus_mod``. Each call is handed to the Message-API site logic of
+``client/client_app.py`` (``_answer`` with ``_train`` / ``_evaluate``): the same site resolution,
+privacy ledger, DP-SGD, de-identification, egress log and error policy. The mod then quantizes the
+site's example-weighted adapter, adds the pairwise and private masks and sends only that masked
+vector; the plain tensors never leave the site.
+
+Wire format: the adapter travels as a list of arrays in the order of its sorted PEFT tensor names,
+which both sides derive from the same model and LoRA config. The round plan travels as one JSON
+string under the config key ``common.wire.PLAN`` (legacy configs hold scalars only, no lists).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
+
+from client import runtime
+from client.client_app import Site, _answer, _evaluate, _train
+from common.adapters import adapter_arrays
+from common.config import SitePlan
+from common.console import configure_logging
+from common.errors import AdapterLayoutError, FedcareError
+from common.wire import ARRAYS, METRICS, NUM_EXAMPLES, PLAN
+
+log = logging.getLogger("fedcare.site")
+
+configure_logging()  # progress lines from simulation workers reach the driver's console
+
+# The legacy handler gives client_fn only the Context; the site logic needs a Message to reply to.
+_incoming: ContextVar[Message | None] = ContextVar("fedcare_secagg_incoming", default=None)
+
+Work = Callable[[Message, SitePlan, Site], RecordDict]
+
+
+class SiteError(FedcareError):
+    """A site refused or failed a call; the text is the one the Message-API app would have replied."""
+
+
+def ordered_names(plan: SitePlan) -> list[str]:
+    """The adapter's tensor names in wire order (sorted), from the model and LoRA config of the plan."""
+    model, _ = runtime.model_for(plan.model, plan.lora, plan.seed)
+    return sorted(adapter_arrays(model))
+
+
+class SecureSite(NumPyClient):
+    """One call of a site: unpack the list-encoded adapter and JSON plan, run the site logic, repack."""
+
+    def __init__(self, context: Context) -> None:
+        self.site_context = context
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+        """Train the received global adapter for one round; secaggplus_mod masks what this returns."""
+        content = self._call(parameters, config, _train)
+        record = content.array_records[ARRAYS]
+        metrics = dict(content.metric_records[METRICS])
+        return [record[name].numpy() for name in sorted(record)], int(metrics[NUM_EXAMPLES]), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict]:
+        """Held-out loss of the received global adapter (evaluation is not masked: it sends numbers only)."""
+        metrics = dict(self._call(parameters, config, _evaluate).metric_records[METRICS])
+        return float(metrics["eval_loss"]), int(metrics[NUM_EXAMPLES]), metrics
+
+    def _call(self, parameters: list[np.ndarray], config: dict[str, Any], work: Work) -> RecordDict:
+        incoming = _incoming.get()
+        if incoming is None:
+            raise SiteError("secure site: called outside its ClientApp (no incoming message)")
+        try:
+            flat = json.loads(str(config[PLAN]))
+        except (KeyError, ValueError):
+            raise SiteError(f"secure site: the round config has no JSON plan under {PLAN!r}") from None
+        content = RecordDict({
+            ARRAYS: ArrayRecord(array_dict={str(i): Array.from_numpy_ndarray(np.asarray(a))
+                                            for i, a in enumerate(parameters)}),
+            PLAN: ConfigRecord(flat),
+        })
+        # A reply-shaped Message needs no task identity (simulation workers have none); only its
+        # content and message type are read by the site logic.
+        reply = _answer(Message(content, reply_to=incoming), self.site_context, _named(work))
+        if reply.has_error():
+            # Flower forwards an exception's text to the coordinator: raise only the text the site
+            # logic already chose to send (fedcare's own words, or the exception's class name).
+            raise SiteError(reply.error.reason) from None
+        return reply.content
+
+
+def _named(work: Work) -> Work:
+    """Wrap ``work`` so it sees the adapter under its PEFT names instead of list positions."""
+
+    def run(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
+        names = ordered_names(plan)
+        listed = msg.content.array_records[ARRAYS]
+        if len(listed) != len(names):
+            raise AdapterLayoutError(f"round message: {len(listed)} tensors, the adapter has {len(names)}")
+        msg.content.array_records[ARRAYS] = ArrayRecord(
+            array_dict={name: listed[str(i)] for i, name in enumerate(names)})
+        return work(msg, plan, site)
+
+    return run
+
+
+def _remember_message(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    token = _incoming.set(msg)
+    try:
+        return call_next(msg, context)
+    finally:
+        _incoming.reset(token)
+
+
+def client_fn(context: Context) -> Any:
+    """Flower's legacy client factory: one SecureSite per call, bound to the node's Context."""
+    return SecureSite(context).to_client()
+
+
+# secaggplus_mod is outermost: it runs the key exchange and masks the fit reply; the inner mod hands
+# the incoming Message to SecureSite.
+app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, _remember_message])
