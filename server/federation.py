@@ -21,14 +21,13 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays, save_adapter
+from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays
 from common.aggregation import check_layout, nbytes, weighted_average, weighted_mean
 from common.config import RunConfig, plan_for_round, plan_to_flat
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
-from common.signing import sign_adapter
 from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
-from server.run_dir import RunDirectory
+from server.run_dir import RunDirectory, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -77,7 +76,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
         log.info("resuming %s after round %d of %d", out.path, state.completed_round, cfg.num_rounds)
     else:
         state = LoopState()
-        _save(model, out.adapter_dir(0), cfg)
+        out.save_adapter(model, 0, cfg.coordinator.signing_key)
     global_arrays = adapter_arrays(model)
     log.info("global adapter: %d LoRA tensors, %.2f MB", len(global_arrays), nbytes(global_arrays) / 1e6)
     nodes = _wait_for_nodes(grid, cfg.strategy.min_sites, cfg.num_sites, cfg.coordinator.node_wait_s)
@@ -101,18 +100,12 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
             check_layout(arrays, global_arrays, who=f"round {server_round} reply")
         global_arrays = weighted_mean([(a, m[NUM_EXAMPLES]) for a, m in replies.ok.values()])
         load_adapter_arrays(model, global_arrays)
-        _save(model, out.adapter_dir(server_round), cfg)
+        out.save_adapter(model, server_round, cfg.coordinator.signing_key)
         evaluation = _evaluate(grid, cfg, run_id, server_round, sorted(grid.get_node_ids()), global_arrays)
         state.eval_losses.append(evaluation.get("eval_loss", math.nan))
         trained = {int(m["site_index"]): m for _, m in replies.ok.values()}
         for idx, m in trained.items():
-            site_id = f"site-{idx}"
-            state.sites[site_id] = {
-                "site_id": site_id, "examples": int(m[NUM_EXAMPLES]), "epsilon": m["epsilon"], "delta": m["delta"],
-                "target_epsilon": m["target_epsilon"], "noise_multiplier": m["noise_multiplier"],
-                "rounds_trained": state.sites.get(site_id, {}).get("rounds_trained", 0) + 1,
-                "dp_enabled": bool(m["dp_enabled"]),
-            }
+            state.sites[f"site-{idx}"] = site_entry(state.sites.get(f"site-{idx}"), m)
         state.bytes_up.append(replies.bytes_up)
         state.bytes_down.append(replies.bytes_down)
         train_loss = weighted_average([(m["train_loss"], m[NUM_EXAMPLES]) for m in trained.values()])
@@ -121,10 +114,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
             "round": server_round, "seconds": seconds, "sites_trained": len(replies.ok),
             "sites_failed": len(replies.failed), "bytes_up": replies.bytes_up, "bytes_down": replies.bytes_down,
             "eval_loss": state.eval_losses[-1], "eval_loss_by_site": evaluation.get("by_site", {}),
-            "train_loss": train_loss,
-            "sites": {f"site-{i}": {k: m[k] for k in ("train_loss", "epsilon", "steps", "seconds",
-                                                      "seconds_per_step", "update_norm")}
-                      for i, m in sorted(trained.items())},
+            "train_loss": train_loss, "sites": per_site_round(trained),
         })
         state.completed_round = server_round
         _checkpoint(out, state, rng, start)
@@ -142,12 +132,6 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory) -> dict[str, A
     }
     out.write_summary(summary)
     return summary
-
-
-def _save(model: Any, adapter_dir: Path, cfg: RunConfig) -> None:
-    save_adapter(model, adapter_dir)
-    if cfg.coordinator.signing_key:
-        sign_adapter(adapter_dir, Path(cfg.coordinator.signing_key))
 
 
 def _load_adapter(adapter_dir: Path) -> Arrays:

@@ -5,10 +5,32 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from common.adapters import save_adapter
 from common.errors import FedcareError
+from common.signing import sign_adapter
+from common.wire import NUM_EXAMPLES
+
+SITE_ROUND_KEYS = ("train_loss", "epsilon", "steps", "seconds", "seconds_per_step", "update_norm")
+
+
+def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """A site's line in summary.json after a round it trained in (from its reply metrics)."""
+    site_id = f"site-{int(metrics['site_index'])}"
+    return {
+        "site_id": site_id, "examples": int(metrics[NUM_EXAMPLES]), "epsilon": metrics["epsilon"],
+        "delta": metrics["delta"], "target_epsilon": metrics["target_epsilon"],
+        "noise_multiplier": metrics["noise_multiplier"], "dp_enabled": bool(metrics["dp_enabled"]),
+        "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1,
+    }
+
+
+def per_site_round(trained: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """The per-site part of a metrics.jsonl row: site id -> the round's numbers."""
+    return {f"site-{i}": {k: m[k] for k in SITE_ROUND_KEYS} for i, m in sorted(trained.items())}
 
 
 class RunDirectory:
@@ -21,6 +43,13 @@ class RunDirectory:
     def adapter_dir(self, server_round: int) -> Path:
         """Folder of the global adapter after ``server_round`` (0 = the initial adapter)."""
         return self.path / "adapters" / f"round-{server_round:03d}"
+
+    def save_adapter(self, model: Any, server_round: int, signing_key: str = "") -> Path:
+        """Save the global adapter of ``server_round`` in PEFT's format, signed when a key is given."""
+        adapter_dir = save_adapter(model, self.adapter_dir(server_round))
+        if signing_key:
+            sign_adapter(adapter_dir, Path(signing_key))
+        return adapter_dir
 
     def write_config(self, composed: dict[str, Any]) -> None:
         _write_json(self.path / "config.json", composed)

@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,15 +49,14 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.default_workflows import default_evaluate_workflow
 from flwr.serverapp import Grid, ServerApp
 
-from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays, save_adapter
+from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays
 from common.aggregation import check_layout, nbytes, weighted_average
 from common.config import RunConfig, plan_for_round, plan_to_flat
 from common.console import configure_logging
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
-from common.signing import sign_adapter
 from common.wire import EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
-from server.run_dir import RunDirectory
+from server.run_dir import RunDirectory, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -211,7 +209,7 @@ class SecureFedAvg(FedAvg):
         check_layout(arrays, self.global_arrays, who=f"round {server_round} aggregate")
         self.global_arrays = arrays
         load_adapter_arrays(self.model, arrays)
-        self._save(self.out.adapter_dir(server_round))
+        self.out.save_adapter(self.model, server_round, self.cfg.coordinator.signing_key)
         for _, res in results:
             metrics = dict(res.metrics)
             check_metrics(metrics, TRAIN_METRICS)
@@ -256,13 +254,7 @@ class SecureFedAvg(FedAvg):
         assert current is not None and current.aggregated
         r, trained = current.server_round, current.trained
         for idx, m in trained.items():
-            site_id = f"site-{idx}"
-            self.sites[site_id] = {
-                "site_id": site_id, "examples": int(m[NUM_EXAMPLES]), "epsilon": m["epsilon"], "delta": m["delta"],
-                "target_epsilon": m["target_epsilon"], "noise_multiplier": m["noise_multiplier"],
-                "rounds_trained": self.sites.get(site_id, {}).get("rounds_trained", 0) + 1,
-                "dp_enabled": bool(m["dp_enabled"]),
-            }
+            self.sites[f"site-{idx}"] = site_entry(self.sites.get(f"site-{idx}"), m)
         traffic = current.traffic
         self.bytes_up.append(traffic.masked_up)
         self.bytes_down.append(traffic.down)
@@ -272,18 +264,11 @@ class SecureFedAvg(FedAvg):
             "round": r, "seconds": seconds, "sites_trained": len(trained), "sites_failed": current.failures,
             "bytes_up": traffic.masked_up, "bytes_up_protocol": traffic.protocol_up, "bytes_down": traffic.down,
             "eval_loss": eval_loss, "eval_loss_by_site": by_site, "train_loss": train_loss, "secure_aggregation": True,
-            "sites": {f"site-{i}": {k: m[k] for k in ("train_loss", "epsilon", "steps", "seconds",
-                                                      "seconds_per_step", "update_norm")}
-                      for i, m in sorted(trained.items())},
+            "sites": per_site_round(trained),
         })
         log.info("round %d/%d done in %.1f s (SecAgg+, %d sites in the sum): train loss %.4f, eval loss %.4f, "
                  "max epsilon %.3f, %.2f MB masked up", r, self.cfg.num_rounds, seconds, len(trained), train_loss,
                  eval_loss, max(m["epsilon"] for m in trained.values()), traffic.masked_up / 1e6)
-
-    def _save(self, adapter_dir: Path) -> None:
-        save_adapter(self.model, adapter_dir)
-        if self.cfg.coordinator.signing_key:
-            sign_adapter(adapter_dir, Path(self.cfg.coordinator.signing_key))
 
 
 class SecureRounds:
@@ -336,7 +321,7 @@ def run_secure_federation(grid: Grid, context: Context, cfg: RunConfig, out: Run
     base, _ = load_model_and_tokenizer(cfg.model)
     model = attach_lora(base, cfg.lora, seed=cfg.seed)
     strategy = strategy_cls(cfg, out, model, out.path.name)
-    strategy._save(out.adapter_dir(0))
+    out.save_adapter(strategy.model, 0, cfg.coordinator.signing_key)
     log.info("global adapter: %d LoRA tensors, %.2f MB; secure aggregation (SecAgg+) on", len(strategy.names),
              nbytes(strategy.global_arrays) / 1e6)
     metered = MeteredGrid(grid)
