@@ -294,19 +294,25 @@ def fingerprint(public_key_path: Path) -> str:
     Raises:
         CredentialError: The file is missing or holds no public key this can read.
     """
-    path = Path(public_key_path)
+    return key_fingerprint(load_public_key(Path(public_key_path)))
+
+
+def load_public_key(path: Path) -> PublicKeyTypes:
+    """Read a one-line OpenSSH or a PEM SubjectPublicKeyInfo public key.
+
+    Raises:
+        CredentialError: The file is missing or holds no public key this can read.
+    """
     try:
         data = path.read_bytes()
     except OSError as err:
         raise CredentialError(f"{path}: cannot read the public key ({err.strerror})") from err
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = serialization.load_ssh_public_key(data.strip())
-        return key_fingerprint(key)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise CredentialError(f"{path}: not an OpenSSH or PEM public key") from err
+            return serialization.load_pem_public_key(data)
+        return serialization.load_ssh_public_key(data.strip())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise CredentialError(f"{path}: not an OpenSSH or PEM public key") from None
 
 
 def key_fingerprint(public_key: PublicKeyTypes) -> str:

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from common.credentials import key_fingerprint, write_atomic
+from common.credentials import CredentialError, key_fingerprint, load_public_key, write_atomic
 from common.errors import FedcareError
 
 MANIFEST = "fedcare-signature.json"
@@ -179,16 +179,9 @@ def _load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
 
 def _load_public_key(path: Path) -> ed25519.Ed25519PublicKey:
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise SignatureError(f"{path}: cannot read the public key ({err.strerror})") from err
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = serialization.load_ssh_public_key(data.strip())
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SignatureError(f"{path}: not a PEM or OpenSSH public key") from None
+        key = load_public_key(path)
+    except CredentialError as err:
+        raise SignatureError(str(err)) from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise SignatureError(f"{path}: not an Ed25519 public key (got {type(key).__name__})")
     return key
