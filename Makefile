@@ -14,10 +14,12 @@ install:
 demo: install
 	FLWR_TELEMETRY_ENABLED=0 fedcare simulate
 
-test: install
-	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest
+# Lint, types, then the whole suite: `python -m pytest` alone runs only the fast tier (not slow).
+test: install lint
+	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m "slow or not slow"
 
 lint:
-	$(PYTHON) -m ruff check common client server simulations tests
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 check: lint test

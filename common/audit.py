@@ -502,7 +502,8 @@ def _check_tensor(record: object, where: str) -> int:
 def _parse_time(text: str) -> datetime:
     """Parse an entry's time; raise ValueError unless it is ISO-8601 with a zero UTC offset."""
     moment = datetime.fromisoformat(text)
-    if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:
+    offset = moment.utcoffset()
+    if offset is None or offset.total_seconds() != 0:
         raise ValueError("not UTC")
     return moment
 

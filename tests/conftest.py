@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """The tiny model's matmuls are too small to gain from a second thread, and on a loaded machine
+    (CI, six engineers on 2 cores) torch's spinning threads made single tests up to 25x slower.
+    Only this process: the slow tier's subprocesses keep torch's default."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model cache for the session: the tiny model is generated into it on first use.

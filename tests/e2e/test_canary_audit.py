@@ -12,6 +12,7 @@ from common.examples import split_indices
 from common.records import load_records
 
 
+@pytest.mark.slow  # two Ray simulations
 def test_canary_audit_reports_both_runs(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from simulations.canary_audit import main

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs the `fedcare` command line in a subprocess
 SECRET = "Jane Roe 555-0199"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts `fedcare simulate` (a subprocess running Ray)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -104,7 +105,6 @@ def test_medquad_one_hospital_per_source(tmp_path: Path, cache_dir: Path, medqua
     assert "GHR" in result.stderr and "GARD" in result.stderr  # the two largest sources became the sites
 
 
-@pytest.mark.slow
 def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path: Path) -> None:
     cache = Path(os.environ.get("FEDCARE_CACHE", Path.home() / ".cache" / "fedcare"))  # convert once per machine
     result = run_cli(["simulate", "num_sites=3", "num_rounds=2", "train.local_steps=5", "data.records_per_site=32",

@@ -128,6 +128,7 @@ def _check_boundary(run: dict[str, Any], expected_sites: list[int]) -> float:
     return error
 
 
+@pytest.mark.slow  # Ray: Flower's simulation engine
 def test_coordinator_only_receives_the_unmasked_sum(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     run = _run(tmp_path, tiny, monkeypatch)
     error = _check_boundary(run, [0, 1, 2])
@@ -147,6 +148,7 @@ def test_coordinator_only_receives_the_unmasked_sum(tmp_path: Path, tiny, monkey
     assert summary["bytes_up_per_round"] == [3 * (2 * adapter_bytes + 8)]
 
 
+@pytest.mark.slow  # Ray: Flower's simulation engine
 def test_a_site_dropping_out_mid_round_is_tolerated(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     run = _run(tmp_path, tiny, monkeypatch, drop=1)
     error = _check_boundary(run, [0, 2])  # the sum of the two survivors, with site 1's masks removed
