@@ -134,7 +134,8 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
             log.info("site %d round %d step %d/%d loss %.4f", site.index, plan.server_round, step, total, loss)
 
     rng_seed = _seed(privacy, plan, site.index) if dp else plan.seed * 1_000_003 + site.index * 1009 + plan.server_round
-    result = train_round(model, data.train, plan.train, precision=plan.model.precision,
+    precision = runtime.precision_for(plan.model)
+    result = train_round(model, data.train, plan.train, precision=precision,
                          pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress,
                          units=units)
     epsilon = ledger.epsilon() if ledger else math.inf
@@ -152,6 +153,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
         "noise_multiplier": dp.noise_multiplier if dp else 0.0,
         "sample_rate": dp.sample_rate if dp else min(1.0, plan.train.batch_size / num_units),
         "phi_removed": sum(data.phi_counts.values()),
+        "bf16": 1.0 if precision == "bf16" else 0.0,
     }
     check_metrics(metrics, TRAIN_METRICS)
     arrays = adapter_arrays(model)
@@ -213,7 +215,7 @@ def _evaluate(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     data = runtime.examples_for(site.data, site.data_slot, site.num_sites, plan, tokenizer)
     load_adapter_arrays(model, _received_adapter(msg))
     loss = evaluate_loss(model, data.eval, batch_size=plan.train.eval_batch_size,
-                         precision=plan.model.precision, pad_id=tokenizer.pad_token_id)
+                         precision=runtime.precision_for(plan.model), pad_id=tokenizer.pad_token_id)
     log.info("site %d round %d eval loss %.4f on %d held-out records", site.index, plan.server_round, loss,
              len(data.eval))
     metrics: dict[str, Any] = {NUM_EXAMPLES: len(data.eval), "site_index": site.index, "eval_loss": loss}

@@ -20,7 +20,7 @@ from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
 from common.deid import load_detector, scrub_record
 from common.examples import TokenizedExample, split_indices, split_units, tokenize_records
-from common.model import load_model_and_tokenizer
+from common.model import load_model_and_tokenizer, resolve_device, resolve_precision
 
 log = logging.getLogger("fedcare.site")
 _lock = threading.Lock()
@@ -50,9 +50,15 @@ def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tup
                 torch.set_num_threads(model_cfg.num_threads)
             base, tokenizer = load_model_and_tokenizer(model_cfg)
             _model = (key, attach_lora(base, lora_cfg, seed=seed), tokenizer)
-            log.info("loaded base model %s with LoRA r=%d on %s", model_cfg.name_or_path, lora_cfg.rank,
+            log.info("loaded base model %s (%s on %s) with LoRA r=%d on %s", model_cfg.name_or_path,
+                     precision_for(model_cfg), resolve_device(model_cfg.device), lora_cfg.rank,
                      ",".join(lora_cfg.target_modules))
         return _model[1], _model[2]
+
+
+def precision_for(model_cfg: ModelConfig) -> str:
+    """The precision this site computes in: ``model.precision`` with ``auto`` resolved for its hardware."""
+    return resolve_precision(model_cfg.precision, resolve_device(model_cfg.device))
 
 
 def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: SitePlan, tokenizer: Any) -> SiteExamples:

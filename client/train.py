@@ -16,6 +16,7 @@ from common.adapters import adapter_arrays
 from common.config import TrainConfig
 from common.errors import FedcareError
 from common.examples import IGNORE_INDEX, TokenizedExample, collate, poisson_batches, poisson_unit_batches
+from common.model import resolve_precision
 
 Progress = Callable[[int, int, float], None]  # (step, steps, batch loss)
 
@@ -45,18 +46,29 @@ class RoundResult:
 def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], precision: str) -> torch.Tensor:
     """Mean answer-token cross-entropy of each example, shape [batch].
 
-    Each example's loss is normalised by its own token count, so a per-sample gradient depends on
-    that sample alone (a batch-wide token mean would couple samples and break DP-SGD's clipping).
+    Each example's loss is normalised by its own answer-token count, so a per-sample gradient
+    depends on that sample alone (a batch-wide token mean would couple samples and break DP-SGD's
+    clipping). The output layer runs only on the hidden states that predict an answer token
+    (prompt and padding positions never reach the vocabulary projection, forward or backward);
+    only those logits are upcast to fp32 for the log-softmax. (Under DP-SGD the output layer
+    stays frozen: ``AdapterConfig`` refuses LoRA on it, whose per-sample rows would be tokens.)
     """
-    with _autocast(precision):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    token_loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(labels.shape)
-    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
-    return token_loss.sum(dim=1) / counts
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    device = head.weight.device
+    labels = batch["labels"][:, 1:].to(device)
+    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)  # position t predicts token t + 1
+    with autocast(precision, device):
+        hidden = base.get_decoder()(input_ids=batch["input_ids"].to(device),
+                                    attention_mask=batch["attention_mask"].to(device), use_cache=False)[0]
+        logits = head(hidden[rows, cols])  # [answer tokens, vocab]
+    cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma-2 style logit capping
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    token_loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+    size = labels.size(0)
+    counts = torch.bincount(rows, minlength=size).clamp(min=1)
+    return torch.zeros(size, dtype=token_loss.dtype, device=device).index_add_(0, rows, token_loss) / counts
 
 
 def train_round(
@@ -98,11 +110,12 @@ def train_round(
         batches = poisson_unit_batches(units, sample_rate, cfg.local_steps, rng)
     else:
         batches = poisson_batches(len(examples), sample_rate, cfg.local_steps, rng)
+    device = params[0].device
     trainer: torch.nn.Module = model
     if dp is not None:
         trainer = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         seed = dp.noise_seed if dp.noise_seed is not None else int.from_bytes(os.urandom(8), "little")
-        noise = torch.Generator().manual_seed(seed)  # unpredictable unless a test pins it
+        noise = torch.Generator(device).manual_seed(seed)  # unpredictable unless a test pins it
         optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
                                 max_grad_norm=dp.max_grad_norm,
                                 expected_batch_size=max(1, round(dp.sample_rate * num_units)),
@@ -120,14 +133,16 @@ def train_round(
             if len(idx) == 0:
                 if dp is not None:  # an empty Poisson batch still takes a (pure-noise) DP step
                     for p in params:
-                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                        p.grad_sample = torch.zeros((0, *p.shape), dtype=torch.float32, device=device)
                     optimizer.step()
                 continue
             batch = collate([examples[i] for i in idx], pad_id)
-            loss = per_example_loss(trainer, batch, precision).mean()
+            loss = per_example_loss(model, batch, precision).mean()  # Opacus's hooks sit on its modules
             loss.backward()
-            if dp is not None and units is not None:
-                average_grad_samples_by_unit(params, [units[i] for i in idx])
+            if dp is not None:
+                grad_samples_to_fp32(params)  # clip, sum and noise in fp32 whatever the compute precision
+                if units is not None:
+                    average_grad_samples_by_unit(params, [units[i] for i in idx])
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += len(idx)
@@ -153,6 +168,19 @@ def train_round(
 
 
 @torch.no_grad()
+def grad_samples_to_fp32(params: Sequence[torch.nn.Parameter]) -> None:
+    """Upcast per-sample gradients computed in bf16 (autocast) so Opacus clips and noises in fp32.
+
+    The clipping bound holds on the values that are summed, so clipping the upcast rows in fp32
+    keeps each example's contribution within ``max_grad_norm`` exactly.
+    """
+    for p in params:
+        rows = p.grad_sample  # type: ignore[attr-defined]
+        if rows.dtype != torch.float32:
+            p.grad_sample = rows.float()  # type: ignore[attr-defined]
+
+
+@torch.no_grad()
 def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units: Sequence[int]) -> int:
     """Replace each parameter's per-record ``grad_sample`` rows by one row per unit (their mean).
 
@@ -164,8 +192,9 @@ def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units
     counts = torch.bincount(index, minlength=len(order)).clamp(min=1)
     for p in params:
         rows = p.grad_sample  # type: ignore[attr-defined]
-        summed = torch.zeros((len(order), *rows.shape[1:]), dtype=rows.dtype).index_add_(0, index, rows)
-        p.grad_sample = summed / counts.view(-1, *([1] * (rows.dim() - 1))).to(rows.dtype)  # type: ignore[attr-defined]
+        summed = torch.zeros((len(order), *rows.shape[1:]), dtype=rows.dtype,
+                             device=rows.device).index_add_(0, index.to(rows.device), rows)
+        p.grad_sample = summed / counts.view(-1, *([1] * (rows.dim() - 1))).to(rows)  # type: ignore[attr-defined]
     return len(order)
 
 
@@ -181,8 +210,9 @@ def evaluate_loss(model: torch.nn.Module, examples: Sequence[TokenizedExample], 
     return total / len(examples)
 
 
-def _autocast(precision: str) -> contextlib.AbstractContextManager[None]:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast on ``device`` for ``precision="bf16"`` (or ``auto`` where bf16 is fast); else nothing."""
+    if resolve_precision(precision, str(device)) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -8,6 +8,7 @@ Hydra (simulation, coordinator) composes a plain dict; :func:`run_config_from_di
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,11 +27,16 @@ class ModelConfig:
 
     name_or_path: str = DEFAULT_MODEL  # built-in GGUF name, a local HF directory, or a hub id
     cache_dir: str = ""  # where converted checkpoints live; "" = $FEDCARE_CACHE or ~/.cache/fedcare
-    precision: str = "fp32"  # "fp32", or "bf16" autocast (faster only on CPUs with AMX or a GPU)
+    precision: str = "auto"  # "auto" (bf16 on AMX CPUs and bf16 GPUs, else fp32), "bf16" or "fp32"
+    device: str = "auto"  # "auto" (a GPU when visible), "cpu", "cuda" or "cuda:N"; resolved at each site
     num_threads: int = 0  # torch intra-op threads per worker; 0 = torch's default
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1.3x step time
 
     def __post_init__(self) -> None:
-        _check(self.precision in ("bf16", "fp32"), "model.precision", "'bf16' or 'fp32'", self.precision)
+        _check(self.precision in ("auto", "bf16", "fp32"), "model.precision", "'auto', 'bf16' or 'fp32'",
+               self.precision)
+        _check(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+               "model.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
         _check(self.num_threads >= 0, "model.num_threads", ">= 0", self.num_threads)
 
 
@@ -173,7 +179,12 @@ class SimulationConfig:
     """Flower simulation engine resources."""
 
     cpus_per_site: int = 0  # CPU cores reserved per ClientApp worker; 0 = all cores (one worker)
+    gpus_per_site: float = 0.0  # GPU fraction per ClientApp worker (0.5 = two workers share a GPU); 0 = none
     verbose: bool = False  # Flower/Ray debug logging
+
+    def __post_init__(self) -> None:
+        _check(self.cpus_per_site >= 0, "simulation.cpus_per_site", ">= 0", self.cpus_per_site)
+        _check(self.gpus_per_site >= 0.0, "simulation.gpus_per_site", ">= 0", self.gpus_per_site)
 
 
 @dataclass(frozen=True)
@@ -299,7 +310,7 @@ def build_dataclass(cls: type[T], raw: Any, where: str) -> T:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value, key + ".")
     origin = typing.get_origin(hint)
     if origin is tuple:

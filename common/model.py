@@ -8,6 +8,7 @@ built offline, for tests and smoke runs. Anything else is passed to ``from_pretr
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -63,17 +64,87 @@ def resolve_model(cfg: ModelConfig) -> str:
 
 
 def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the base model (fp32, eval mode, frozen) and its tokenizer on the CPU."""
+    """Load the frozen base model (eval mode) on ``cfg.device`` and its tokenizer.
+
+    Under bf16 the base weights are stored in bf16 (half the memory, no per-step weight casts);
+    LoRA factors attached later stay fp32 (PEFT upcasts adapters), and the forward runs under
+    bf16 autocast. Safetensors checkpoints are memory-mapped by ``from_pretrained``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(cfg)
+    device = resolve_device(cfg.device)
+    dtype = "bfloat16" if resolve_precision(cfg.precision, device) == "bf16" else "float32"
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        # Reentrant checkpointing re-runs each block's forward inside backward, where Opacus's hooks
+        # see it (the non-reentrant kind hides those activations from them); it needs an input that
+        # requires grad, hence the embedding-output hook.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model.enable_input_require_grads()
     model.eval()
     return model, tokenizer
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda``/``cuda:N`` must exist.
+
+    Raises:
+        ConfigError: when a GPU is asked for and not there.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"model.device: {device!r} asked for, but this machine has {count} CUDA GPU(s)")
+    return f"cuda:{index}"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where the hardware multiplies bf16 fast (a CUDA GPU with bf16, a CPU with
+    AMX), else ``fp32``. Explicit ``bf16``/``fp32`` are kept as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_is_fast(device) else "fp32"
+
+
+@functools.lru_cache(maxsize=8)
+def bf16_is_fast(device: str) -> bool:
+    """Whether bf16 matmuls beat fp32 on ``device``: AMX on a CPU (measured 2,744 vs 424 GFLOP/s on
+    2 cores), native bf16 on a GPU (Ampere and newer). AVX-512/AVX2 CPUs emulate bf16: slower."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_amx(_cpuinfo())
+
+
+def cpu_has_amx(cpuinfo: str) -> bool:
+    """True when a ``/proc/cpuinfo`` text lists the ``amx_bf16`` flag (Intel Sapphire Rapids and newer)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and "amx_bf16" in value.split():
+            return True
+    return False
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: ask torch (its private probe; False when it does not know)
+        import torch
+
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return "flags : amx_bf16" if probe is not None and probe() else ""
 
 
 def gguf_location() -> Path:

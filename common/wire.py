@@ -31,6 +31,7 @@ TRAIN_METRICS = frozenset({
     "noise_multiplier",  # sigma of DP-SGD
     "sample_rate",  # Poisson sampling rate q = batch_size / records
     "phi_removed",  # identifiers de-identification replaced in the site's records (a count, never values)
+    "bf16",  # 1.0 when the site computed in bf16 (model.precision, auto resolved for its hardware), 0.0 fp32
 })
 EVAL_METRICS = frozenset({NUM_EXAMPLES, "site_index", "eval_loss"})
 

@@ -24,6 +24,7 @@ def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float]) ->
         "site_id": site_id, "examples": int(metrics[NUM_EXAMPLES]), "epsilon": metrics["epsilon"],
         "delta": metrics["delta"], "target_epsilon": metrics["target_epsilon"],
         "noise_multiplier": metrics["noise_multiplier"], "dp_enabled": bool(metrics["dp_enabled"]),
+        "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
         "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1,
     }
 

@@ -49,7 +49,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     per_site = cfg.simulation.cpus_per_site or cores
     backend_config: dict[str, Any] = {
-        "client_resources": {"num_cpus": per_site, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": per_site, "num_gpus": cfg.simulation.gpus_per_site},
         "init_args": {"num_cpus": cores, "logging_level": "ERROR", "log_to_driver": True},
     }
     server_app = make_server_app(cfg, raw, out)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from client.train import DPSettings, evaluate_loss, train_round
+from client.train import DPSettings, evaluate_loss, grad_samples_to_fp32, per_example_loss, train_round
 from common.adapters import adapter_arrays, attach_lora, is_lora_tensor_name, load_adapter_arrays, save_adapter
 from common.config import AdapterConfig, TrainConfig
 from common.errors import AdapterLayoutError
-from common.examples import tokenize_records
+from common.examples import IGNORE_INDEX, TokenizedExample, collate, tokenize_records
+from common.model import load_model_and_tokenizer
 from common.synthetic import generate_site_records
 
 
@@ -114,3 +116,107 @@ def test_load_adapter_arrays_rejects_foreign_tensors(peft_model) -> None:
     arrays["base_model.model.lm_head.weight"] = np.zeros((2, 2), np.float32)
     with pytest.raises(AdapterLayoutError):
         load_adapter_arrays(model, arrays)
+
+
+def _full_vocabulary_loss(model, batch) -> torch.Tensor:
+    """The textbook computation: logits at every position, then each example's mean over its answer tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                                   ignore_index=IGNORE_INDEX, reduction="none").view(labels.shape)
+    return token_loss.sum(dim=1) / (labels != IGNORE_INDEX).sum(dim=1)
+
+
+def test_answer_only_loss_equals_the_full_vocabulary_reference(peft_model, examples) -> None:
+    model, tokenizer = peft_model
+    arrays = {k: np.random.default_rng(3).normal(0, 0.1, v.shape).astype(np.float32)
+              for k, v in adapter_arrays(model).items()}
+    load_adapter_arrays(model, arrays)  # a non-zero adapter, so LoRA is part of what is compared
+    lengths = (96, 80, 90, 85, 96, 93)
+    rows = [TokenizedExample(e.input_ids[:n], e.labels[:n]) for e, n in zip(examples, lengths, strict=False)]
+    assert all(any(label != IGNORE_INDEX for label in e.labels) for e in rows)
+    batch = collate(rows, tokenizer.pad_token_id)  # rows of different lengths: padding in most
+    with torch.no_grad():
+        lean = per_example_loss(model, batch, "fp32")
+        reference = _full_vocabulary_loss(model, batch)
+    assert lean.shape == (6,)
+    torch.testing.assert_close(lean, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_each_per_sample_gradient_is_that_example_alone(peft_model, examples) -> None:
+    from opacus import GradSampleModule
+
+    model, tokenizer = peft_model
+    load_adapter_arrays(model, {k: np.full(v.shape, 0.05, np.float32) for k, v in adapter_arrays(model).items()})
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    try:
+        per_example_loss(model, collate(examples[:4], tokenizer.pad_token_id), "fp32").mean().backward()
+        together = [p.grad_sample.clone() for p in params]
+        for p in params:
+            p.grad_sample = None
+            p.grad = None
+        per_example_loss(model, collate(examples[2:3], tokenizer.pad_token_id), "fp32").mean().backward()
+        alone = [p.grad_sample[0].clone() for p in params]
+    finally:
+        gsm._close()
+        model.eval()
+    for rows, row in zip(together, alone, strict=True):
+        torch.testing.assert_close(rows[2], row, rtol=1e-4, atol=1e-6)  # padding and batch-mates change nothing
+
+
+def test_bf16_dp_clips_and_noises_in_fp32(tiny, examples) -> None:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    cfg, _, tokenizer = tiny
+    base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, precision="bf16", device="cpu"))
+    model = attach_lora(base, AdapterConfig(), seed=0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    sigma, clip, batch_size = 2.0, 1e-3, 4  # a tiny clip: every example is clipped
+    optimizer = DPOptimizer(torch.optim.SGD(params, lr=0.0), noise_multiplier=sigma, max_grad_norm=clip,
+                            expected_batch_size=batch_size, loss_reduction="mean",
+                            generator=torch.Generator().manual_seed(0))
+    try:
+        per_example_loss(model, collate(examples[:batch_size], tokenizer.pad_token_id), "bf16").mean().backward()
+        assert {p.grad_sample.dtype for p in params} == {torch.bfloat16}  # what autocast computes
+        grad_samples_to_fp32(params)
+        assert {p.grad_sample.dtype for p in params} == {torch.float32}
+        optimizer.pre_step()  # clip, sum, noise, scale: what optimizer.step() does before SGD
+        noised = torch.cat([p.grad.flatten() for p in params])
+        clipped = torch.cat([p.summed_grad.flatten() for p in params])  # sum of clipped rows, before noise
+    finally:
+        gsm._close()
+        model.eval()
+    assert noised.dtype == torch.float32 and clipped.dtype == torch.float32
+    assert float(clipped.norm()) <= batch_size * clip * (1 + 1e-5)
+    # noise std = sigma * clip / expected batch size, in fp32 (bf16 noise would be quantised)
+    std = float((noised - clipped / batch_size).std())
+    assert std == pytest.approx(sigma * clip / batch_size, rel=0.05)
+
+
+def test_gradient_checkpointing_gives_opacus_the_same_per_sample_gradients(tiny, examples) -> None:
+    from opacus import GradSampleModule
+
+    cfg, _, tokenizer = tiny
+    batch = collate(examples[:3], tokenizer.pad_token_id)
+    grads = []
+    for checkpointing in (False, True):
+        base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, gradient_checkpointing=checkpointing,
+                                                               device="cpu"))
+        assert base.is_gradient_checkpointing == checkpointing
+        model = attach_lora(base, AdapterConfig(), seed=0)
+        load_adapter_arrays(model, {k: np.full(v.shape, 0.05, np.float32) for k, v in adapter_arrays(model).items()})
+        params = [p for p in model.parameters() if p.requires_grad]
+        model.train()
+        gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        try:
+            per_example_loss(model, batch, "fp32").mean().backward()
+            grads.append([p.grad_sample.clone() for p in params])
+        finally:
+            gsm._close()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+    assert all(float(g.abs().sum()) > 0 for g in grads[1])

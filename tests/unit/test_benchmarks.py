@@ -1,0 +1,30 @@
+"""The speed benchmark runs end to end on the tiny model and its numbers hang together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import Setup, aggregation_speed, run, table
+
+
+def test_aggregation_benchmark_checks_the_mean_and_reports_memory() -> None:
+    got = aggregation_speed(num_updates=20, parameters=64_000)
+    assert got["seconds"] > 0 and got["updates"] == 20
+    assert 0.5 < got["peak_extra_updates"] < 20  # a streaming sum, not a stack of every update
+
+
+@pytest.mark.slow  # HF Trainer, Opacus and 2 virtual sites on the tiny model: ~20 s on 2 quiet cores
+def test_speed_benchmark_runs_on_the_tiny_model(cache_dir: Path) -> None:
+    setup = Setup(model="tiny", batch_size=4, max_seq_len=64, steps=2, repeats=1, records=24,
+                  aggregate_updates=10, aggregate_parameters=10_000, sites=2)
+    result = run(setup, cache_dir=str(cache_dir))
+    runs = result["training"]["runs"]
+    assert set(runs) == {"fedcare_dp", "fedcare_no_dp", "hf_trainer_peft_no_dp"}
+    assert all(r["tokens_per_s"] > 0 and r["tokens_per_run"] > 0 for r in runs.values())
+    assert result["training"]["dp_over_no_dp_step"] > 0
+    adapter = result["training"]["adapter"]
+    assert adapter["adapter_bytes_fp16"] < adapter["adapter_bytes_fp32"] < adapter["model_bytes_fp32"]
+    assert result["sites"]["peak_rss_bytes"] >= result["sites"]["rss_after_model_bytes"]
+    assert "DP step / non-DP step" in table(result)

@@ -1,0 +1,53 @@
+"""Precision and device choice (auto), bf16 loading, gradient checkpointing: CPU twins of the GPU paths."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from common.adapters import attach_lora
+from common.config import AdapterConfig, ModelConfig
+from common.errors import ConfigError
+from common.model import bf16_is_fast, cpu_has_amx, load_model_and_tokenizer, resolve_device, resolve_precision
+
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\nbugs\t\t: amx_bf16_not_a_flag\n"
+
+
+def test_amx_is_read_from_the_cpu_flags_line_only() -> None:
+    assert cpu_has_amx(SAPPHIRE_RAPIDS)
+    assert not cpu_has_amx(ZEN3)  # the word elsewhere than in "flags" does not count
+    assert not cpu_has_amx("")
+
+
+def test_auto_precision_follows_the_hardware_and_explicit_values_win() -> None:
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        here = "bf16" if cpu_has_amx(fh.read()) else "fp32"
+    assert resolve_precision("auto", "cpu") == here == ("bf16" if bf16_is_fast("cpu") else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_device_auto_and_missing_gpus() -> None:
+    assert resolve_device("cpu") == "cpu"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert resolve_device("auto") == ("cuda:0" if gpus else "cpu")
+    with pytest.raises(ConfigError, match="model.device"):
+        resolve_device(f"cuda:{gpus}")  # one past the last GPU (cuda:0 on a machine without one)
+
+
+@pytest.mark.parametrize(("field", "value"), [("precision", "fp16"), ("device", "gpu"), ("device", "cuda:x")])
+def test_model_config_rejects_unknown_precision_and_device(field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"model.{field}"):
+        ModelConfig(**{field: value})
+
+
+def test_bf16_loads_bf16_base_weights_with_fp32_lora(tiny) -> None:
+    cfg, _, _ = tiny
+    model, _ = load_model_and_tokenizer(dataclasses.replace(cfg, precision="bf16", device="cpu"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    peft_model = attach_lora(model, AdapterConfig(), seed=0)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)  # PEFT upcasts adapters
