@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from common.config import SimulationConfig
 from common.console import configure_logging
 from common.datasets import load_site_data
 from common.errors import FedcareError
@@ -46,12 +47,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
 
     # Each virtual site records what it sends in <run>/egress/site-N/egress.jsonl (workers inherit the env).
     os.environ["FEDCARE_EGRESS_DIR"] = str((out.path / "egress").resolve())
-    cores = os.cpu_count() or 1
-    per_site = cfg.simulation.cpus_per_site or cores
-    backend_config: dict[str, Any] = {
-        "client_resources": {"num_cpus": per_site, "num_gpus": cfg.simulation.gpus_per_site},
-        "init_args": {"num_cpus": cores, "logging_level": "ERROR", "log_to_driver": True},
-    }
+    backend_config = ray_backend_config(cfg.simulation, os.cpu_count() or 1)
     server_app = make_server_app(cfg, raw, out)
     if cfg.strategy.secure_aggregation:  # SecAgg+ hook: Flower's legacy SecAgg+ workflow and its ClientApp
         from client.secure_app import app as client_app
@@ -66,6 +62,20 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
         raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
+
+
+def ray_backend_config(sim: SimulationConfig, cores: int) -> dict[str, Any]:
+    """Flower's Ray backend resources: ``cpus_per_site`` cores (0 = all) and ``gpus_per_site`` of a GPU
+    per ClientApp worker. Each worker caches one base model and serves every site routed to it;
+    with a GPU fraction, Ray sets the worker's ``CUDA_VISIBLE_DEVICES`` and ``model.device=auto``
+    picks that GPU."""
+    resources: dict[str, Any] = {"num_cpus": sim.cpus_per_site or cores, "num_gpus": sim.gpus_per_site}
+    init_args: dict[str, Any] = {"num_cpus": cores, "logging_level": "ERROR", "log_to_driver": True}
+    if sim.gpus_per_site:
+        import torch
+
+        init_args["num_gpus"] = torch.cuda.device_count()
+    return {"client_resources": resources, "init_args": init_args}
 
 
 def main(argv: list[str] | None = None) -> int:

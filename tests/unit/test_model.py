@@ -51,3 +51,16 @@ def test_bf16_loads_bf16_base_weights_with_fp32_lora(tiny) -> None:
     peft_model = attach_lora(model, AdapterConfig(), seed=0)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)  # PEFT upcasts adapters
+
+
+def test_simulation_gives_each_worker_its_cpu_and_gpu_share() -> None:
+    from common.config import SimulationConfig
+    from simulations.run import ray_backend_config
+
+    cpu_only = ray_backend_config(SimulationConfig(), cores=2)
+    assert cpu_only["client_resources"] == {"num_cpus": 2, "num_gpus": 0.0}  # one worker, one model
+    shared = ray_backend_config(SimulationConfig(cpus_per_site=1, gpus_per_site=0.5), cores=2)
+    assert shared["client_resources"] == {"num_cpus": 1, "num_gpus": 0.5}
+    assert shared["init_args"]["num_gpus"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    with pytest.raises(ConfigError, match="simulation.gpus_per_site"):
+        SimulationConfig(gpus_per_site=-1.0)

@@ -1,0 +1,87 @@
+"""Where a deployment-engine message's time goes: ``python -m benchmarks.startup [--model tiny]``.
+
+Under Flower's deployment engine (flwr 1.42) every train or evaluate message runs in a fresh
+``flwr-clientapp`` process (``flwr/supernode/runtime/run_clientapp.py`` pulls ONE task, runs it
+and exits), so each message pays interpreter start, imports, model load and data preparation
+before its first step. This measures those phases in fresh interpreters, median of repetitions,
+next to the training itself, with the same code path a site's ClientApp takes (``client.runtime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from client import client_app, runtime  # what flwr-clientapp imports when it loads the app
+from client.train import train_round, DPSettings
+t1 = time.perf_counter()
+from common.config import ModelConfig, RunConfig, TrainConfig, DataConfig, plan_for_round
+cfg = RunConfig(num_sites=3, model=ModelConfig(name_or_path=sys.argv[1], cache_dir=sys.argv[2]),
+                train=TrainConfig(local_steps=int(sys.argv[3])), data=DataConfig(records_per_site=64))
+plan = plan_for_round(cfg, 1)
+model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
+t2 = time.perf_counter()
+data = runtime.examples_for(plan.data, 0, 3, plan, tokenizer)
+t3 = time.perf_counter()
+dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=8 / len(data.train))
+result = train_round(model, data.train, plan.train, precision=runtime.precision_for(plan.model),
+                     pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
+t4 = time.perf_counter()
+print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "site_data_s": t3 - t2, "train_s": t4 - t3,
+                  "train_steps_s": result.seconds}))
+"""
+
+
+def measure(model: str, cache_dir: str, steps: int, repeats: int) -> dict[str, float]:
+    """Median seconds of each phase of one message in a fresh interpreter, plus the process start."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+                        "TRANSFORMERS_VERBOSITY": "error"}
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CHILD, model, cache_dir, str(steps)], env=env, check=True,
+                             capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - start
+        phases = json.loads(out.stdout.strip().splitlines()[-1])
+        phases["process_total_s"] = wall
+        phases["interpreter_start_s"] = wall - sum(phases[k] for k in ("imports_s", "model_load_s", "site_data_s",
+                                                                       "train_s"))
+        samples.append(phases)
+    got = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    got["startup_fraction"] = 1 - got["train_steps_s"] / got["process_total_s"]
+    return got
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=3, help="DP-SGD steps of the measured round")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    from common.model import TINY_MODEL
+
+    name = TINY_MODEL if args.model == "tiny" else args.model
+    got = measure(name, os.environ.get("FEDCARE_CACHE", ""), args.steps, args.repeats)
+    print(f"one deployment message ({name}, {args.steps} DP steps), median of {args.repeats} fresh processes; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for key in ("interpreter_start_s", "imports_s", "model_load_s", "site_data_s", "train_s", "process_total_s"):
+        print(f"  {key:22} {got[key]:7.2f}")
+    print(f"  start-up share of the message: {100 * got['startup_fraction']:.0f}%")
+    print(json.dumps(got, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
