@@ -137,7 +137,7 @@ def _train(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
     precision = runtime.precision_for(plan.model)
     result = train_round(model, data.train, plan.train, precision=precision,
                          pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress,
-                         units=units)
+                         units=units, proximal_mu=plan.proximal_mu)
     epsilon = ledger.epsilon() if ledger else math.inf
     log.info("site %d (%s) round %d done: loss %.4f, epsilon %.3f/%s, %.1f s", site.index, data.name,
              plan.server_round, result.train_loss, epsilon,

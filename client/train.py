@@ -82,6 +82,7 @@ def train_round(
     rng: np.random.Generator,
     progress: Progress | None = None,
     units: Sequence[int] | None = None,
+    proximal_mu: float = 0.0,
 ) -> RoundResult:
     """Run ``cfg.local_steps`` optimizer steps on Poisson-sampled batches; updates ``model`` in place.
 
@@ -94,6 +95,11 @@ def train_round(
     patients, each with all their records, and the per-record gradients of one patient are averaged
     into one row before clipping, so clipping and noise bound a whole patient's contribution.
 
+    With ``proximal_mu > 0`` (FedProx) each example's loss gains mu/2 ||w - w_round_start||^2, the
+    distance of the trainable LoRA factors from the received global adapter. Under DP its gradient
+    mu (w - w_start) is added to every per-sample gradient BEFORE Opacus clips them
+    (:func:`add_proximal_gradient`), so the clipped, noised quantity is the FedProx loss's gradient.
+
     Raises:
         FedcareError: when the adapter did not change (the silent LoRA failure of opacus#820).
     """
@@ -102,6 +108,7 @@ def train_round(
 
     before = adapter_arrays(model)  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None  # FedProx: the global adapter
     optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
                                                          weight_decay=cfg.weight_decay)
     num_units = len(set(units)) if units is not None else len(examples)
@@ -143,6 +150,8 @@ def train_round(
                 grad_samples_to_fp32(params)  # clip, sum and noise in fp32 whatever the compute precision
                 if units is not None:
                     average_grad_samples_by_unit(params, [units[i] for i in idx])
+            if anchor is not None:
+                add_proximal_gradient(params, anchor, proximal_mu, per_sample=dp is not None)
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += len(idx)
@@ -178,6 +187,23 @@ def grad_samples_to_fp32(params: Sequence[torch.nn.Parameter]) -> None:
         rows = p.grad_sample  # type: ignore[attr-defined]
         if rows.dtype != torch.float32:
             p.grad_sample = rows.float()  # type: ignore[attr-defined]
+
+
+@torch.no_grad()
+def add_proximal_gradient(params: Sequence[torch.nn.Parameter], anchor: Sequence[torch.Tensor], mu: float, *,
+                          per_sample: bool) -> None:
+    """Add FedProx's gradient mu (w - anchor) to each parameter's gradient, or to each of its per-sample rows.
+
+    Per sample (DP-SGD), every row of ``grad_sample`` is one example's loss gradient: adding the
+    proximal gradient there makes it the gradient of that example's loss + mu/2 ||w - anchor||^2,
+    which Opacus then clips and noises like any other.
+    """
+    for p, ref in zip(params, anchor, strict=True):
+        term = mu * (p.detach() - ref)
+        if per_sample:
+            p.grad_sample = p.grad_sample + term.unsqueeze(0).to(p.grad_sample.dtype)  # type: ignore[attr-defined]
+        else:
+            p.grad = term if p.grad is None else p.grad + term
 
 
 @torch.no_grad()

@@ -1,13 +1,18 @@
-"""Aggregation of adapter tensors: FedAvg's example-weighted mean over {name: ndarray} maps.
+"""Checks on adapter updates before aggregation (the aggregation itself is Flower's strategies).
 
-Caveat: FedAvg averages the LoRA factors A and B separately. The mean of products
-mean(B_i A_i) is not mean(B_i) mean(A_i); the difference shrinks as sites start each round from the
-same global factors and take few local steps, which is why this works well in practice, but it is
-not the exact average of the sites' weight updates.
+A site's reply is screened before any strategy sees it: the layout must be the global adapter's
+(:func:`check_layout`), every value finite (:func:`non_finite`), and its update norm not far outside
+the round's others (:func:`norm_outliers`). Each returns a reason naming the tensor or the numbers,
+never values from a record.
+
+Caveat of plain LoRA: averaging the factors A and B separately is not the average of the sites'
+updates, mean(B_i A_i) != mean(B_i) mean(A_i). With ``lora.freeze_a=true`` (FFA-LoRA) every site
+shares the same fixed A, so averaging B is exactly averaging the updates B A.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -40,34 +45,38 @@ def check_layout(arrays: Arrays, reference: Arrays, who: str = "update") -> None
             )
 
 
-def weighted_mean(updates: Sequence[tuple[Arrays, float]]) -> dict[str, npt.NDArray[np.generic]]:
-    """Example-weighted mean of adapter maps (FedAvg). Accumulates in float64.
+def non_finite(arrays: Arrays) -> str | None:
+    """A reason naming the first tensor holding NaN or inf values, or None when all are finite."""
+    for name in sorted(arrays):
+        bad = int(np.size(arrays[name]) - np.count_nonzero(np.isfinite(arrays[name])))
+        if bad:
+            return f"non-finite values ({bad} NaN/inf) in tensor {name!r}"
+    return None
 
-    Args:
-        updates: (arrays, weight) pairs; weights are the sites' training example counts.
+
+def update_norm(arrays: Arrays, reference: Arrays) -> float:
+    """L2 norm of ``arrays - reference`` over all tensors (float64 accumulation)."""
+    return math.sqrt(sum(float(np.sum((arrays[k].astype(np.float64) - reference[k].astype(np.float64)) ** 2))
+                         for k in reference))
+
+
+def norm_outliers(norms: Mapping[str, float], factor: float) -> dict[str, str]:
+    """Updates whose norm exceeds ``factor`` times the median of the OTHER updates' norms.
+
+    Only overly large updates are outliers (a small update cannot dominate an average). With fewer
+    than two updates, or ``factor <= 0``, nothing is an outlier.
 
     Returns:
-        A new map with the first update's names and dtypes.
-
-    Raises:
-        ValueError: when there is no update or the weights do not sum to a positive number.
-        AdapterLayoutError: when the updates do not share one layout.
+        ``{key: reason}`` for each outlier.
     """
-    if not updates:
-        raise ValueError("weighted_mean: no updates to aggregate")
-    weights = np.asarray([w for _, w in updates], dtype=np.float64)
-    if np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"weighted_mean: weights must be >= 0 with a positive sum, got {weights.tolist()}")
-    reference = updates[0][0]
-    for i, (arrays, _) in enumerate(updates[1:], start=1):
-        check_layout(arrays, reference, who=f"update {i}")
-    weights = weights / weights.sum()
-    out: dict[str, npt.NDArray[np.generic]] = {}
-    for name, ref in reference.items():
-        acc = np.zeros(ref.shape, dtype=np.float64)
-        for (arrays, _), w in zip(updates, weights, strict=True):
-            acc += w * arrays[name].astype(np.float64)
-        out[name] = acc.astype(ref.dtype)
+    if factor <= 0 or len(norms) < 2:
+        return {}
+    out: dict[str, str] = {}
+    for key, norm in norms.items():
+        others = float(np.median([n for k, n in norms.items() if k != key]))
+        if norm > factor * others:
+            out[key] = (f"update norm {norm:.4g} is more than strategy.norm_outlier_factor={factor:g} x the "
+                        f"median of the round's other updates ({others:.4g})")
     return out
 
 

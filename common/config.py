@@ -126,13 +126,29 @@ class DataConfig:
                    "set together with data.completion_column", self.prompt_column)
 
 
+# Flower strategies (flwr.serverapp.strategy) the coordinator can run, by strategy.name.
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "fedtrimmedavg",
+              "krum", "multikrum", "bulyan")
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
-    """How the coordinator picks sites and aggregates adapters."""
+    """How the coordinator picks sites and aggregates adapters (one of Flower's strategies)."""
 
-    name: str = "fedavg"  # aggregation rule; FedAvg weighted by training examples
+    name: str = "fedavg"  # one of STRATEGIES (conf/strategy/<name>.yaml documents each one's parameters)
     fraction_train: float = 1.0  # share of connected sites asked to train each round
-    min_sites: int = 1  # fewest successful replies a round needs to update the adapter
+    min_sites: int = 1  # fewest accepted replies a round needs to update the adapter
+    norm_outlier_factor: float = 10.0  # reject an update whose norm exceeds this x the others' median; 0 = off
+    proximal_mu: float = 0.0  # FedProx: weight of the proximal term mu/2 ||w - w_global||^2 in each site's loss
+    eta: float = 0.01  # FedAdam/FedYogi/FedAdagrad: server learning rate
+    beta_1: float = 0.9  # FedAdam/FedYogi: first-moment decay
+    beta_2: float = 0.99  # FedAdam/FedYogi: second-moment decay
+    tau: float = 1e-3  # FedAdam/FedYogi/FedAdagrad: adaptivity (epsilon added to sqrt(v))
+    server_learning_rate: float = 1.0  # FedAvgM: server learning rate
+    server_momentum: float = 0.0  # FedAvgM: server momentum (0 = FedAvg)
+    trim_beta: float = 0.2  # FedTrimmedAvg: share cut from EACH end per coordinate, in [0, 0.5)
+    num_malicious_nodes: int = 0  # Krum/MultiKrum/Bulyan: sites assumed Byzantine (f)
+    num_nodes_to_select: int = 1  # MultiKrum: updates kept and averaged (m)
     # Secure aggregation (SecAgg+, Flower's own implementation through its legacy workflow): the
     # coordinator only ever receives the sum of the sites' weighted, quantized, masked adapters.
     secure_aggregation: bool = False  # True = SecAgg+ (server/secure.py + client/secure_app.py)
@@ -145,9 +161,22 @@ class StrategyConfig:
     secagg_max_weight: float = 1000.0  # largest expected site weight (training records); above it values may clip
 
     def __post_init__(self) -> None:
-        _check(self.name == "fedavg", "strategy.name", "'fedavg'", self.name)
+        _check(self.name in STRATEGIES, "strategy.name", f"one of {list(STRATEGIES)}", self.name)
         _check(0.0 < self.fraction_train <= 1.0, "strategy.fraction_train", "in (0, 1]", self.fraction_train)
         _check(self.min_sites >= 1, "strategy.min_sites", ">= 1", self.min_sites)
+        _check(self.norm_outlier_factor >= 0, "strategy.norm_outlier_factor", ">= 0", self.norm_outlier_factor)
+        _check(self.proximal_mu >= 0, "strategy.proximal_mu", ">= 0", self.proximal_mu)
+        _check(self.eta > 0, "strategy.eta", "> 0", self.eta)
+        _check(0.0 <= self.beta_1 < 1.0, "strategy.beta_1", "in [0, 1)", self.beta_1)
+        _check(0.0 <= self.beta_2 < 1.0, "strategy.beta_2", "in [0, 1)", self.beta_2)
+        _check(self.tau > 0, "strategy.tau", "> 0", self.tau)
+        _check(self.server_learning_rate > 0, "strategy.server_learning_rate", "> 0", self.server_learning_rate)
+        _check(0.0 <= self.server_momentum < 1.0, "strategy.server_momentum", "in [0, 1)", self.server_momentum)
+        _check(0.0 <= self.trim_beta < 0.5, "strategy.trim_beta", "in [0, 0.5)", self.trim_beta)
+        _check(self.num_malicious_nodes >= 0, "strategy.num_malicious_nodes", ">= 0", self.num_malicious_nodes)
+        _check(self.num_nodes_to_select >= 1, "strategy.num_nodes_to_select", ">= 1", self.num_nodes_to_select)
+        if self.secure_aggregation:  # the coordinator only ever holds the sum: a weighted mean, nothing else
+            _check(self.name == "fedavg", "strategy.name", "'fedavg' with strategy.secure_aggregation", self.name)
         _check(0.0 < self.secagg_num_shares <= 1.0, "strategy.secagg_num_shares", "in (0, 1]",
                self.secagg_num_shares)
         _check(0.0 < self.secagg_threshold <= 1.0, "strategy.secagg_threshold", "in (0, 1]", self.secagg_threshold)
@@ -216,6 +245,10 @@ class RunConfig:
             _check(self.num_sites >= 2, "num_sites", ">= 2 with strategy.secure_aggregation", self.num_sites)
             _check(not self.coordinator.resume, "coordinator.resume", "false with strategy.secure_aggregation",
                    self.coordinator.resume)
+        if self.strategy.name == "bulyan":  # Flower's Bulyan skips aggregation below 4f + 3 replies
+            need = 4 * self.strategy.num_malicious_nodes + 3
+            _check(self.num_sites >= need, "num_sites", f">= 4 x strategy.num_malicious_nodes + 3 = {need} for Bulyan",
+                   self.num_sites)
         if self.data.kind == "files" and not self.data.partition_field:
             _check(len(self.data.paths) == self.num_sites, "data.paths",
                    f"one file per site (num_sites={self.num_sites})", len(self.data.paths))
@@ -235,6 +268,11 @@ class SitePlan:
     privacy: PrivacyConfig
     train: TrainConfig
     data: DataConfig
+    proximal_mu: float = 0.0  # FedProx: mu of the proximal term (Flower's strategy sends it as "proximal-mu")
+
+
+# Keys Flower's strategies add to the round's ConfigRecord, and the SitePlan field each maps to.
+FLOWER_CONFIG_KEYS = {"server-round": "server_round", "proximal-mu": "proximal_mu"}
 
 
 def run_config_from_dict(raw: dict[str, Any]) -> RunConfig:
@@ -274,13 +312,21 @@ def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
         ConfigError: when a key is unknown or missing, or a value is invalid.
     """
     nested: dict[str, Any] = {}
+    flower = {FLOWER_CONFIG_KEYS[k]: v for k, v in flat.items() if k in FLOWER_CONFIG_KEYS}
+    flat = {k: v for k, v in flat.items() if k not in FLOWER_CONFIG_KEYS}
+    if "server_round" in flower and flower["server_round"] != flat.get("server_round"):
+        raise ConfigError(f"round plan: server-round {flower['server_round']!r} differs from server_round "
+                          f"{flat.get('server_round')!r}")
+    if "proximal_mu" in flower:
+        flat["proximal_mu"] = float(flower["proximal_mu"])
     for key, value in flat.items():
         section, _, name = key.partition(".")
         if name:
             nested.setdefault(section, {})[name] = value
         else:
             nested[key] = value
-    missing = [f.name for f in dataclasses.fields(SitePlan) if f.name not in nested]
+    missing = [f.name for f in dataclasses.fields(SitePlan)
+               if f.name not in nested and f.default is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"round plan: missing keys {missing}")
     return build_dataclass(SitePlan, nested, "")

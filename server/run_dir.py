@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.adapters import save_adapter
 from common.errors import FedcareError
 from common.signing import sign_adapter
@@ -17,21 +19,27 @@ from common.wire import NUM_EXAMPLES
 SITE_ROUND_KEYS = ("train_loss", "epsilon", "steps", "seconds", "seconds_per_step", "update_norm")
 
 
+SITE_SUMMARY_KEYS = ("epsilon", "delta", "target_epsilon", "noise_multiplier")
+
+
 def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float]) -> dict[str, Any]:
-    """A site's line in summary.json after a round it trained in (from its reply metrics)."""
+    """A site's line in summary.json after a round it trained in (from its reply metrics).
+
+    A site reports only what its release rule allows (``common.wire``): a number it did not send is
+    absent here, not invented; ``dp_enabled`` is false only when the site said so.
+    """
     site_id = f"site-{int(metrics['site_index'])}"
-    return {
-        "site_id": site_id, "examples": int(metrics[NUM_EXAMPLES]), "epsilon": metrics["epsilon"],
-        "delta": metrics["delta"], "target_epsilon": metrics["target_epsilon"],
-        "noise_multiplier": metrics["noise_multiplier"], "dp_enabled": bool(metrics["dp_enabled"]),
-        "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
-        "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1,
-    }
+    entry: dict[str, Any] = {"site_id": site_id, "examples": int(metrics[NUM_EXAMPLES]),
+                             "dp_enabled": bool(metrics.get("dp_enabled", 1.0)),
+                             "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
+                             "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1}
+    entry.update({k: metrics[k] for k in SITE_SUMMARY_KEYS if k in metrics})
+    return entry
 
 
 def per_site_round(trained: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """The per-site part of a metrics.jsonl row: site id -> the round's numbers."""
-    return {f"site-{i}": {k: m[k] for k in SITE_ROUND_KEYS} for i, m in sorted(trained.items())}
+    """The per-site part of a metrics.jsonl row: site id -> the round's numbers (those the site sent)."""
+    return {f"site-{i}": {k: m[k] for k in SITE_ROUND_KEYS if k in m} for i, m in sorted(trained.items())}
 
 
 class RunDirectory:
@@ -65,6 +73,25 @@ class RunDirectory:
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         """The round loop's state after a completed round (the adapter is in ``adapter_dir``)."""
         _write_json(self.path / "checkpoint.json", state)
+
+    def strategy_state_path(self, server_round: int) -> Path:
+        """The Flower strategy's own state after ``server_round`` (server-optimizer moments, momentum)."""
+        return self.path / "strategy" / f"round-{server_round:03d}.npz"
+
+    def save_strategy_state(self, server_round: int, arrays: Mapping[str, Any]) -> None:
+        path = self.strategy_state_path(server_round)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    def load_strategy_state(self, server_round: int) -> dict[str, Any]:
+        """Raises FedcareError when the state of ``server_round`` was not saved."""
+        path = self.strategy_state_path(server_round)
+        if not path.exists():
+            raise FedcareError(f"coordinator.resume: {path} does not exist; the run cannot resume exactly")
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
 
     def read_checkpoint(self) -> dict[str, Any]:
         """The last checkpoint; metrics.jsonl rows of rounds after it are dropped (they will rerun).

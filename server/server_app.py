@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.config import RunConfig, run_config_from_dict
 from common.console import configure_logging
+from common.errors import FedcareError
 from server.compose import compose
 from server.federation import run_federation
 from server.run_dir import RunDirectory
@@ -37,6 +38,22 @@ def make_server_app(cfg: RunConfig, raw: dict[str, Any], out: RunDirectory) -> S
     return app
 
 
+def _refuse(cfg: RunConfig) -> None:
+    if cfg.strategy.secure_aggregation:
+        # The deployed ClientApp is the Message-API site (client.client_app:app), which has no SecAgg+
+        # masking: plain rounds would show the coordinator every site's adapter while the config says
+        # secure aggregation is on. Refuse before any message is sent.
+        raise FedcareError("strategy.secure_aggregation=true is not available under flwr run / fedcare coordinator "
+                           "run (the deployed sites have no SecAgg+ masking); refusing rather than running plain "
+                           "FedAvg. Use fedcare simulate for SecAgg+, or another strategy")
+
+
+def refuse_unsupported(overrides: list[str]) -> None:
+    """Raise FedcareError when the composed config asks for what the deployed coordinator cannot do."""
+    cfg, _ = compose(overrides)
+    _refuse(cfg)
+
+
 app = ServerApp()
 
 
@@ -50,6 +67,7 @@ def main(grid: Grid, context: Context) -> None:
         raw = json.loads((out.path / "config.json").read_text(encoding="utf-8"))
         raw["coordinator"]["resume"] = True
         cfg = run_config_from_dict(raw)
+    _refuse(cfg)
     out.write_config(raw)
     run_federation(grid, cfg, out)
 

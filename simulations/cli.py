@@ -231,6 +231,9 @@ def _coordinator_run(args: argparse.Namespace) -> int:
         run_dir = output.resolve() / name
     if args.signing_key and "coordinator.signing_key" not in keys:
         overrides.append(f"coordinator.signing_key={Path(args.signing_key).resolve()}")
+    from server.server_app import refuse_unsupported
+
+    refuse_unsupported(overrides)  # fail here, before a run is submitted, as the ServerApp would
     with tempfile.TemporaryDirectory() as tmp:
         code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml"))
     summary = run_dir / "summary.json"

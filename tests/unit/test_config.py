@@ -88,3 +88,23 @@ def test_site_plan_rejects_missing_and_unknown_keys() -> None:
         plan_from_flat({k: v for k, v in flat.items() if k != "num_rounds"})
     with pytest.raises(ConfigError, match="unknown keys"):
         plan_from_flat(flat | {"privacy.sigma": 0.0})
+
+
+def test_site_plan_accepts_the_keys_flowers_strategies_add() -> None:
+    cfg, _ = compose(["strategy=fedprox"])
+    flat = plan_to_flat(plan_for_round(cfg, 2, "run-a"))
+    plan = plan_from_flat(flat | {"server-round": 2, "proximal-mu": 0.01})
+    assert plan.server_round == 2 and plan.proximal_mu == 0.01
+    with pytest.raises(ConfigError, match="server-round"):
+        plan_from_flat(flat | {"server-round": 3})
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["strategy.name=fedsgd"], "strategy.name"),
+    (["strategy=bulyan", "num_sites=2"], "4 x strategy.num_malicious_nodes"),
+    (["strategy=secagg", "strategy.name=fedmedian"], "secure_aggregation"),
+    (["strategy=fedtrimmedavg", "strategy.trim_beta=0.5"], "strategy.trim_beta"),
+])
+def test_strategy_choices_are_validated(overrides: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        compose(overrides)

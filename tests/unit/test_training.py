@@ -220,3 +220,30 @@ def test_gradient_checkpointing_gives_opacus_the_same_per_sample_gradients(tiny,
             gsm._close()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
     assert all(float(g.abs().sum()) > 0 for g in grads[1])
+def test_proximal_gradient_goes_into_every_per_sample_row() -> None:
+    from client.train import add_proximal_gradient
+
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    p.grad_sample = torch.zeros((3, 2))
+    add_proximal_gradient([p], [torch.tensor([0.0, 0.0])], 0.5, per_sample=True)
+    assert torch.equal(p.grad_sample, torch.tensor([[0.5, 1.0]] * 3))  # d/dw mu/2 ||w - 0||^2 = mu w, per example
+    q = torch.nn.Parameter(torch.tensor([1.0]))
+    q.grad = torch.tensor([2.0])
+    add_proximal_gradient([q], [torch.tensor([3.0])], 1.0, per_sample=False)
+    assert torch.equal(q.grad, torch.tensor([0.0]))
+
+
+def test_fedprox_term_keeps_the_adapter_near_the_global_one(tiny, examples) -> None:
+    _, base, tokenizer = tiny
+    norms = {}
+    for mu in (0.0, 100.0):
+        model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
+        norms[mu] = train_round(model, examples, TrainConfig(local_steps=6, batch_size=4), precision="fp32",
+                                pad_id=tokenizer.pad_token_id, dp=None, rng=np.random.default_rng(7),
+                                proximal_mu=mu).update_norm
+    assert norms[100.0] < 0.5 * norms[0.0]
+    model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)  # and under DP-SGD (hooks mode)
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
+    result = train_round(model, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
+                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0), proximal_mu=1.0)
+    assert result.update_norm > 0 and all(np.isfinite(v).all() for v in adapter_arrays(model).values())

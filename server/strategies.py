@@ -1,0 +1,312 @@
+"""Flower's strategies (``flwr.serverapp.strategy``) with what fedcare adds: reply screening and resumable state.
+
+:func:`build_strategy` returns the Flower strategy named by ``strategy.name``, subclassed with
+:class:`Screened`, which sits in front of Flower's own ``configure_train`` / ``aggregate_train`` /
+``aggregate_evaluate``:
+
+- every train reply is screened before the strategy sees it (``common.wire`` metrics, the global
+  adapter's layout, finite values, update norm against the round's others); a bad reply is dropped
+  with its site and reason in :attr:`Screened.last_round`, and the round goes on when at least
+  ``strategy.min_sites`` replies remain;
+- the strategy receives only the checked tensors and the example count, so Flower's own
+  aggregation (weighted mean, median, trimmed mean, Krum, Bulyan, server optimizers) does all the
+  arithmetic;
+- :meth:`Screened.state_arrays` / :meth:`Screened.load_state_arrays` save and restore the
+  strategy's own state (FedOpt's ``current_arrays``, ``m_t``, ``v_t``; FedAvgM's ``current_arrays``
+  and ``momentum_vector``), so a resumed run continues exactly; round numbers come from the
+  coordinator's loop (FedAdam's bias correction reads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
+
+from common.aggregation import check_layout, nbytes, non_finite, norm_outliers, update_norm, weighted_average
+from common.config import RunConfig, StrategyConfig
+from common.errors import AdapterLayoutError, FedcareError
+from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
+
+log = logging.getLogger("fedcare.coordinator")
+
+Arrays = dict[str, np.ndarray]
+
+# Attributes of Flower's strategies that carry state from round to round (checkpointed for resume).
+STATE_ATTRS = ("current_arrays", "m_t", "v_t", "momentum_vector")
+
+
+@dataclass
+class RoundOutcome:
+    """What the screening of one round's train replies found, keyed by site name."""
+
+    accepted: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> its reply metrics
+    rejected: dict[str, str] = field(default_factory=dict)  # site -> why its update was dropped
+    failed: dict[str, str] = field(default_factory=dict)  # site -> its error reply, or no reply
+    bytes_up: int = 0  # tensor bytes received (accepted and rejected replies)
+
+
+@dataclass
+class Evaluation:
+    """One federated evaluation: example-weighted means over the sites, and each site's numbers."""
+
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. {"eval_loss": 2.31}
+    by_site: dict[str, dict[str, float]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class Screened(flwr_strategy.FedAvg):
+    """Mixin in front of a Flower strategy (``class X(Screened, flwr.FedProx)``): screening and state."""
+
+    min_sites: int = 1
+    norm_outlier_factor: float = 0.0
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Flower's sampling and messages; remembers the global adapter and the messages sent."""
+        self.reference: Arrays = {k: a.numpy() for k, a in arrays.items()}
+        self.sent: list[Message] = list(super().configure_train(server_round, arrays, config, grid))
+        return self.sent
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Flower's sampling and messages; remembers the messages sent (to name non-answering sites)."""
+        self.sent_eval: list[Message] = list(super().configure_evaluate(server_round, arrays, config, grid))
+        return self.sent_eval
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Screen the replies, hand the accepted ones to the Flower strategy, check its aggregate.
+
+        Raises:
+            FedcareError: when fewer than ``strategy.min_sites`` replies are accepted, or the strategy
+                produced no aggregate.
+        """
+        replies = list(replies)
+        outcome, clean = screen_train_replies(server_round, replies, self.sent, self.reference,
+                                              self.norm_outlier_factor)
+        self.last_round = outcome
+        for site, reason in outcome.failed.items():
+            log.warning("round %d: %s did not train: %s", server_round, site, reason)
+        for site, reason in outcome.rejected.items():
+            log.warning("round %d: rejected the update of %s: %s", server_round, site, reason)
+        if len(clean) < self.min_sites:
+            raise FedcareError(f"round {server_round}: {len(clean)} site updates accepted, fewer than "
+                               f"strategy.min_sites={self.min_sites} (rejected: {outcome.rejected or 'none'}; "
+                               f"failed: {outcome.failed or 'none'})")
+        arrays, _ = super().aggregate_train(server_round, clean)
+        if arrays is None:
+            raise FedcareError(f"round {server_round}: {type(self).__name__} produced no aggregate from "
+                               f"{len(clean)} updates")
+        # Server optimizers compute in float64 or float32 depending on numpy's promotion: the global
+        # adapter keeps its own dtype.
+        out = {k: np.asarray(arrays[k].numpy(), dtype=ref.dtype) for k, ref in self.reference.items()
+               if k in arrays}
+        check_layout(out, self.reference, who=f"round {server_round} aggregate")
+        if non_finite(out):
+            raise FedcareError(f"round {server_round}: the aggregate has {non_finite(out)}")
+        return to_record(out), MetricRecord()
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Example-weighted mean of each allowed eval metric over the sites that sent it."""
+        evaluation = screen_eval_replies(list(replies), getattr(self, "sent_eval", []))
+        self.last_evaluation = evaluation
+        for site, reason in evaluation.failed.items():
+            log.warning("round %d: %s did not evaluate: %s", server_round, site, reason)
+        return MetricRecord(evaluation.metrics) if evaluation.metrics else None
+
+    def state_arrays(self) -> Arrays:
+        """The strategy's round-to-round state as flat named arrays (for ``np.savez``)."""
+        flat: Arrays = {}
+        for attr in STATE_ATTRS:
+            value = getattr(self, attr, None)
+            if isinstance(value, ArrayRecord):
+                flat.update({f"{attr}/r/{k}": a.numpy() for k, a in value.items()})
+            elif isinstance(value, Mapping):
+                flat.update({f"{attr}/d/{k}": np.asarray(a) for k, a in value.items()})
+            elif isinstance(value, list):
+                flat.update({f"{attr}/l/{i:06d}": np.asarray(a) for i, a in enumerate(value)})
+        return flat
+
+    def load_state_arrays(self, flat: Mapping[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays` (attributes absent from ``flat`` stay as they are)."""
+        for attr in STATE_ATTRS:
+            if not hasattr(self, attr):
+                continue
+            # np.savez keeps the order written: an ArrayRecord's order (FedAvgM zips it with a list) survives.
+            named = [(k.split("/", 2), np.asarray(v)) for k, v in flat.items() if k.split("/", 1)[0] == attr]
+            if not named:
+                continue
+            kind = named[0][0][1]
+            if kind == "r":
+                setattr(self, attr, ArrayRecord({parts[2]: Array(v) for parts, v in named}))
+            elif kind == "d":
+                setattr(self, attr, {parts[2]: v for parts, v in named})
+            else:
+                setattr(self, attr, [v for _, v in sorted(named, key=lambda item: item[0][2])])
+
+
+def _flower_classes() -> dict[str, type[flwr_strategy.FedAvg]]:
+    s = flwr_strategy
+    return {"fedavg": s.FedAvg, "fedprox": s.FedProx, "fedadam": s.FedAdam, "fedyogi": s.FedYogi,
+            "fedadagrad": s.FedAdagrad, "fedavgm": s.FedAvgM, "fedmedian": s.FedMedian,
+            "fedtrimmedavg": s.FedTrimmedAvg, "krum": s.Krum, "multikrum": s.MultiKrum, "bulyan": s.Bulyan}
+
+
+def _parameters(s: StrategyConfig) -> dict[str, Any]:
+    """The Flower constructor arguments that ``strategy.name`` takes from fedcare's config."""
+    return {
+        "fedprox": {"proximal_mu": s.proximal_mu},
+        "fedadam": {"eta": s.eta, "beta_1": s.beta_1, "beta_2": s.beta_2, "tau": s.tau},
+        "fedyogi": {"eta": s.eta, "beta_1": s.beta_1, "beta_2": s.beta_2, "tau": s.tau},
+        "fedadagrad": {"eta": s.eta, "tau": s.tau},
+        "fedavgm": {"server_learning_rate": s.server_learning_rate, "server_momentum": s.server_momentum},
+        "fedtrimmedavg": {"beta": s.trim_beta},
+        "krum": {"num_malicious_nodes": s.num_malicious_nodes},
+        "multikrum": {"num_malicious_nodes": s.num_malicious_nodes, "num_nodes_to_select": s.num_nodes_to_select},
+        "bulyan": {"num_malicious_nodes": s.num_malicious_nodes},
+    }.get(s.name, {})
+
+
+def build_strategy(cfg: RunConfig) -> Screened:
+    """The Flower strategy of ``cfg.strategy.name`` behind fedcare's screening, sampling every connected site
+    with ``strategy.fraction_train`` and evaluating on all of them."""
+    s = cfg.strategy
+    base = _flower_classes()[s.name]
+    cls = type(f"Screened{base.__name__}", (Screened, base), {})
+    strategy: Screened = cls(
+        fraction_train=s.fraction_train, fraction_evaluate=1.0, min_train_nodes=s.min_sites,
+        min_evaluate_nodes=1, min_available_nodes=s.min_sites, weighted_by_key=NUM_EXAMPLES,
+        arrayrecord_key=ARRAYS, configrecord_key=PLAN, **_parameters(s))
+    strategy.min_sites = s.min_sites
+    strategy.norm_outlier_factor = s.norm_outlier_factor
+    return strategy
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord of named numpy arrays."""
+    return ArrayRecord(array_dict={k: Array.from_numpy_ndarray(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def _site_name(metrics: Mapping[str, Any] | None, node: int) -> str:
+    index = (metrics or {}).get("site_index")
+    if isinstance(index, (int, float)) and not isinstance(index, bool) and math.isfinite(index) and index >= 0:
+        return f"site-{int(index)}"
+    return f"node-{node}"
+
+
+def _senders(sent: list[Message]) -> dict[str, int]:
+    # An error the SuperLink writes itself (e.g. "Node Unavailable") comes from the SuperLink's own
+    # node id: map a reply back to its site through the message it answers.
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
+
+
+def screen_train_replies(server_round: int, replies: list[Message], sent: list[Message], reference: Arrays,
+                         norm_outlier_factor: float) -> tuple[RoundOutcome, list[Message]]:
+    """Check each train reply; returns the outcome and the accepted replies, reduced to tensors + weight."""
+    outcome = RoundOutcome()
+    senders = _senders(sent)
+    candidates: dict[str, tuple[Message, Arrays, dict[str, float]]] = {}
+    answered: set[int] = set()
+    for reply in replies:
+        node = senders.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        answered.add(node)
+        if reply.has_error():
+            outcome.failed[f"node-{node}"] = reply.error.reason or f"error code {reply.error.code}"
+            continue
+        content = reply.content
+        metrics = dict(content.metric_records[METRICS]) if METRICS in content.metric_records else None
+        site = _site_name(metrics, node)
+        record = content.array_records.get(ARRAYS)
+        arrays = {k: record[k].numpy() for k in record} if record is not None else {}
+        outcome.bytes_up += nbytes(arrays)
+        reason = _reply_problem(content, metrics, arrays, reference, site)
+        if reason is None and site in candidates:
+            reason = f"a second reply claiming {site} in the same round"
+        if reason is not None:
+            outcome.rejected[f"{site} (node {node})" if site in candidates else site] = reason
+            continue
+        assert metrics is not None
+        candidates[site] = (reply, arrays, metrics)
+    for node in {m.metadata.dst_node_id for m in sent} - answered:
+        outcome.failed[f"node-{node}"] = "no reply before the round timeout"
+    norms = {site: update_norm(arrays, reference) for site, (_, arrays, _) in candidates.items()}
+    outcome.rejected.update(norm_outliers(norms, norm_outlier_factor))
+    clean: list[Message] = []
+    for site, (reply, arrays, metrics) in sorted(candidates.items()):
+        if site in outcome.rejected:
+            continue
+        outcome.accepted[site] = metrics
+        # The strategy sees only the checked tensors and the weight (Flower requires identical metric
+        # keys across replies; fedcare reports the sites' own metrics itself).
+        reply.content = RecordDict({ARRAYS: to_record(arrays),
+                                    METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})})
+        clean.append(reply)
+    return outcome, clean
+
+
+def _reply_problem(content: RecordDict, metrics: dict[str, Any] | None, arrays: Arrays, reference: Arrays,
+                   site: str) -> str | None:
+    """Why a train reply cannot be aggregated, or None."""
+    if metrics is None or set(content.metric_records) != {METRICS} or set(content.array_records) != {ARRAYS}:
+        return f"expected one ArrayRecord {ARRAYS!r} and one MetricRecord {METRICS!r}"
+    if content.config_records:
+        return "a train reply may not carry a ConfigRecord"
+    try:
+        check_metrics(metrics, TRAIN_METRICS)
+    except ValueError as err:
+        return str(err)
+    weight = metrics.get(NUM_EXAMPLES)
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        return f"metric {NUM_EXAMPLES!r} must be a positive number"
+    try:
+        check_layout(arrays, reference, who=f"{site}'s update")
+    except AdapterLayoutError as err:
+        return f"wrong layout: {err}"
+    return non_finite(arrays)
+
+
+def screen_eval_replies(replies: list[Message], sent: list[Message]) -> Evaluation:
+    """Each site's allowed eval metrics and the example-weighted mean of each over the sites reporting it."""
+    evaluation = Evaluation()
+    senders = _senders(sent)
+    weights: dict[str, float] = {}
+    answered: set[int] = set()
+    for reply in replies:
+        node = senders.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        answered.add(node)
+        if reply.has_error():
+            evaluation.failed[f"node-{node}"] = reply.error.reason or f"error code {reply.error.code}"
+            continue
+        records = reply.content.metric_records
+        metrics = dict(records[METRICS]) if METRICS in records else {}
+        site = _site_name(metrics, node)
+        try:
+            check_metrics(metrics, EVAL_METRICS)
+            weight = float(metrics[NUM_EXAMPLES])
+        except (KeyError, ValueError) as err:
+            evaluation.failed[site] = f"unusable evaluation reply: {err}"
+            continue
+        evaluation.by_site[site] = {k: float(v) for k, v in metrics.items() if k not in (NUM_EXAMPLES, "site_index")}
+        weights[site] = weight
+    for node in {m.metadata.dst_node_id for m in sent} - answered:
+        evaluation.failed[f"node-{node}"] = "no reply before the round timeout"
+    names = sorted({k for values in evaluation.by_site.values() for k in values})
+    for name in names:
+        pairs = [(v[name], weights[s]) for s, v in evaluation.by_site.items() if name in v and math.isfinite(v[name])]
+        if pairs and sum(w for _, w in pairs) > 0:
+            evaluation.metrics[name] = weighted_average(pairs)
+    evaluation.by_site = dict(sorted(evaluation.by_site.items(), key=lambda kv: _site_order(kv[0])))
+    return evaluation
+
+
+def _site_order(name: str) -> tuple[int, str]:
+    prefix, _, number = name.partition("-")
+    return (int(number) if number.isdigit() else 1 << 30, prefix)

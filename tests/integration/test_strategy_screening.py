@@ -1,0 +1,135 @@
+"""Flower's strategies behind fedcare's screening, fed hand-built reply Messages (no training: fast).
+
+The full loop with the real ClientApp is in test_strategies.py (slow tier); these check the same
+code paths quickly: which replies are dropped and why, that Flower's strategy does the averaging,
+and that the strategy's own state (FedAdam's m_t/v_t, FedAvgM's momentum) survives a save/load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+
+from common.config import STRATEGIES, RunConfig, StrategyConfig
+from common.errors import FedcareError
+from common.wire import ARRAYS, METRICS, NUM_EXAMPLES
+from server.strategies import build_strategy
+from simulations.inprocess import InProcessGrid
+
+NAMES = ("m.lora_A.weight", "m.lora_B.weight")
+
+
+def _global(value: float = 0.0) -> dict[str, np.ndarray]:
+    return {NAMES[0]: np.full((2, 3), value, np.float32), NAMES[1]: np.full((3, 2), value, np.float32)}
+
+
+class Sites:
+    """Stand-in site replies for the screening tests: each node answers with the arrays it is told to."""
+
+    def __init__(self, answers: dict[int, dict[str, np.ndarray] | str], examples: int = 10) -> None:
+        self.answers = answers
+        self.examples = examples
+
+    def __call__(self, msg: Message, context: Context) -> Message:
+        index = int(context.node_config["partition-id"])
+        answer = self.answers[index]
+        if isinstance(answer, str):
+            return Message(Error(code=1001, reason=answer), reply_to=msg)
+        metrics = MetricRecord({NUM_EXAMPLES: self.examples, "site_index": index, "train_loss": 1.0})
+        return Message(RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in answer.items()}),
+                                   METRICS: metrics}), reply_to=msg)
+
+
+def _round(name: str, answers: dict, server_round: int = 1, start: dict | None = None,
+           strategy=None, **kw):  # noqa: ANN001, ANN202
+    cfg = RunConfig(num_sites=len(answers), strategy=StrategyConfig(name=name, **kw))
+    strategy = strategy or build_strategy(cfg)
+    grid = InProcessGrid(Sites(answers), len(answers))
+    start_record = ArrayRecord({k: Array(v) for k, v in (start or _global()).items()})
+    messages = strategy.configure_train(server_round, start_record,
+                                        ConfigRecord({"server_round": server_round}), grid)
+    record, _ = strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+    return strategy, {k: record[k].numpy() for k in record}
+
+
+def test_fedavg_is_flowers_weighted_mean_of_the_accepted_updates() -> None:
+    strategy, out = _round("fedavg", {0: _global(1.0), 1: _global(3.0)})
+    assert np.allclose(out[NAMES[0]], 2.0) and out[NAMES[0]].dtype == np.float32
+    assert sorted(strategy.last_round.accepted) == ["site-0", "site-1"] and not strategy.last_round.rejected
+    assert strategy.last_round.bytes_up == 2 * (6 + 6) * 4
+
+
+def test_nan_wrong_shape_outlier_and_error_replies_are_dropped_with_reasons() -> None:
+    nan = _global(1.0)
+    nan[NAMES[1]][0, 0] = np.nan
+    shape = _global(1.0) | {NAMES[0]: np.zeros((4, 3), np.float32)}
+    extra = _global(1.0) | {"m.lm_head.weight": np.zeros(2, np.float32)}
+    answers = {0: _global(1.0), 1: _global(1.2), 2: nan, 3: shape, 4: _global(500.0), 5: extra,
+               6: "site refused: privacy budget exhausted"}
+    strategy, out = _round("fedavg", answers)
+    rejected = strategy.last_round.rejected
+    assert sorted(rejected) == ["site-2", "site-3", "site-4", "site-5"]
+    assert "non-finite" in rejected["site-2"] and NAMES[1] in rejected["site-2"]
+    assert "wrong layout" in rejected["site-3"] and "[4, 3]" in rejected["site-3"]
+    assert "norm_outlier_factor" in rejected["site-4"]
+    assert "names differ" in rejected["site-5"]
+    assert list(strategy.last_round.failed.values()) == ["site refused: privacy budget exhausted"]
+    assert np.allclose(out[NAMES[0]], 1.1)  # the mean of the two accepted updates only
+
+
+def test_disallowed_metrics_are_rejected() -> None:
+    class Chatty(Sites):
+        def __call__(self, msg: Message, context: Context) -> Message:
+            reply = super().__call__(msg, context)
+            if int(context.node_config["partition-id"]) == 1:
+                reply.content.metric_records[METRICS]["patient_name_length"] = 3.0
+            return reply
+
+    cfg = RunConfig(num_sites=2)
+    strategy = build_strategy(cfg)
+    grid = InProcessGrid(Chatty({0: _global(1.0), 1: _global(1.0)}), 2)
+    messages = strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in _global().items()}),
+                                        ConfigRecord({"server_round": 1}), grid)
+    strategy.aggregate_train(1, grid.send_and_receive(messages))
+    assert "not an allowed metric name" in strategy.last_round.rejected["site-1"]
+
+
+def test_too_few_accepted_updates_raise_with_the_reasons() -> None:
+    with pytest.raises(FedcareError, match="fewer than strategy.min_sites=2.*non-finite"):
+        _round("fedavg", {0: _global(1.0), 1: _global(np.nan)}, min_sites=2)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_aggregates_three_updates(name: str) -> None:
+    _, out = _round(name, {0: _global(1.0), 1: _global(2.0), 2: _global(4.0)})
+    assert set(out) == set(NAMES) and all(np.isfinite(v).all() for v in out.values())
+    assert not np.allclose(out[NAMES[0]], 0.0)  # it moved from the start
+
+
+@pytest.mark.parametrize(("name", "kw"), [("fedadam", {}), ("fedyogi", {}), ("fedadagrad", {}),
+                                          ("fedavgm", {"server_momentum": 0.9})])
+def test_strategy_state_survives_a_save_and_load(name: str, kw: dict) -> None:
+    r1 = {0: _global(1.0), 1: _global(2.0)}
+    s, after1 = _round(name, r1, **kw)
+    _, r2 = _round(name, {0: _global(3.0), 1: _global(5.0)}, server_round=2, start=after1, strategy=s)
+    saved = _round(name, r1, **kw)[0].state_arrays()
+    assert saved  # moments / momentum exist after round 1
+    fresh = build_strategy(RunConfig(num_sites=2, strategy=StrategyConfig(name=name, **kw)))
+    fresh.load_state_arrays(saved)
+    _, resumed = _round(name, {0: _global(3.0), 1: _global(5.0)}, server_round=2, start=after1, strategy=fresh)
+    blank = build_strategy(RunConfig(num_sites=2, strategy=StrategyConfig(name=name, **kw)))
+    _, forgot = _round(name, {0: _global(3.0), 1: _global(5.0)}, server_round=2, start=after1, strategy=blank)
+    assert max(float(np.max(np.abs(resumed[k] - r2[k]))) for k in NAMES) < 1e-7
+    assert max(float(np.max(np.abs(forgot[k] - r2[k]))) for k in NAMES) > 1e-4  # the state matters
+
+
+def test_the_deployed_coordinator_refuses_secure_aggregation_instead_of_running_plain_fedavg(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations.cli import main
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["coordinator", "run", "strategy=secagg", "--insecure"]) == 2
+    assert "refusing rather than running plain FedAvg" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was submitted
