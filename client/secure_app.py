@@ -21,10 +21,12 @@ from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 
 from client import runtime
 from client.client_app import Site, _answer, _evaluate, _train
@@ -118,11 +120,51 @@ def _remember_message(msg: Message, context: Context, call_next: ClientAppCallab
         _incoming.reset(token)
 
 
+SECAGG_REFUSED = 1003  # error code of SecAgg+ instructions a site refuses
+
+
+def secagg_guard(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Refuse SecAgg+ instructions that would let the coordinator unmask one site's update.
+
+    Flower's ``secaggplus_mod`` follows the coordinator's word on who took part. A dishonest
+    coordinator could (a) list a node as both active and dropped at the unmask stage, collecting both
+    its private-mask share and its pairwise-key share (together: that node's plain update), (b) set
+    a reconstruction threshold at or below half the shares, so two disjoint groups could each unmask,
+    or (c) run the protocol with fewer than 3 sites, where the sum of the others reveals the third.
+    """
+    if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, context)
+    configs = msg.content.config_records[RECORD_KEY_CONFIGS]
+    stage = configs.get(SecAggKey.STAGE)
+    reason = ""
+    if stage == Stage.SETUP:
+        sites, shares, threshold = (int(configs.get(k, 0)) for k in (  # type: ignore[call-overload]
+            SecAggKey.SAMPLE_NUMBER, SecAggKey.SHARE_NUMBER, SecAggKey.THRESHOLD))
+        if sites < 3:
+            reason = f"secure aggregation over {sites} sites (fewer than 3 reveals the others' sum)"
+        elif not shares / 2 < threshold <= shares:
+            reason = f"secure aggregation threshold {threshold} of {shares} shares is not above half"
+    elif stage == Stage.UNMASK:
+        active = list(configs.get(SecAggKey.ACTIVE_NODE_ID_LIST, []))  # type: ignore[call-overload]
+        dropped = list(configs.get(SecAggKey.DEAD_NODE_ID_LIST, []))  # type: ignore[call-overload]
+        if set(active) & set(dropped):
+            reason = "secure aggregation: a node is listed both as active and as dropped out"
+        elif len(set(active)) != len(active) or len(set(dropped)) != len(dropped):
+            reason = "secure aggregation: a node is listed twice"
+        elif msg.metadata.dst_node_id in dropped:
+            reason = "secure aggregation: this site is listed as dropped out"
+    if reason:
+        log.error("site refused SecAgg+ instructions: %s", reason)
+        return Message(Error(code=SECAGG_REFUSED, reason=f"site refused: {reason}"), reply_to=msg)
+    return call_next(msg, context)
+
+
 def client_fn(context: Context) -> Any:
     """Flower's legacy client factory: one SecureSite per call, bound to the node's Context."""
     return SecureSite(context).to_client()
 
 
-# secaggplus_mod is outermost: it runs the key exchange and masks the fit reply; the inner mod hands
-# the incoming Message to SecureSite.
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, _remember_message])
+# secagg_guard is outermost: it refuses inconsistent instructions before Flower's secaggplus_mod acts
+# on them; secaggplus_mod runs the key exchange and masks the fit reply; the inner mod hands the
+# incoming Message to SecureSite.
+app = ClientApp(client_fn=client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])

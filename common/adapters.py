@@ -35,6 +35,8 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
 
     LoRA is applied after the model is on its device (opacus#820: adapters created before the move
     silently stop training). ``seed`` makes lora_A's random init reproducible; lora_B starts at 0.
+    With ``cfg.freeze_a`` (FFA-LoRA) lora_A is frozen at that init: only lora_B trains, and
+    :func:`adapter_arrays` (what is sent and aggregated) holds only the lora_B tensors.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -44,6 +46,10 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, peft_cfg)
+    if cfg.freeze_a:
+        for name, param in peft_model.named_parameters():
+            if ".lora_A." in name:
+                param.requires_grad_(False)
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     if not names or not all(".lora_A." in n or ".lora_B." in n for n in names):
         raise AdapterLayoutError(f"lora: expected only LoRA factors to be trainable, found {len(names)} tensors")
@@ -51,11 +57,17 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
 
 
 def adapter_arrays(model: PeftModel) -> AdapterArrays:
-    """The adapter's tensors as float32 numpy arrays, keyed by PEFT's saved names."""
+    """The adapter's TRAINABLE tensors as float32 numpy arrays, keyed by PEFT's saved names.
+
+    These are what a site sends and the coordinator aggregates: every LoRA factor, or only lora_B
+    under FFA-LoRA (the frozen lora_A is rebuilt from the shared seed everywhere).
+    """
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model)
-    return {k: v.detach().to("cpu").float().numpy().copy() for k, v in state.items()}
+    frozen = {n.replace(".default.", ".") for n, p in model.named_parameters()
+              if not p.requires_grad and (".lora_A." in n or ".lora_B." in n)}
+    return {k: v.detach().to("cpu").float().numpy().copy() for k, v in state.items() if k not in frozen}
 
 
 def load_adapter_arrays(model: PeftModel, arrays: AdapterArrays) -> None:

@@ -48,6 +48,9 @@ class AdapterConfig:
     alpha: int = 16  # LoRA scaling numerator; update scale = alpha / rank
     dropout: float = 0.0  # dropout on the LoRA input, probability
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # module names that get adapters
+    # FFA-LoRA (Sun et al., ICLR 2024): lora_A stays at its seeded init, identical at every site and the
+    # coordinator; only lora_B trains and travels, so averaging B averages the updates B A exactly.
+    freeze_a: bool = False
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", ">= 1", self.rank)
@@ -113,6 +116,9 @@ class DataConfig:
     seed: int = 0  # seed of generation, splitting and sampling
     deid: str = "rules"  # de-identification before tokenization: "rules", "off", or a "module:Class" backend
     patient_field: str = ""  # files: field with each record's patient id (needed for privacy.unit=patient)
+    # files, one path: > 0 splits it into num_sites sites, each partition_field value's records spread
+    # over the sites in shares drawn from Dir(alpha) (small = skewed); 0 = one site per value
+    dirichlet_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
@@ -121,6 +127,10 @@ class DataConfig:
         _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
         if self.kind == "files":
             _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)
+        _check(self.dirichlet_alpha >= 0, "data.dirichlet_alpha", ">= 0", self.dirichlet_alpha)
+        if self.dirichlet_alpha > 0:
+            _check(self.kind == "files" and len(self.paths) == 1, "data.dirichlet_alpha",
+                   "data.kind=files with exactly one file in data.paths", self.paths)
         if self.prompt_column or self.completion_column:
             _check(bool(self.prompt_column and self.completion_column), "data.prompt_column",
                    "set together with data.completion_column", self.prompt_column)
@@ -249,7 +259,7 @@ class RunConfig:
             need = 4 * self.strategy.num_malicious_nodes + 3
             _check(self.num_sites >= need, "num_sites", f">= 4 x strategy.num_malicious_nodes + 3 = {need} for Bulyan",
                    self.num_sites)
-        if self.data.kind == "files" and not self.data.partition_field:
+        if self.data.kind == "files" and not self.data.partition_field and not self.data.dirichlet_alpha:
             _check(len(self.data.paths) == self.num_sites, "data.paths",
                    f"one file per site (num_sites={self.num_sites})", len(self.data.paths))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.config import DataConfig
 from common.errors import ConfigError
+from common.partition import dirichlet_partition
 from common.records import ChatRecord, ColumnMapping, field_values, load_records
 from common.synthetic import generate_site_records, site_name
 
@@ -30,7 +31,9 @@ def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData
         records = generate_site_records(site_index, cfg.records_per_site, seed=cfg.seed)
         return SiteData(site_name(site_index), records)
     columns = ColumnMapping(cfg.prompt_column, cfg.completion_column) if cfg.prompt_column else None
-    if cfg.partition_field:
+    if cfg.dirichlet_alpha > 0:
+        records, name = _dirichlet_site(cfg, columns, site_index, num_sites)
+    elif cfg.partition_field:
         path = cfg.paths[0]
         values = field_values(path, cfg.partition_field)
         if site_index >= len(values):
@@ -50,3 +53,19 @@ def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData
     if cfg.max_records_per_site:
         records = records[: cfg.max_records_per_site]
     return SiteData(name, records)
+
+
+def _dirichlet_site(cfg: DataConfig, columns: ColumnMapping | None, site_index: int,
+                    num_sites: int) -> tuple[list[ChatRecord], str]:
+    """Site ``site_index``'s share of ``paths[0]`` under a Dirichlet(alpha) split over ``partition_field``."""
+    path = cfg.paths[0]
+    values = field_values(path, cfg.partition_field) if cfg.partition_field else [None]
+    records: list[ChatRecord] = []
+    labels: list[str | None] = []
+    for value in values:
+        part = load_records(path, columns, where=(cfg.partition_field, value) if value is not None else None,
+                            patient_field=cfg.patient_field or None)
+        records += part
+        labels += [value] * len(part)
+    parts = dirichlet_partition(labels, num_sites, cfg.dirichlet_alpha, seed=cfg.seed, min_size=2)
+    return [records[i] for i in parts[site_index]], f"{Path(path).stem}-dirichlet-{site_index}"

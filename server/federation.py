@@ -88,7 +88,8 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
     strategy = build_strategy(cfg)
     if cfg.coordinator.resume:
         state = _to_state(out.read_checkpoint())
-        load_adapter_arrays(model, _load_adapter(out.adapter_dir(state.completed_round)))
+        saved = _load_adapter(out.adapter_dir(state.completed_round))
+        load_adapter_arrays(model, {k: saved[k] for k in adapter_arrays(model) if k in saved})
         if state.completed_round:
             strategy.load_state_arrays(out.load_strategy_state(state.completed_round))
         log.info("resuming %s after round %d of %d", out.path, state.completed_round, cfg.num_rounds)

@@ -21,7 +21,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from client import secure_app
-from client.secure_app import SecureSite, _remember_message
+from client.secure_app import SecureSite, _remember_message, secagg_guard
 from common.config import DataConfig, RunConfig, StrategyConfig, TrainConfig, plan_for_round, plan_to_flat
 from common.errors import FedcareError
 from common.wire import PLAN
@@ -51,7 +51,7 @@ def recording_client_fn(context: Any) -> Any:
     return RecordingSite(context).to_client()
 
 
-recording_app = ClientApp(client_fn=recording_client_fn, mods=[secaggplus_mod, _remember_message])
+recording_app = ClientApp(client_fn=recording_client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])
 
 
 class RecordingFedAvg(SecureFedAvg):

@@ -155,3 +155,17 @@ def test_a_round_with_fewer_accepted_updates_than_min_sites_stops_the_run(tiny, 
     grid = InProcessGrid(_corrupting({(0, 1): "nan"}), 2)
     with pytest.raises(FedcareError, match=r"1 site updates accepted, fewer than strategy.min_sites=2.*site-0"):
         run_federation(grid, cfg, RunDirectory(tmp_path / "few"))
+
+
+def test_ffa_lora_sends_only_lora_b_and_keeps_lora_a_fixed(tmp_path: Path, cache_dir: Path) -> None:
+    runs = {}
+    for freeze in (False, True):
+        runs[freeze] = simulate_inprocess(["+experiment=smoke", f"lora.freeze_a={str(freeze).lower()}",
+                                           f"model.cache_dir={cache_dir}", f"output_dir={tmp_path}",
+                                           f"run_name=ffa-{freeze}"])
+    plain, ffa = _adapter(tmp_path / "ffa-False", 0), _adapter(tmp_path / "ffa-True", 2)
+    b_bytes = sum(v.nbytes for k, v in plain.items() if ".lora_B." in k)
+    assert runs[True]["bytes_up_per_round"] == [2 * b_bytes] * 2  # 2 sites, lora_B only
+    assert runs[True]["bytes_up_per_round"][0] <= runs[False]["bytes_up_per_round"][0] / 2
+    assert all(np.array_equal(ffa[k], plain[k]) for k in plain if ".lora_A." in k)  # A: the shared seeded init
+    assert any(not np.array_equal(ffa[k], plain[k]) for k in plain if ".lora_B." in k)

@@ -247,3 +247,24 @@ def test_fedprox_term_keeps_the_adapter_near_the_global_one(tiny, examples) -> N
     result = train_round(model, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
                          pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0), proximal_mu=1.0)
     assert result.update_norm > 0 and all(np.isfinite(v).all() for v in adapter_arrays(model).values())
+
+
+def test_ffa_lora_trains_and_sends_only_lora_b(tiny, examples, tmp_path) -> None:
+    from peft import PeftModel
+
+    _, base, tokenizer = tiny
+    plain = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=3)
+    ffa = attach_lora(copy.deepcopy(base), AdapterConfig(freeze_a=True), seed=3)
+    sent = adapter_arrays(ffa)
+    assert sent and all(".lora_B." in k for k in sent)
+    assert sorted(sent) == sorted(k for k in adapter_arrays(plain) if ".lora_B." in k)
+    a_before = {n: p.detach().clone() for n, p in ffa.named_parameters() if ".lora_A." in n}
+    assert all(torch.equal(a_before[n], p) for n, p in plain.named_parameters() if ".lora_A." in n)  # same seed
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
+    result = train_round(ffa, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
+                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
+    assert result.update_norm > 0
+    assert all(torch.equal(a_before[n], p) for n, p in ffa.named_parameters() if ".lora_A." in n)
+    save_adapter(ffa, tmp_path / "ffa")  # the PEFT file still holds A: it loads on its own
+    loaded = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "ffa"))
+    assert all(torch.equal(a_before[n], p) for n, p in loaded.named_parameters() if ".lora_A." in n)
