@@ -71,6 +71,15 @@ def table(rows: list[dict[str, Any]], sites: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
+    sites = sorted({s for r in results for s in r["by_site"]}, key=lambda s: int(s.split("-")[1]))
+    return (f"Strategy table: MedQuAD by source, {args.sites} sites x {args.rounds} rounds x {args.steps} DP-SGD "
+            f"steps, {args.records} records per site, model={args.model}, epsilon {args.epsilon:g} per site "
+            f"(max spent {max(r['epsilon'] for r in results):.2f}), seed {args.seed}, pinned DP noise. Held-out "
+            f"loss (nats/token) of the final global adapter; before training: {results[0]['round0']:.4f}.\n\n"
+            + table(results, sites) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.strategies", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="MedQuAD JSONL with a `source` field")
@@ -93,23 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     base = ["data=medquad", f"data.paths=[{data.resolve()}]", f"model={args.model}", f"num_sites={args.sites}",
             f"num_rounds={args.rounds}", f"train.local_steps={args.steps}", f"data.max_records_per_site={args.records}",
             "privacy=dp", f"privacy.target_epsilon={args.epsilon}", "privacy.noise_seed=1", f"seed={args.seed}"]
-    results = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fedcare-strategies-") as tmp:
         for label, extra in rows_to_run(args.only):
             row = run_row(label, extra, base, Path(tmp))
             results.append(row)
             print(f"{label}: mean held-out loss {row['mean']:.4f} (round 0: {row['round0']:.4f}), worst "
                   f"{row['worst'][0]}, {row['bytes_up']:,.0f} B up/round, {row['seconds']:.1f} s/round", flush=True)
-    sites = sorted({s for r in results for s in r["by_site"]}, key=lambda s: int(s.split("-")[1]))
-    text = (f"Strategy table: MedQuAD by source, {args.sites} sites x {args.rounds} rounds x {args.steps} DP-SGD "
-            f"steps, {args.records} records per site, model={args.model}, epsilon {args.epsilon:g} per site "
-            f"(max spent {max(r['epsilon'] for r in results):.2f}), seed {args.seed}, pinned DP noise. Held-out loss "
-            f"(nats/token) of the final global adapter; before training: {results[0]['round0']:.4f}.\n\n"
-            + table(results, sites) + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    print("\n" + text + f"\nwritten to {out}")
+            out.write_text(_document(args, results), encoding="utf-8")  # after every row: partial runs keep theirs
+    print("\n" + _document(args, results) + f"\nwritten to {out}")
     return 0
 
 
