@@ -9,8 +9,9 @@ first), DP-SGD at epsilon ``--epsilon`` over all rounds, identical data, steps, 
 noise (``privacy.noise_seed``: reproducible comparisons; never pin it in a deployment). The table
 gives the held-out loss of the final global adapter at each site, their mean and the worst site,
 the tensor bytes the sites sent per round, and the coordinator's wall seconds per round (training
-included; on a shared machine compare rows of one table only). A final row pair compares FFA-LoRA
-(``lora.freeze_a=true``) with plain LoRA under FedAvg, same DP budget.
+included; on a shared machine compare rows of one table only). The second row is FFA-LoRA
+(``lora.freeze_a=true``) under FedAvg, same DP budget as the first (plain LoRA). The table file is
+rewritten after every row.
 
 Skips (exit 0) when ../shared/data/medquad is absent.
 """
@@ -36,7 +37,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "strategies.md"
 def rows_to_run(only: list[str]) -> list[tuple[str, list[str]]]:
     """(label, extra overrides) of each table row, in order."""
     rows = [(name, [f"strategy={name}"]) for name in STRATEGIES]
-    rows.append(("fedavg + FFA-LoRA", ["strategy=fedavg", "lora.freeze_a=true"]))
+    rows.insert(1, ("fedavg + FFA-LoRA", ["strategy=fedavg", "lora.freeze_a=true"]))  # next to plain LoRA
     return [r for r in rows if not only or r[0].split(" ")[0] in only or r[0] in only]
 
 

@@ -10,7 +10,7 @@ from common.config import STRATEGIES
 
 def test_every_strategy_and_the_ffa_comparison_are_rows() -> None:
     labels = [label for label, _ in rows_to_run([])]
-    assert labels[: len(STRATEGIES)] == list(STRATEGIES) and labels[-1] == "fedavg + FFA-LoRA"
+    assert labels[1] == "fedavg + FFA-LoRA" and [x for x in labels if x != labels[1]] == list(STRATEGIES)
     assert [label for label, _ in rows_to_run(["krum"])] == ["krum"]
 
 
