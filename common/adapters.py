@@ -65,8 +65,10 @@ def adapter_arrays(model: PeftModel) -> AdapterArrays:
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model)
-    frozen = {n.replace(".default.", ".") for n, p in model.named_parameters()
-              if not p.requires_grad and (".lora_A." in n or ".lora_B." in n)}
+    lora = [(n, p.requires_grad) for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n]
+    # Frozen factors are left out only when others train (FFA-LoRA); a model loaded for inference
+    # (PeftModel.from_pretrained: nothing trainable) gives all its tensors.
+    frozen = {n.replace(".default.", ".") for n, trains in lora if not trains} if any(t for _, t in lora) else set()
     return {k: v.detach().to("cpu").float().numpy().copy() for k, v in state.items() if k not in frozen}
 
 
