@@ -37,6 +37,7 @@ class SiteExamples:
     eval: list[TokenizedExample]
     phi_counts: dict[str, int]  # identifiers scrubbed per type (counts only, never values)
     train_units: list[int] | None = None  # patient (privacy unit) of each training example, when known
+    eval_units: list[int] | None = None  # patient of each held-out example, when known
 
 
 def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tuple[Any, Any]:
@@ -84,9 +85,11 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
                 units = [codes[r.patient_id] for r in data.records]
                 train_idx, eval_idx = split_units(units, data_cfg.eval_fraction, seed)  # no patient in both
                 train_units: list[int] | None = [units[i] for i in train_idx]
+                eval_units: list[int] | None = [units[i] for i in eval_idx]
             else:
                 train_idx, eval_idx = (list(a) for a in split_indices(len(examples), data_cfg.eval_fraction, seed))
-                train_units = None
+                train_units = eval_units = None
             _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
-                                       [examples[i] for i in eval_idx], dict(counts), train_units)
+                                       [examples[i] for i in eval_idx], dict(counts), train_units,
+                                       eval_units)
         return _sites[key]

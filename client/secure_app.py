@@ -1,8 +1,8 @@
 """Flower legacy ClientApp of a hospital site under SecAgg+: the same site logic, only masked updates leave.
 
 Flower 1.41 implements SecAgg+ only for its legacy API, so this app is a ``NumPyClient`` behind
-Flower's ``secaggplus_mod``. Each call is handed to the Message-API site logic of
-``client/client_app.py`` (``_answer`` with ``_train`` / ``_evaluate``): the same site resolution,
+Flower's ``secaggplus_mod``. Each call is handed to the Message-API site logic
+(``client_app.answer`` with ``rounds.train`` / ``rounds.evaluate``): the same site resolution,
 privacy ledger, DP-SGD, de-identification, egress log and error policy. The mod then quantizes the
 site's example-weighted adapter, adds the pairwise and private masks and sends only that masked
 vector; the plain tensors never leave the site.
@@ -14,10 +14,11 @@ string under the config key ``common.wire.PLAN`` (legacy configs hold scalars on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,13 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
 from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 
-from client import runtime
-from client.client_app import Site, _answer, _evaluate, _train
+from client import rounds, runtime
+from client.client_app import Work, answer
 from common.adapters import adapter_arrays
-from common.config import SitePlan
+from common.config import SitePlan, plan_from_flat
 from common.console import configure_logging
 from common.errors import AdapterLayoutError, FedcareError
+from common.site import check_plan, site_model
 from common.wire import ARRAYS, METRICS, NUM_EXAMPLES, PLAN
 
 log = logging.getLogger("fedcare.site")
@@ -42,8 +44,7 @@ configure_logging()  # progress lines from simulation workers reach the driver's
 
 # The legacy handler gives client_fn only the Context; the site logic needs a Message to reply to.
 _incoming: ContextVar[Message | None] = ContextVar("fedcare_secagg_incoming", default=None)
-
-Work = Callable[[Message, SitePlan, Site], RecordDict]
+_train, _evaluate = rounds.train, rounds.evaluate
 
 
 class SiteError(FedcareError):
@@ -59,22 +60,23 @@ def ordered_names(plan: SitePlan) -> list[str]:
 class SecureSite(NumPyClient):
     """One call of a site: unpack the list-encoded adapter and JSON plan, run the site logic, repack."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, sites_dir: Path | None = None) -> None:
         self.site_context = context
+        self.sites_dir = sites_dir  # simulation: where the virtual hospitals' site.yaml files are
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
         """Train the received global adapter for one round; secaggplus_mod masks what this returns."""
-        content = self._call(parameters, config, _train)
+        content = self._call(parameters, config, "train")
         record = content.array_records[ARRAYS]
         metrics = dict(content.metric_records[METRICS])
         return [record[name].numpy() for name in sorted(record)], int(metrics[NUM_EXAMPLES]), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict]:
         """Held-out loss of the received global adapter (evaluation is not masked: it sends numbers only)."""
-        metrics = dict(self._call(parameters, config, _evaluate).metric_records[METRICS])
+        metrics = dict(self._call(parameters, config, "evaluate").metric_records[METRICS])
         return float(metrics["eval_loss"]), int(metrics[NUM_EXAMPLES]), metrics
 
-    def _call(self, parameters: list[np.ndarray], config: dict[str, Any], work: Work) -> RecordDict:
+    def _call(self, parameters: list[np.ndarray], config: dict[str, Any], kind: str) -> RecordDict:
         incoming = _incoming.get()
         if incoming is None:
             raise SiteError("secure site: called outside its ClientApp (no incoming message)")
@@ -82,34 +84,30 @@ class SecureSite(NumPyClient):
             flat = json.loads(str(config[PLAN]))
         except (KeyError, ValueError):
             raise SiteError(f"secure site: the round config has no JSON plan under {PLAN!r}") from None
+        try:  # the site's limits are checked before its model is loaded to name the tensors
+            plan = plan_from_flat(flat)
+            site = rounds.resolve_site(self.site_context.node_config, self.sites_dir)
+            check_plan(plan, site.config)
+            names = ordered_names(dataclasses.replace(plan, model=site_model(plan, site.config)))
+        except FedcareError as err:
+            raise SiteError(str(err)) from None
+        if len(parameters) != len(names):
+            raise SiteError(str(AdapterLayoutError(
+                f"round message: {len(parameters)} tensors, the adapter has {len(names)}"))) from None
         content = RecordDict({
-            ARRAYS: ArrayRecord(array_dict={str(i): Array.from_numpy_ndarray(np.asarray(a))
-                                            for i, a in enumerate(parameters)}),
+            ARRAYS: ArrayRecord(array_dict={name: Array.from_numpy_ndarray(np.asarray(a))
+                                            for name, a in zip(names, parameters, strict=True)}),
             PLAN: ConfigRecord(flat),
         })
         # A reply-shaped Message needs no task identity (simulation workers have none); only its
         # content and message type are read by the site logic.
-        reply = _answer(Message(content, reply_to=incoming), self.site_context, _named(work))
+        work: Work = _train if kind == "train" else _evaluate
+        reply = answer(Message(content, reply_to=incoming), self.site_context, work, self.sites_dir)
         if reply.has_error():
             # Flower forwards an exception's text to the coordinator: raise only the text the site
             # logic already chose to send (fedcare's own words, or the exception's class name).
             raise SiteError(reply.error.reason) from None
         return reply.content
-
-
-def _named(work: Work) -> Work:
-    """Wrap ``work`` so it sees the adapter under its PEFT names instead of list positions."""
-
-    def run(msg: Message, plan: SitePlan, site: Site) -> RecordDict:
-        names = ordered_names(plan)
-        listed = msg.content.array_records[ARRAYS]
-        if len(listed) != len(names):
-            raise AdapterLayoutError(f"round message: {len(listed)} tensors, the adapter has {len(names)}")
-        msg.content.array_records[ARRAYS] = ArrayRecord(
-            array_dict={name: listed[str(i)] for i, name in enumerate(names)})
-        return work(msg, plan, site)
-
-    return run
 
 
 def _remember_message(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -159,12 +157,17 @@ def secagg_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     return call_next(msg, context)
 
 
-def client_fn(context: Context) -> Any:
-    """Flower's legacy client factory: one SecureSite per call, bound to the node's Context."""
-    return SecureSite(context).to_client()
+def secure_site_app(sites_dir: Path | None = None) -> ClientApp:
+    """The SecAgg+ ClientApp; with ``sites_dir``, for a simulation's virtual hospitals (see client_app)."""
+
+    def client_fn(context: Context) -> Any:
+        """Flower's legacy client factory: one SecureSite per call, bound to the node's Context."""
+        return SecureSite(context, sites_dir).to_client()
+
+    # secagg_guard is outermost: it refuses inconsistent instructions before Flower's secaggplus_mod acts
+    # on them; secaggplus_mod runs the key exchange and masks the fit reply; the inner mod hands the
+    # incoming Message to SecureSite.
+    return ClientApp(client_fn=client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])
 
 
-# secagg_guard is outermost: it refuses inconsistent instructions before Flower's secaggplus_mod acts
-# on them; secaggplus_mod runs the key exchange and masks the fit reply; the inner mod hands the
-# incoming Message to SecureSite.
-app = ClientApp(client_fn=client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])
+app = secure_site_app()

@@ -225,15 +225,22 @@ def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units
 
 
 @torch.no_grad()
+def evaluate_example_losses(model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int,
+                            precision: str, pad_id: int) -> np.ndarray:
+    """Per-example answer-token loss on ``examples`` (nats per token), shape [examples]."""
+    model.eval()
+    out = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id)
+        out.append(per_example_loss(model, batch, precision).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def evaluate_loss(model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int,
                   precision: str, pad_id: int) -> float:
     """Mean per-example answer-token loss on ``examples`` (nats per token)."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id)
-        total += float(per_example_loss(model, batch, precision).sum())
-    return total / len(examples)
+    return float(evaluate_example_losses(model, examples, batch_size=batch_size, precision=precision,
+                                         pad_id=pad_id).mean())
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[None]:

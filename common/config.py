@@ -73,14 +73,50 @@ class PrivacyConfig:
     accountant: str = "prv"  # Opacus accountant: "prv" (tight) or "rdp" (conservative)
     noise_seed: int = 0  # 0 = DP noise and sampling from OS entropy; else reproducible (tests ONLY: weakens DP)
     unit: str = "record"  # privacy unit: "record", or "patient" (all of a patient's records are one unit)
+    eval_noise_multiplier: float = 8.0  # Gaussian noise of each held-out metric release, x its sensitivity
+    eval_loss_clip: float = 5.0  # held-out loss of one unit is clipped to [0, this], nats/token (its sensitivity)
 
     def __post_init__(self) -> None:
+        _check(self.eval_noise_multiplier > 0, "privacy.eval_noise_multiplier", "> 0", self.eval_noise_multiplier)
+        _check(self.eval_loss_clip > 0, "privacy.eval_loss_clip", "> 0", self.eval_loss_clip)
         _check(self.unit in ("record", "patient"), "privacy.unit", "'record' or 'patient'", self.unit)
         _check(self.noise_seed >= 0, "privacy.noise_seed", ">= 0", self.noise_seed)
         _check(self.target_epsilon > 0, "privacy.target_epsilon", "> 0", self.target_epsilon)
         _check(0.0 <= self.target_delta < 1.0, "privacy.target_delta", "in [0, 1)", self.target_delta)
         _check(self.max_grad_norm > 0, "privacy.max_grad_norm", "> 0", self.max_grad_norm)
         _check(self.accountant in ("prv", "rdp"), "privacy.accountant", "'prv' or 'rdp'", self.accountant)
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """What a site lets any coordinator ask of it (site.yaml ``limits``; in simulation, ``limits`` of the config).
+
+    A round plan above any cap is refused with an error reply that names the key, the asked value and the cap.
+    """
+
+    max_run_epsilon: float = 0.0  # epsilon one run may add to the site's spend; 0 = up to the lifetime budget
+    min_noise_multiplier: float = 0.5  # DP-SGD never adds less noise than this, whatever the budget allows
+    max_noise_multiplier: float = 5.0  # a run that would need more noise is refused (it would train on noise)
+    max_sample_rate: float = 0.5  # Poisson sampling rate q = batch_size / units stays at or below this
+    max_eval_queries: int = 10  # evaluate replies per run; each is one accounted Gaussian query
+    max_rounds: int = 100  # num_rounds of a run
+    max_local_steps: int = 200  # train.local_steps per round
+    max_batch_size: int = 64  # train.batch_size (expected units per Poisson batch)
+    max_eval_batch_size: int = 64  # train.eval_batch_size
+    max_seq_len: int = 1024  # train.max_seq_len, tokens
+    max_threads: int = 8  # model.num_threads (0 in a plan = torch's default, allowed)
+    models: tuple[str, ...] = (DEFAULT_MODEL, "tiny-random-llama")  # base models the site loads: built-in names
+    # or local directories the site lists here; never a hub id or a path only the plan names
+
+    def __post_init__(self) -> None:
+        _check(self.max_run_epsilon >= 0, "limits.max_run_epsilon", ">= 0", self.max_run_epsilon)
+        _check(0 < self.min_noise_multiplier <= self.max_noise_multiplier, "limits.min_noise_multiplier",
+               "in (0, limits.max_noise_multiplier]", self.min_noise_multiplier)
+        _check(0 < self.max_sample_rate < 1, "limits.max_sample_rate", "in (0, 1)", self.max_sample_rate)
+        for key in ("max_eval_queries", "max_rounds", "max_local_steps", "max_batch_size", "max_eval_batch_size",
+                    "max_seq_len", "max_threads"):
+            _check(getattr(self, key) >= 0, f"limits.{key}", ">= 0", getattr(self, key))
+        _check(len(self.models) > 0, "limits.models", "at least one model", self.models)
 
 
 @dataclass(frozen=True)
@@ -243,6 +279,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    limits: SiteLimits = field(default_factory=SiteLimits)  # simulation: every virtual site's site.yaml limits
 
     def __post_init__(self) -> None:
         _check(not self.coordinator.resume or bool(self.run_name), "coordinator.resume",
@@ -280,9 +317,19 @@ class SitePlan:
     data: DataConfig
     proximal_mu: float = 0.0  # FedProx: mu of the proximal term (Flower's strategy sends it as "proximal-mu")
 
+    def __post_init__(self) -> None:
+        # The run id names files at the site (released updates): no separators, no "..", bounded.
+        _check(bool(RUN_ID.fullmatch(self.run_id)) and ".." not in self.run_id, "run_id",
+               "1-64 characters of [A-Za-z0-9._-], starting with a letter or digit, without '..'", self.run_id)
+        _check(1 <= self.server_round <= self.num_rounds or self.server_round == 0, "server_round",
+               "in [0, num_rounds]", self.server_round)
+
 
 # Keys Flower's strategies add to the round's ConfigRecord, and the SitePlan field each maps to.
 FLOWER_CONFIG_KEYS = {"server-round": "server_round", "proximal-mu": "proximal_mu"}
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def run_config_from_dict(raw: dict[str, Any]) -> RunConfig:

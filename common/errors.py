@@ -19,3 +19,11 @@ class PrivacyBudgetExceededError(FedcareError, RuntimeError):
 
 class AdapterLayoutError(FedcareError, ValueError):
     """Adapter tensors do not match the expected LoRA names, shapes or dtypes."""
+
+
+class PlanRefusedError(FedcareError, ValueError):
+    """A coordinator's round plan asks more than the site's own limits allow (key, asked value and cap named)."""
+
+
+class SiteStateError(FedcareError, RuntimeError):
+    """A site's state directory is damaged (missing or corrupt ledger): the site refuses to guess a budget."""

@@ -1,7 +1,19 @@
-"""What crosses the wire between coordinator and sites: record names and the allowed reply metrics.
+"""What crosses the wire between coordinator and sites, and the release rule for every number a site sends.
 
-A site's reply may hold only LoRA adapter tensors (train) and the numeric metrics listed here.
-Both sides check it: the site before sending, the coordinator on receipt.
+The release rule: a site's reply holds only
+
+* LoRA adapter tensors trained by DP-SGD under the site's budget (train replies);
+* numbers that are data-independent: the site's configuration, its ledger's accounting, and the
+  sizes of its training and held-out sets (treated as public, as DP-SGD's sample rate already is);
+* post-processing of what was released: ``update_norm`` is the norm of the DP-trained adapter's
+  change, which the coordinator could compute from the tensors themselves;
+* held-out metrics as a per-unit clipped sum plus Gaussian noise, each evaluate reply charged to
+  the site's ledger as one query (``common.privacy.release_sums`` / ``charge_query``).
+
+Record-dependent training numbers (the loss of the secret batches, tokens, examples seen, wall time,
+identifiers scrubbed) stay in the site's own log. Both sides enforce it: the site before sending, the
+coordinator on receipt (:func:`check_metrics`). A site that runs with DP off releases exact metrics and
+says so (``dp_enabled`` 0); nothing it sends is then covered.
 """
 
 from __future__ import annotations
@@ -14,29 +26,37 @@ PLAN = "config"  # ConfigRecord: the flat SitePlan of the round
 METRICS = "metrics"  # MetricRecord: numbers only
 NUM_EXAMPLES = "num-examples"  # Flower's conventional aggregation weight key
 
-TRAIN_METRICS = frozenset({
-    NUM_EXAMPLES,  # training records at the site (FedAvg weight)
-    "site_index",  # the site's position among the simulation's sites (its partition id)
-    "train_loss",  # mean per-example answer-token loss over the round, nats/token
-    "steps",  # DP-SGD steps this round
-    "examples_seen",  # examples over the round's Poisson batches
-    "tokens",  # tokens processed this round
-    "seconds",  # wall seconds of the round's steps
-    "seconds_per_step",  # seconds / steps
-    "update_norm",  # L2 norm of this round's adapter change
-    "dp_enabled",  # 1.0 with DP-SGD, 0.0 without
-    "epsilon",  # epsilon spent over the whole run so far (inf without DP)
-    "target_epsilon",  # the site's budget over all planned rounds
-    "delta",  # the site's delta
-    "noise_multiplier",  # sigma of DP-SGD
-    "sample_rate",  # Poisson sampling rate q = batch_size / records
-    "phi_removed",  # identifiers de-identification replaced in the site's records (a count, never values)
-    "bf16",  # 1.0 when the site computed in bf16 (model.precision, auto resolved for its hardware), 0.0 fp32
-})
-EVAL_METRICS = frozenset({NUM_EXAMPLES, "site_index", "eval_loss"})
+PUBLIC = "data-independent"  # site configuration, ledger accounting, data set sizes
+DERIVED = "post-processing of DP-released tensors"
+ACCOUNTED = "clipped sum + Gaussian noise, charged to the site's ledger"
+
+_BUDGET = {
+    "dp_enabled": PUBLIC,  # 1.0 with DP, 0.0 without (then nothing the site sends is covered)
+    "epsilon": PUBLIC,  # epsilon the site has spent over its life, after this reply (inf without DP)
+    "target_epsilon": PUBLIC,  # the site's lifetime budget
+    "epsilon_remaining": PUBLIC,  # target_epsilon - epsilon
+    "delta": PUBLIC,  # the site's delta
+    "noise_multiplier": PUBLIC,  # sigma of this release (DP-SGD, or the evaluation query)
+}
+TRAIN_METRICS: Mapping[str, str] = {
+    NUM_EXAMPLES: PUBLIC,  # training records at the site (FedAvg weight)
+    "site_index": PUBLIC,  # the site's index (site.yaml)
+    "steps": PUBLIC,  # DP-SGD steps this round (= the plan's local_steps)
+    "update_norm": DERIVED,  # L2 norm of this round's adapter change
+    "sample_rate": PUBLIC,  # Poisson sampling rate q = batch_size / units
+    "bf16": PUBLIC,  # 1.0 when the site computed in bf16 (model.precision, auto resolved for its hardware), 0.0 fp32
+    **_BUDGET,
+}
+EVAL_METRICS: Mapping[str, str] = {
+    NUM_EXAMPLES: PUBLIC,  # held-out records at the site
+    "site_index": PUBLIC,
+    "eval_loss": ACCOUNTED,  # mean held-out loss, nats/token: sum of per-unit losses clipped to
+    # [0, privacy.eval_loss_clip] plus N(0, (eval_noise_multiplier x eval_loss_clip)^2), over units
+    **_BUDGET,
+}
 
 
-def check_metrics(metrics: Mapping[str, object], allowed: frozenset[str]) -> None:
+def check_metrics(metrics: Mapping[str, object], allowed: Mapping[str, str]) -> None:
     """Raise unless ``metrics`` holds only allowed names with finite-or-inf float/int values.
 
     Raises:
@@ -44,6 +64,6 @@ def check_metrics(metrics: Mapping[str, object], allowed: frozenset[str]) -> Non
     """
     for key, value in metrics.items():
         if key not in allowed:
-            raise ValueError(f"reply metric {key!r} is not an allowed metric name")
+            raise ValueError(f"reply metric {key!r} is not an allowed metric name (see common.wire's release rule)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ValueError(f"reply metric {key!r} is not a number")

@@ -33,12 +33,11 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays
-from common.aggregation import nbytes, weighted_average
+from common.aggregation import nbytes
 from common.config import RunConfig, plan_for_round, plan_to_flat
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
-from common.wire import NUM_EXAMPLES
-from server.run_dir import RunDirectory, per_site_round, site_entry
+from server.run_dir import RunDirectory, adapter_facts, log_site_budgets, per_site_round, site_entry
 from server.strategies import Evaluation, Screened, build_strategy, to_record
 
 log = logging.getLogger("fedcare.coordinator")
@@ -119,36 +118,37 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
         outcome = strategy.last_round
         global_arrays = {k: record[k].numpy() for k in global_arrays}
         load_adapter_arrays(model, global_arrays)
-        out.save_adapter(model, server_round, cfg.coordinator.signing_key)
-        evaluation = evaluate(grid, strategy, cfg, run_id, server_round, global_arrays)
-        state.eval_losses.append(evaluation.metrics.get("eval_loss", math.nan))
         trained = {int(m["site_index"]): m for m in outcome.accepted.values()}
         for idx, m in trained.items():
-            state.sites[f"site-{idx}"] = site_entry(state.sites.get(f"site-{idx}"), m)
+            site_id = f"site-{idx}"
+            state.sites[site_id] = site_entry(state.sites.get(site_id), m, outcome.egress.get(site_id))
+        # The signature binds what the adapter is: run, round, strategy, each site's privacy and log head.
+        out.save_adapter(model, server_round, cfg.coordinator.signing_key,
+                         adapter_facts(run_id, server_round, cfg.strategy.name, state.sites))
+        evaluation = evaluate(grid, strategy, cfg, run_id, server_round, global_arrays)
+        state.eval_losses.append(evaluation.metrics.get("eval_loss", math.nan))
         state.rejected += [{"round": server_round, "site": s, "reason": r} for s, r in outcome.rejected.items()]
         state.failed += [{"round": server_round, "site": s, "reason": r} for s, r in outcome.failed.items()]
         bytes_down = nbytes(global_arrays) * len(messages)
         state.bytes_up.append(outcome.bytes_up)
         state.bytes_down.append(bytes_down)
-        losses = [(m["train_loss"], m[NUM_EXAMPLES]) for m in trained.values()
-                  if "train_loss" in m and math.isfinite(m["train_loss"])]
-        train_loss = weighted_average(losses) if losses else math.nan
         seconds = time.perf_counter() - t0
         out.append_metrics({
             "round": server_round, "seconds": seconds, "sites_trained": len(trained),
             "sites_failed": len(outcome.failed), "sites_rejected": len(outcome.rejected),
             "rejected": outcome.rejected, "bytes_up": outcome.bytes_up, "bytes_down": bytes_down,
             "eval_loss": state.eval_losses[-1], "eval_loss_by_site": _eval_losses(evaluation),
-            "eval": evaluation.metrics, "train_loss": train_loss, "sites": per_site_round(trained),
+            "eval": evaluation.metrics, "sites": per_site_round(trained),
         })
         out.save_strategy_state(server_round, strategy.state_arrays())
         state.completed_round = server_round
         _checkpoint(out, state, start)
         epsilons = [m["epsilon"] for m in trained.values() if "epsilon" in m]
-        log.info("round %d/%d done in %.1f s: %d updates accepted, %d rejected; train loss %.4f, eval loss %.4f, "
+        log.info("round %d/%d done in %.1f s: %d updates accepted, %d rejected; eval loss %.4f, "
                  "max epsilon %.3f, %.2f MB up", server_round, cfg.num_rounds, seconds, len(trained),
-                 len(outcome.rejected), train_loss, state.eval_losses[-1], max(epsilons, default=math.nan),
+                 len(outcome.rejected), state.eval_losses[-1], max(epsilons, default=math.nan),
                  outcome.bytes_up / 1e6)
+        log_site_budgets(server_round, trained)
     summary = {
         # What the sites did, not what was asked: a site daemon's own privacy settings win.
         "rounds": cfg.num_rounds, "strategy": cfg.strategy.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -16,14 +17,33 @@ from common.errors import FedcareError
 from common.signing import sign_adapter
 from common.wire import NUM_EXAMPLES
 
-SITE_ROUND_KEYS = ("train_loss", "epsilon", "steps", "seconds", "seconds_per_step", "update_norm")
+SITE_ROUND_KEYS = ("epsilon", "epsilon_remaining", "noise_multiplier", "steps", "update_norm")
+FACT_KEYS = ("dp_enabled", "epsilon", "delta", "target_epsilon", "noise_multiplier", "egress_seq", "egress_head")
+log = logging.getLogger("fedcare.coordinator")
 
 
-SITE_SUMMARY_KEYS = ("epsilon", "delta", "target_epsilon", "noise_multiplier")
+def log_site_budgets(server_round: int, trained: Mapping[int, Mapping[str, float]]) -> None:
+    """One console line per site: the epsilon it has spent and what its lifetime budget still allows."""
+    for idx, m in sorted(trained.items()):
+        if m.get("dp_enabled"):
+            log.info("round %d: site-%d epsilon %.3f of %g spent, %.3f left (noise multiplier %.2f)", server_round,
+                     idx, m["epsilon"], m["target_epsilon"], m["epsilon_remaining"], m["noise_multiplier"])
+        else:
+            log.info("round %d: site-%d trained WITHOUT DP (its own choice)", server_round, idx)
 
 
-def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float]) -> dict[str, Any]:
-    """A site's line in summary.json after a round it trained in (from its reply metrics).
+def adapter_facts(run_id: str, server_round: int, strategy: str, sites: Mapping[str, Mapping[str, Any]]) -> dict:
+    """What a global adapter's signature binds: run, round, strategy, each site's privacy and egress-log head."""
+    return {"run_id": run_id, "round": server_round, "strategy": strategy,
+            "sites": {sid: {k: _json_safe(site.get(k)) for k in FACT_KEYS} for sid, site in sorted(sites.items())}}
+
+
+SITE_SUMMARY_KEYS = ("epsilon", "epsilon_remaining", "delta", "target_epsilon", "noise_multiplier")
+
+
+def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float],
+               egress: tuple[int, str] | None = None) -> dict[str, Any]:
+    """A site's line in summary.json after a round it trained in (from its reply metrics and egress-log head).
 
     A site reports only what its release rule allows (``common.wire``): a number it did not send is
     absent here, not invented; ``dp_enabled`` is false only when the site said so.
@@ -34,6 +54,8 @@ def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float]) ->
                              "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
                              "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1}
     entry.update({k: metrics[k] for k in SITE_SUMMARY_KEYS if k in metrics})
+    if egress is not None:  # anchors the site's egress log outside the site (signed into the manifest)
+        entry["egress_seq"], entry["egress_head"] = egress
     return entry
 
 
@@ -53,11 +75,12 @@ class RunDirectory:
         """Folder of the global adapter after ``server_round`` (0 = the initial adapter)."""
         return self.path / "adapters" / f"round-{server_round:03d}"
 
-    def save_adapter(self, model: Any, server_round: int, signing_key: str = "") -> Path:
-        """Save the global adapter of ``server_round`` in PEFT's format, signed when a key is given."""
+    def save_adapter(self, model: Any, server_round: int, signing_key: str = "", facts: dict | None = None) -> Path:
+        """Save the global adapter of ``server_round`` in PEFT's format, signed (with ``facts``) when a key is given."""
         adapter_dir = save_adapter(model, self.adapter_dir(server_round))
         if signing_key:
-            sign_adapter(adapter_dir, Path(signing_key))
+            sign_adapter(adapter_dir, Path(signing_key),
+                         facts or adapter_facts(self.path.name, server_round, "initial", {}))
         return adapter_dir
 
     def write_config(self, composed: dict[str, Any]) -> None:

@@ -56,7 +56,7 @@ from common.console import configure_logging
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
 from common.wire import EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
-from server.run_dir import RunDirectory, per_site_round, site_entry
+from server.run_dir import RunDirectory, log_site_budgets, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -258,17 +258,17 @@ class SecureFedAvg(FedAvg):
         traffic = current.traffic
         self.bytes_up.append(traffic.masked_up)
         self.bytes_down.append(traffic.down)
-        train_loss = weighted_average([(m["train_loss"], m[NUM_EXAMPLES]) for m in trained.values()])
         seconds = time.perf_counter() - current.started
         self.out.append_metrics({
             "round": r, "seconds": seconds, "sites_trained": len(trained), "sites_failed": current.failures,
             "bytes_up": traffic.masked_up, "bytes_up_protocol": traffic.protocol_up, "bytes_down": traffic.down,
-            "eval_loss": eval_loss, "eval_loss_by_site": by_site, "train_loss": train_loss, "secure_aggregation": True,
+            "eval_loss": eval_loss, "eval_loss_by_site": by_site, "secure_aggregation": True,
             "sites": per_site_round(trained),
         })
-        log.info("round %d/%d done in %.1f s (SecAgg+, %d sites in the sum): train loss %.4f, eval loss %.4f, "
-                 "max epsilon %.3f, %.2f MB masked up", r, self.cfg.num_rounds, seconds, len(trained), train_loss,
+        log.info("round %d/%d done in %.1f s (SecAgg+, %d sites in the sum): eval loss %.4f, "
+                 "max epsilon %.3f, %.2f MB masked up", r, self.cfg.num_rounds, seconds, len(trained),
                  eval_loss, max(m["epsilon"] for m in trained.values()), traffic.masked_up / 1e6)
+        log_site_budgets(r, trained)
 
 
 class SecureRounds:

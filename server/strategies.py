@@ -33,7 +33,17 @@ from flwr.serverapp import strategy as flwr_strategy
 from common.aggregation import check_layout, nbytes, non_finite, norm_outliers, update_norm, weighted_average
 from common.config import RunConfig, StrategyConfig
 from common.errors import AdapterLayoutError, FedcareError
-from common.wire import ARRAYS, EVAL_METRICS, METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
+from common.wire import (
+    ARRAYS,
+    EGRESS,
+    EVAL_METRICS,
+    METRICS,
+    NUM_EXAMPLES,
+    PLAN,
+    TRAIN_METRICS,
+    check_egress,
+    check_metrics,
+)
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -51,6 +61,7 @@ class RoundOutcome:
     rejected: dict[str, str] = field(default_factory=dict)  # site -> why its update was dropped
     failed: dict[str, str] = field(default_factory=dict)  # site -> its error reply, or no reply
     bytes_up: int = 0  # tensor bytes received (accepted and rejected replies)
+    egress: dict[str, tuple[int, str]] = field(default_factory=dict)  # site -> its egress log's (seq, head)
 
 
 @dataclass
@@ -244,6 +255,8 @@ def screen_train_replies(server_round: int, replies: list[Message], sent: list[M
         if site in outcome.rejected:
             continue
         outcome.accepted[site] = metrics
+        if EGRESS in reply.content.config_records:
+            outcome.egress[site] = check_egress(dict(reply.content.config_records[EGRESS]))
         # The strategy sees only the checked tensors and the weight (Flower requires identical metric
         # keys across replies; fedcare reports the sites' own metrics itself).
         reply.content = RecordDict({ARRAYS: to_record(arrays),
@@ -257,8 +270,13 @@ def _reply_problem(content: RecordDict, metrics: dict[str, Any] | None, arrays: 
     """Why a train reply cannot be aggregated, or None."""
     if metrics is None or set(content.metric_records) != {METRICS} or set(content.array_records) != {ARRAYS}:
         return f"expected one ArrayRecord {ARRAYS!r} and one MetricRecord {METRICS!r}"
-    if content.config_records:
-        return "a train reply may not carry a ConfigRecord"
+    if set(content.config_records) - {EGRESS}:
+        return f"a train reply may carry no ConfigRecord but {EGRESS!r}"
+    if EGRESS in content.config_records:
+        try:
+            check_egress(dict(content.config_records[EGRESS]))
+        except ValueError as err:
+            return str(err)
     try:
         check_metrics(metrics, TRAIN_METRICS)
     except ValueError as err:

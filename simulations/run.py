@@ -16,6 +16,7 @@ from common.console import configure_logging
 from common.datasets import load_site_data
 from common.errors import FedcareError
 from common.model import resolve_model
+from common.site import write_simulated_sites
 from server.compose import compose
 from server.server_app import make_server_app, new_run_directory
 
@@ -43,16 +44,20 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
 
     from flwr.simulation import run_simulation
 
-    from client.client_app import app as client_app
+    from client.client_app import site_app
 
-    # Each virtual site records what it sends in <run>/egress/site-N/egress.jsonl (workers inherit the env).
-    os.environ["FEDCARE_EGRESS_DIR"] = str((out.path / "egress").resolve())
+    # Each virtual hospital is a site like any other: its own site.yaml, ledger, released updates and
+    # egress log in <run>/sites/site-N/ (written from the config's data, privacy and limits).
+    sites_dir = (out.path / "sites").resolve()
+    write_simulated_sites(cfg, sites_dir)
+    client_app = site_app(sites_dir)
     backend_config = ray_backend_config(cfg.simulation, os.cpu_count() or 1)
     server_app = make_server_app(cfg, raw, out)
     if cfg.strategy.secure_aggregation:  # SecAgg+ hook: Flower's legacy SecAgg+ workflow and its ClientApp
-        from client.secure_app import app as client_app
+        from client.secure_app import secure_site_app
         from server.secure import make_secure_server_app
 
+        client_app = secure_site_app(sites_dir)
         server_app = make_secure_server_app(cfg, raw, out)
     run_simulation(server_app=server_app, client_app=client_app,
                    num_supernodes=cfg.num_sites, backend_config=backend_config,

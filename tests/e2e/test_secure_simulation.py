@@ -31,7 +31,7 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
     from common.audit import verify_log
 
     for i in range(3):
-        log = run_dir / "egress" / f"site-{i}" / "egress.jsonl"
+        log = run_dir / "sites" / f"site-{i}" / "egress.jsonl"
         assert verify_log(log) == 2 * 2 + 1  # evaluations of rounds 0..2 and 2 trainings
         for entry in map(json.loads, log.read_text().splitlines()):
             assert entry["error"] is None

@@ -31,7 +31,8 @@ def check_run(run_dir: Path, *, sites: int, rounds: int, dp: bool) -> dict:
         assert site["examples"] > 0
         if dp:
             assert 0 < site["epsilon"] <= site["target_epsilon"]
-            assert 0 < site["delta"] <= 1 / (10 * site["examples"]) + 1e-12
+            assert 0 < site["delta"] <= min(1e-5, 1 / (10 * site["examples"])) + 1e-12
+            assert site["epsilon_remaining"] == pytest.approx(site["target_epsilon"] - site["epsilon"])
         else:
             assert site["epsilon"] is None  # unbounded: written as null
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -63,6 +64,18 @@ def test_two_sites_two_rounds_on_the_tiny_model(tmp_path: Path, cache_dir: Path)
     assert all(".lora_A." in k or ".lora_B." in k for k in saved)
     assert summary["bytes_up_per_round"] == [2 * sum(a.nbytes for a in saved.values())] * 2
     check_egress(tmp_path / "tiny", saved, sites=2, rounds=2)
+    # Each virtual hospital is a site like a deployed one: its own site.yaml and a ledger file that
+    # holds every release (2 trainings + 3 evaluation queries) and agrees with what it reported.
+    from client.state import SiteState
+    from common.site import load_site_config
+
+    for site in summary["sites"]:
+        folder = tmp_path / "tiny" / "sites" / site["site_id"]
+        assert load_site_config(folder / "site.yaml").state_dir == str(folder)
+        ledger = SiteState(folder).read_ledger()
+        assert [e["kind"] for e in ledger.entries].count("evaluate") == 3
+        assert ledger.epsilon() >= site["epsilon"]  # the final evaluation query was charged after training
+    assert "left (noise multiplier" in result.stderr  # the coordinator's console shows each site's budget
 
 
 def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> None:
@@ -71,7 +84,7 @@ def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> No
 
     sent_up = 0
     for i in range(sites):
-        log = run_dir / "egress" / f"site-{i}" / "egress.jsonl"
+        log = run_dir / "sites" / f"site-{i}" / "egress.jsonl"
         assert verify_log(log) == 2 * rounds + 1  # evaluations of rounds 0..R and R trainings
         for line in log.read_text().splitlines():
             entry = json.loads(line)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from common.adapters import adapter_arrays, attach_lora
 from common.config import DataConfig, RunConfig, TrainConfig, plan_for_round, plan_to_flat
+from common.site import write_simulated_sites
 from common.wire import ARRAYS, PLAN
 
 SECRET = "Jane Roe 555-0199"
@@ -58,3 +61,9 @@ def message(cfg: RunConfig, server_round: int, arrays: dict[str, np.ndarray], ki
 def context(partition: int = 0, node_config: dict | None = None) -> Context:
     return Context(run_id=1, node_id=7, node_config=node_config or {"partition-id": partition, "num-partitions": 2},
                    state=RecordDict(), run_config={})
+
+
+def site_node(cfg: RunConfig, root: Path, index: int = 0) -> dict[str, str]:
+    """The node config of a site daemon whose site.yaml is the one a simulation of ``cfg`` writes for site ``index``."""
+    paths = write_simulated_sites(cfg, Path(tempfile.mkdtemp(prefix="sites-", dir=root)))
+    return {"site-config": str(paths[index])}

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 from flwr.app import MessageType
 
-from client import client_app
+from client import client_app, rounds
 from common.config import DataConfig, PrivacyConfig
-from tests.integration.conftest import SECRET, context, message
+from tests.integration.conftest import SECRET, context, message, site_node
 
 ROW = {"question": f"Patient {SECRET} asks about metformin", "answer": f"Dear {SECRET}, take it with food."}
 
 
-def _site(tmp_path: Path, data_file: Path, target_epsilon: float = 8.0) -> dict[str, str]:
+def _site(tmp_path: Path, data_file: Path, cfg, target_epsilon: float = 8.0) -> dict[str, str]:  # noqa: ANN001
     """A site daemon's node config: its own site.yaml with an on-disk ledger and an egress log."""
     config = tmp_path / "site.yaml"
+    cache = cfg.model.cache_dir  # the site's own model folder (the plan may not name another)
     config.write_text(
         f"site_id: leaky\nsite_index: 0\nstate_dir: {tmp_path / 'state'}\ncoordinator: 127.0.0.1:1\ninsecure: true\n"
+        f"model_cache: {cache}\n"
         f"data:\n  paths: [{data_file}]\nprivacy:\n  target_epsilon: {target_epsilon}\n", encoding="utf-8")
     return {"site-config": str(config)}
 
@@ -60,7 +63,7 @@ def test_bad_data_errors_carry_no_record_text(case: str, cfg, initial, tmp_path:
                                               site_log: pytest.LogCaptureFixture) -> None:
     caplog = site_log
     path = _bad_files(tmp_path)[case]
-    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, path)))
+    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, path, cfg)))
     assert reply.has_error() and path.name in reply.error.reason
     _assert_clean(reply.error.reason, caplog, tmp_path / "state")
 
@@ -74,8 +77,8 @@ def test_an_exception_quoting_a_record_is_withheld(cfg, initial, tmp_path: Path,
     def parser_echoing_its_input(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - fault injection
         raise ValueError(f"could not parse {SECRET}")
 
-    monkeypatch.setattr(client_app, "train_round", parser_echoing_its_input)
-    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, data)))
+    monkeypatch.setattr(rounds, "train_round", parser_echoing_its_input)
+    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, data, cfg)))
     assert reply.has_error() and reply.error.code == client_app.UNEXPECTED_ERROR
     assert reply.error.reason.startswith("ValueError at the site")
     assert "parser_echoing_its_input" in caplog.text  # the stack stays at the site for debugging...
@@ -87,7 +90,7 @@ def test_refusals_and_layout_errors_carry_no_record_text(cfg, initial, tmp_path:
     caplog = site_log
     data = tmp_path / "ok.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
-    node = _site(tmp_path, data, target_epsilon=0.001)  # needs noise beyond any use: refused
+    node = _site(tmp_path, data, cfg, target_epsilon=0.001)  # needs noise beyond any use: refused
     reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=node))
     assert reply.has_error() and "privacy budget" in reply.error.reason
     foreign = initial | {"base_model.model.lm_head.weight": next(iter(initial.values()))}
@@ -102,9 +105,10 @@ def test_identifiers_are_scrubbed_before_training(cfg, initial, tmp_path: Path,
     caplog = site_log
     data = tmp_path / "phi.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
-    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, data)))
+    reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, data, cfg)))
     assert not reply.has_error(), reply.error.reason
-    assert reply.content.metric_records["metrics"]["phi_removed"] >= 24  # a name and a phone in each of 12 rows
+    scrubbed = re.search(r"(\d+) identifiers scrubbed", caplog.text)  # the count stays in the site's log
+    assert scrubbed and int(scrubbed.group(1)) >= 24  # a name and a phone in each of 12 rows
     from client import runtime
 
     site = next(v for k, v in runtime._sites.items() if k[0].paths == (str(data),))
@@ -119,8 +123,9 @@ def test_deid_can_be_switched_off_explicitly(cfg, initial, tmp_path: Path) -> No
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
     plain = dataclasses.replace(cfg, data=DataConfig(kind="files", paths=(str(data), str(data)), deid="off"),
                                 privacy=PrivacyConfig(enabled=False))
-    reply = client_app.app(message(plain, 1, initial, MessageType.TRAIN), context())
-    assert reply.content.metric_records["metrics"]["phi_removed"] == 0
+    node = site_node(plain, tmp_path)
+    reply = client_app.app(message(plain, 1, initial, MessageType.TRAIN), context(node_config=node))
+    assert not reply.has_error(), reply.error.reason
 
 
 def context_model(cfg):  # noqa: ANN001, ANN201

@@ -24,10 +24,11 @@ from client import secure_app
 from client.secure_app import SecureSite, _remember_message, secagg_guard
 from common.config import DataConfig, RunConfig, StrategyConfig, TrainConfig, plan_for_round, plan_to_flat
 from common.errors import FedcareError
+from common.site import write_simulated_sites
 from common.wire import PLAN
 from server.run_dir import RunDirectory
 from server.secure import SecureFedAvg, make_secure_server_app
-from tests.integration.conftest import SECRET, context, message
+from tests.integration.conftest import SECRET, context, message, site_node
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATES_ENV = "FEDCARE_TEST_SECAGG_UPDATES"  # test only: folder for the sites' plain updates
@@ -47,8 +48,11 @@ class RecordingSite(SecureSite):
         return arrays, num_examples, metrics
 
 
+SITES_ENV = "FEDCARE_TEST_SECAGG_SITES"  # test only: the simulated sites' folder (written by _run)
+
+
 def recording_client_fn(context: Any) -> Any:
-    return RecordingSite(context).to_client()
+    return RecordingSite(context, Path(os.environ[SITES_ENV])).to_client()
 
 
 recording_app = ClientApp(client_fn=recording_client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])
@@ -81,6 +85,8 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None
     # Ray workers import this module and the repository's packages, and read the test hooks, from the env.
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv(UPDATES_ENV, str(updates))
+    monkeypatch.setenv(SITES_ENV, str(tmp_path / "sites"))
+    write_simulated_sites(cfg, tmp_path / "sites")
     if drop is not None:
         monkeypatch.setenv(DROP_ENV, str(drop))
     RecordingFedAvg.calls = []
@@ -178,13 +184,13 @@ def test_strategy_refuses_separate_updates(tmp_path: Path, tiny) -> None:
 
 
 def test_a_failing_secure_site_sends_only_fedcare_text(tiny, cfg: RunConfig, initial: dict[str, np.ndarray],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Flower forwards an exception's text to the coordinator: a foreign error's text must stay at the site."""
     def boom(*_: Any) -> None:
         raise ValueError(f"tokenizer choked on {SECRET}")
 
     monkeypatch.setattr(secure_app, "_train", boom)
-    site = SecureSite(context(0))
+    site = SecureSite(context(node_config=site_node(cfg, tmp_path)))
     config = {PLAN: json.dumps(plan_to_flat(plan_for_round(cfg, 1, "r")))}
     names = sorted(initial)
 

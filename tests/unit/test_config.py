@@ -10,7 +10,7 @@ from common.config import RunConfig, plan_for_round, plan_from_flat, plan_to_fla
 from common.errors import ConfigError
 from server.compose import CONF_DIR, compose
 
-GROUPS = ["model", "lora", "privacy", "train", "strategy", "data", "simulation"]
+GROUPS = ["model", "lora", "privacy", "train", "strategy", "data", "simulation", "limits"]
 
 
 def _options(group: str) -> list[str]:
