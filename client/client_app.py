@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import rounds
@@ -29,7 +29,7 @@ from common.adapters import is_lora_tensor_name
 from common.config import SitePlan, plan_from_flat
 from common.console import configure_logging
 from common.errors import AdapterLayoutError, FedcareError
-from common.wire import ARRAYS, EVAL_METRICS, METRICS, PLAN, TRAIN_METRICS, check_metrics
+from common.wire import ARRAYS, EGRESS, EVAL_METRICS, METRICS, PLAN, TRAIN_METRICS, check_egress, check_metrics
 
 log = logging.getLogger("fedcare.site")
 
@@ -64,17 +64,21 @@ def answer(msg: Message, context: Context, work: Work, sites_dir: Path | None = 
     """Run ``work`` for ``msg`` and pack its Release, or an error reply that carries no record text."""
     site: rounds.Site | None = None
     server_round = -1
+    run_id: str | None = None
     kind = msg.metadata.message_type
     try:
         plan = plan_from_flat(dict(msg.content.config_records[PLAN]))
-        server_round = plan.server_round
+        server_round, run_id = plan.server_round, plan.run_id
         site = rounds.resolve_site(context.node_config, sites_dir)
         release = work(site, plan, received_adapter(msg))
         check_metrics(release.metrics, TRAIN_METRICS if kind == MessageType.TRAIN else EVAL_METRICS)
         epsilon = release.metrics.get("epsilon", math.inf)
-        site.egress.append(message_type=kind, server_round=server_round, tensors=release.arrays,
-                           metrics=release.metrics, epsilon=epsilon if math.isfinite(epsilon) else None)
-        content = RecordDict({METRICS: MetricRecord(release.metrics)})
+        entry = site.egress.append(message_type=kind, server_round=server_round, tensors=release.arrays,
+                                   metrics=release.metrics, epsilon=epsilon if math.isfinite(epsilon) else None,
+                                   run_id=plan.run_id)
+        head = {"seq": int(entry["seq"]), "head": str(entry["hash"])}  # anchors the log outside the site
+        check_egress(head)
+        content = RecordDict({METRICS: MetricRecord(release.metrics), EGRESS: ConfigRecord(head)})
         if release.arrays is not None:
             tensors = {k: Array.from_numpy_ndarray(v) for k, v in release.arrays.items()}
             content[ARRAYS] = ArrayRecord(array_dict=tensors)
@@ -91,8 +95,8 @@ def answer(msg: Message, context: Context, work: Work, sites_dir: Path | None = 
         reason = f"{type(err).__name__} at the site; details are in the site's log"
         code = UNEXPECTED_ERROR
     if site is not None:
-        site.egress.append(message_type=kind, server_round=server_round, tensors=None, metrics={}, epsilon=None,
-                           error=reason)
+        site.egress.append(message_type=kind, server_round=max(0, server_round), tensors=None, metrics={},
+                           epsilon=None, error=reason, run_id=run_id)
     return Message(Error(code=code, reason=reason), reply_to=msg)
 
 

@@ -38,6 +38,7 @@ ENTRY_FIELDS = frozenset({
     "prev_hash",
     "hash",
 })
+OPTIONAL_FIELDS = frozenset({"run"})  # the run id the entry answers (entries written since fedcare names them)
 TENSOR_FIELDS = frozenset({"name", "shape", "dtype", "sha256"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -151,6 +152,7 @@ class EgressLog:
         metrics: Mapping[str, float],
         epsilon: float | None,
         error: str | None = None,
+        run_id: str | None = None,
     ) -> dict:
         """Record one outgoing message; the entry is on disk (fsynced) when this returns.
 
@@ -164,6 +166,7 @@ class EgressLog:
             metrics: The metrics sent; each value must be an int or float (not bool).
             epsilon: The site's epsilon spent so far, or ``None`` when not applicable.
             error: Text fedcare wrote about a refusal (names files and rows, never record text).
+            run_id: The run the message answers (stored as ``"run"``); None when unknown (an unreadable plan).
 
         Returns:
             The entry as written, including ``seq``, ``prev_hash`` and ``hash``.
@@ -175,6 +178,10 @@ class EgressLog:
         """
         # Validate everything before touching the file, so a refused entry leaves no trace.
         content = _entry_content(message_type, server_round, tensors, metrics, epsilon, error)
+        if run_id is not None:
+            if not isinstance(run_id, str) or not run_id:
+                raise AuditError("run_id must be a non-empty string or None")
+            content["run"] = run_id
         with _locked_append_handle(self.path) as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
@@ -214,19 +221,33 @@ class EgressLog:
         return _read_verified(self.path)
 
 
-def verify_log(path: str | Path) -> int:
+def verify_log(path: str | Path, anchors: list[tuple[int, str]] | None = None) -> int:
     """Verify every entry of an egress log: well-formed, unedited, in sequence and chained.
+
+    A chain alone cannot reveal a log rewritten from some entry on, or cut short: ``anchors``, the
+    (seq, head hash) pairs the site reported with its replies (recorded in the coordinator's signed
+    adapter manifests), can. Each must be an entry of this log with exactly that hash.
 
     Args:
         path: The JSON Lines log.
+        anchors: (seq, hash) pairs recorded outside the site.
 
     Returns:
         The number of entries.
 
     Raises:
-        AuditError: naming the first bad entry by its 1-based index and line number, and why.
+        AuditError: naming the first bad entry by its 1-based index and line number, and why; or the
+            first anchor the log does not hold (truncated, or rewritten).
     """
-    return len(_read_verified(Path(path)))
+    entries = _read_verified(Path(path))
+    for seq, head in anchors or []:
+        if seq > len(entries):
+            raise AuditError(f"{path}: anchored entry {seq} is missing: the log was truncated to "
+                             f"{len(entries)} entries")
+        if entries[seq - 1]["hash"] != head:
+            raise AuditError(f"{path}: entry {seq} does not match the head hash recorded outside the site: "
+                             "the log was rewritten")
+    return len(entries)
 
 
 def summarize(path: str | Path) -> str:
@@ -438,13 +459,15 @@ def _is_number(value: object) -> bool:
 
 def _check_structure(entry: dict, where: str) -> None:
     """Raise unless every field is present with the right type; error text never quotes values."""
-    missing, extra = ENTRY_FIELDS - entry.keys(), entry.keys() - ENTRY_FIELDS
+    missing, extra = ENTRY_FIELDS - entry.keys(), entry.keys() - ENTRY_FIELDS - OPTIONAL_FIELDS
     if missing:
         raise AuditError(f"{where}: missing field(s) {', '.join(sorted(missing))}")
     if extra:
         raise AuditError(f"{where}: unexpected field(s) {', '.join(sorted(extra))}")
     if not _is_int(entry["seq"]) or entry["seq"] < 1:
         raise AuditError(f"{where}: seq is not a positive integer")
+    if "run" in entry and (not isinstance(entry["run"], str) or not entry["run"]):
+        raise AuditError(f"{where}: run is not a non-empty string")
     if not isinstance(entry["time"], str):
         raise AuditError(f"{where}: time is not an ISO-8601 UTC timestamp")
     try:

@@ -226,7 +226,7 @@ class Charge:
     epsilon_before: float
     epsilon_after: float
     target_epsilon: float  # the site's lifetime budget
-    run_epsilon_cap: float  # the most the site's total may reach within this run
+    run_epsilon_cap: float  # the most this run's own releases may spend
     delta: float
 
     @property
@@ -352,15 +352,22 @@ def _calibrate_run(ledger: PrivacyLedger, run: RunRequest, limits: SiteLimits) -
             f"(batch_size <= {int(limits.max_sample_rate * run.num_units)})")
     prior = ledger.history()
     spent = compute_history_epsilon(prior, ledger.delta, ledger.accountant)
-    cap = min(ledger.target_epsilon, spent + run.target_epsilon)
     reserve = [(run.eval_noise_multiplier, 1.0, limits.max_eval_queries)] if limits.max_eval_queries else []
     left = (f"{spent:.3f} of the site's lifetime epsilon {ledger.target_epsilon:g} is spent, "
             f"{max(0.0, ledger.target_epsilon - spent):.3f} left")
     how = ("to proceed: the site may raise privacy.target_epsilon in its site.yaml (its privacy officer's call), "
            "or the coordinator may plan fewer rounds or local steps")
+    # Two caps: the run's own releases spend at most what the plan asks for it, and the site's whole
+    # history at most its lifetime budget. Each is checked on its own at every charge, so runs that
+    # train at the same site at once cannot push each other over their run caps.
     try:
-        sigma = calibrate_noise(cap, ledger.delta, sample_rate, run.planned_steps, ledger.accountant,
-                                prior=prior + reserve, max_noise_multiplier=limits.max_noise_multiplier)
+        sigma = calibrate_noise(min(run.target_epsilon, ledger.target_epsilon), ledger.delta, sample_rate,
+                                run.planned_steps, ledger.accountant, prior=reserve,
+                                max_noise_multiplier=limits.max_noise_multiplier)
+        if spent > 0 and spent + run.target_epsilon > ledger.target_epsilon:  # the lifetime cap binds too
+            sigma = max(sigma, calibrate_noise(ledger.target_epsilon, ledger.delta, sample_rate, run.planned_steps,
+                                               ledger.accountant, prior=prior + reserve,
+                                               max_noise_multiplier=limits.max_noise_multiplier))
     except PrivacyBudgetExceededError:
         raise PrivacyBudgetExceededError(
             f"privacy budget: {left}; {run.planned_steps} steps (and {limits.max_eval_queries} evaluation queries "
@@ -368,7 +375,7 @@ def _calibrate_run(ledger: PrivacyLedger, run: RunRequest, limits: SiteLimits) -
             f"{limits.max_noise_multiplier:g}: training would learn only noise; {how}") from None
     sigma = max(sigma, limits.min_noise_multiplier)
     return {"noise_multiplier": sigma, "sample_rate": sample_rate, "planned_steps": float(run.planned_steps),
-            "target_epsilon": run.target_epsilon, "epsilon_cap": cap, "epsilon_at_start": spent,
+            "target_epsilon": min(run.target_epsilon, ledger.target_epsilon), "epsilon_at_start": spent,
             "eval_noise_multiplier": run.eval_noise_multiplier}
 
 
@@ -382,15 +389,21 @@ def _charge(ledger: PrivacyLedger, run: RunRequest, server_round: int, kind: str
         noise, rate = cal["noise_multiplier"], cal["sample_rate"]
     else:  # a Gaussian query: one step at sample rate 1, with the noise fixed when the run was calibrated
         noise, rate, steps = cal["eval_noise_multiplier"], 1.0, 1
+    release = (noise, rate, steps)
     before = new.epsilon()
-    after = compute_history_epsilon([*new.history(), (noise, rate, steps)], new.delta, new.accountant)
-    cap = min(new.target_epsilon, cal["epsilon_cap"])
+    after = compute_history_epsilon([*new.history(), release], new.delta, new.accountant)
+    own = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in new.entries if e["run"] == run.run_id]
+    run_after = compute_history_epsilon([*own, release], new.delta, new.accountant)
+    cap = cal["target_epsilon"]
     what = f"round {server_round} {'training' if kind == 'train' else 'evaluation'}"
-    if after > cap + 1e-9:
+    if after > new.target_epsilon + 1e-9:
         raise PrivacyBudgetExceededError(
-            f"privacy budget: {what} would raise epsilon from {before:.3f} to {after:.3f}, above "
-            f"{cap:.3f} (this run's cap; lifetime budget {new.target_epsilon:g}, delta={new.delta:.3g}); "
-            "the site refuses it")
+            f"privacy budget: {what} would raise the site's epsilon from {before:.3f} to {after:.3f}, above its "
+            f"lifetime budget {new.target_epsilon:g} (delta={new.delta:.3g}); the site refuses it")
+    if run_after > cap + 1e-9:
+        raise PrivacyBudgetExceededError(
+            f"privacy budget: {what} would raise run {run.run_id!r}'s epsilon to {run_after:.3f}, above the "
+            f"{cap:g} this run may spend; the site refuses it")
     attempt = sum(1 for e in new.entries if e["run"] == run.run_id and e["server_round"] == server_round
                   and e["kind"] == kind)
     new.entries.append({"run": run.run_id, "server_round": server_round, "kind": kind, "noise_multiplier": noise,
@@ -404,9 +417,9 @@ def charge_round(ledger: PrivacyLedger, run: RunRequest, server_round: int, step
     """Plan, check and record one DP-SGD round; pure (returns a new ledger, ``ledger`` is untouched).
 
     The run is calibrated on its first release (training or evaluation): the smallest noise multiplier
-    whose epsilon, over the site's history plus the run's planned steps plus its reserved evaluation
-    queries, stays within ``min(lifetime budget, spent + run.target_epsilon)``, then raised to
-    ``limits.min_noise_multiplier`` if below.
+    such that the run's planned steps plus its reserved evaluation queries spend at most
+    ``run.target_epsilon`` and, composed with the site's history, at most its lifetime budget; then
+    raised to ``limits.min_noise_multiplier`` if below. Every charge checks both caps again.
 
     Raises:
         PrivacyBudgetExceededError: the run asks more than ``limits.max_run_epsilon``, needs noise above

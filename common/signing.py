@@ -29,7 +29,7 @@ class SignatureError(FedcareError, ValueError):
     """An adapter directory is unsigned, its manifest is not genuine, or its files differ from what was signed."""
 
 
-def sign_adapter(adapter_dir: Path, private_key_path: Path) -> Path:
+def sign_adapter(adapter_dir: Path, private_key_path: Path, facts: dict[str, Any] | None = None) -> Path:
     """Sign every file of an adapter directory, writing ``adapter_dir/fedcare-signature.json``.
 
     The manifest is ``{"version": 1, "algorithm": "ed25519", "files": {relative POSIX name: sha256 hex},
@@ -40,6 +40,9 @@ def sign_adapter(adapter_dir: Path, private_key_path: Path) -> Path:
     Args:
         adapter_dir: The saved adapter (e.g. ``adapter_model.safetensors`` and ``adapter_config.json``).
         private_key_path: The Ed25519 private key (PEM PKCS8) from ``create_signing_keypair``.
+        facts: What the adapter is, bound into the signature: ``run_id``, ``round``, ``strategy`` and each
+            site's DP settings, epsilon and delta as reported, and its egress-log head (JSON values only).
+            :func:`verify_adapter` checks ``run_id`` and ``round`` against the folder the adapter is in.
 
     Returns:
         The manifest's path.
@@ -59,6 +62,8 @@ def sign_adapter(adapter_dir: Path, private_key_path: Path) -> Path:
         "files": files,
         "public_key_fingerprint": key_fingerprint(key.public_key()),
     }
+    if facts is not None:
+        body["facts"] = json.loads(json.dumps(facts, allow_nan=False))  # plain JSON, no inf/nan
     manifest = {**body, "signature": base64.b64encode(key.sign(_canonical(body))).decode("ascii")}
     path = adapter_dir / MANIFEST
     write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), 0o644, overwrite=True)
@@ -105,7 +110,40 @@ def verify_adapter(adapter_dir: Path, public_key_path: Path) -> dict:
                  for name in sorted(actual.keys() - signed.keys())]
     if problems:
         raise SignatureError(f"{adapter_dir}: " + "; ".join(problems))
+    _check_facts(adapter_dir, manifest.get("facts"))
     return manifest
+
+
+def _check_facts(adapter_dir: Path, facts: Any) -> None:
+    """The signed facts must name the run and round of the folder the adapter sits in (runs/<run>/adapters/round-N)."""
+    if facts is None:
+        return
+    if not isinstance(facts, dict):
+        raise SignatureError(f"{adapter_dir / MANIFEST}: 'facts' must be an object")
+    folder = adapter_dir.resolve()
+    match = re.fullmatch(r"round-(\d+)", folder.name)
+    if match and folder.parent.name == "adapters":
+        run_id = folder.parent.parent.name
+        if facts.get("run_id") != run_id or facts.get("round") != int(match.group(1)):
+            raise SignatureError(
+                f"{adapter_dir}: signed for run {facts.get('run_id')!r} round {facts.get('round')!r}, but it sits "
+                f"in run {run_id!r} round {int(match.group(1))}: an adapter copied from another run")
+
+
+def describe_facts(manifest: dict[str, Any]) -> str:
+    """The signed facts of a verified manifest, as lines for a person."""
+    facts = manifest.get("facts")
+    if not facts:
+        return "no signed facts (signed by an older fedcare): run, round and privacy are not bound"
+    lines = [f"run {facts.get('run_id')} round {facts.get('round')} strategy {facts.get('strategy')}"]
+    for site_id, site in sorted(dict(facts.get("sites") or {}).items()):
+        if site.get("dp_enabled"):
+            lines.append(f"  {site_id}: DP on, epsilon {site.get('epsilon'):.4g} of {site.get('target_epsilon'):g}, "
+                         f"delta {site.get('delta'):.3g}, noise multiplier {site.get('noise_multiplier'):.4g}, "
+                         f"egress log head {str(site.get('egress_head') or '-')[:16]} (seq {site.get('egress_seq')})")
+        else:
+            lines.append(f"  {site_id}: DP OFF (no privacy guarantee)")
+    return "\n".join(lines)
 
 
 def _canonical(body: dict[str, Any]) -> bytes:

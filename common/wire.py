@@ -25,6 +25,7 @@ ARRAYS = "arrays"  # ArrayRecord: the adapter's LoRA tensors
 PLAN = "config"  # ConfigRecord: the flat SitePlan of the round
 METRICS = "metrics"  # MetricRecord: numbers only
 NUM_EXAMPLES = "num-examples"  # Flower's conventional aggregation weight key
+EGRESS = "egress"  # ConfigRecord of every reply: {"seq": int, "head": hex} of the site's egress log after it
 
 PUBLIC = "data-independent"  # site configuration, ledger accounting, data set sizes
 DERIVED = "post-processing of DP-released tensors"
@@ -54,6 +55,26 @@ EVAL_METRICS: Mapping[str, str] = {
     # [0, privacy.eval_loss_clip] plus N(0, (eval_noise_multiplier x eval_loss_clip)^2), over units
     **_BUDGET,
 }
+
+
+def check_egress(record: Mapping[str, object]) -> tuple[int, str]:
+    """The (seq, head hash) a reply reports for the site's egress log; the only strings a site sends.
+
+    The head hash is a function of what the site already released (hashes and numbers) and timestamps,
+    so it says nothing about records; anchored in the coordinator's signed manifest it lets the site
+    (or an auditor) detect a rewritten or truncated log.
+
+    Raises:
+        ValueError: unless the record is exactly {"seq": positive int, "head": 64 lowercase hex}.
+    """
+    if set(record) != {"seq", "head"}:
+        raise ValueError(f"reply record {EGRESS!r}: expected exactly the keys 'seq' and 'head'")
+    seq, head = record["seq"], record["head"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError(f"reply record {EGRESS!r}: 'seq' is not a positive integer")
+    if not isinstance(head, str) or len(head) != 64 or set(head) - set("0123456789abcdef"):
+        raise ValueError(f"reply record {EGRESS!r}: 'head' is not a SHA-256 hex digest")
+    return seq, head
 
 
 def check_metrics(metrics: Mapping[str, object], allowed: Mapping[str, str]) -> None:

@@ -56,7 +56,7 @@ from common.console import configure_logging
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
 from common.wire import EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
-from server.run_dir import RunDirectory, log_site_budgets, per_site_round, site_entry
+from server.run_dir import RunDirectory, adapter_facts, log_site_budgets, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -209,11 +209,14 @@ class SecureFedAvg(FedAvg):
         check_layout(arrays, self.global_arrays, who=f"round {server_round} aggregate")
         self.global_arrays = arrays
         load_adapter_arrays(self.model, arrays)
-        self.out.save_adapter(self.model, server_round, self.cfg.coordinator.signing_key)
         for _, res in results:
             metrics = dict(res.metrics)
             check_metrics(metrics, TRAIN_METRICS)
             current.trained[int(metrics["site_index"])] = metrics
+        sites = {**self.sites, **{f"site-{i}": site_entry(self.sites.get(f"site-{i}"), m)
+                                  for i, m in current.trained.items()}}
+        self.out.save_adapter(self.model, server_round, self.cfg.coordinator.signing_key,
+                              adapter_facts(self.run_id, server_round, "secagg", sites))
         current.failures = dropped
         current.aggregated = True
         return ndarrays_to_parameters([arrays[n] for n in self.names]), {}

@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     audit = sub.add_parser("audit", help="inspect a site's egress log")
     asub = audit.add_subparsers(dest="action", required=True)
     for name in ("verify", "show"):
-        asub.add_parser(name, help=f"{name} an egress log").add_argument("log", help="egress.jsonl")
+        ap = asub.add_parser(name, help=f"{name} an egress log")
+        ap.add_argument("log", help="egress.jsonl")
+        if name == "verify":
+            ap.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
+                            help="a head hash recorded outside the site; the log must hold it (repeat)")
+            ap.add_argument("--adapter", help="a signed global adapter whose manifest recorded this site's head")
+            ap.add_argument("--site", help="the site id in that manifest (e.g. site-0)")
     asub.add_parser("canaries", help="memorization audit: canary exposure and membership AUC, DP vs no DP",
                     add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -152,10 +158,10 @@ def _check_adapter(adapter: Path, key: str | None, no_verify: bool) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from common.signing import verify_adapter
+    from common.signing import describe_facts, verify_adapter
 
     manifest = verify_adapter(Path(args.adapter), Path(args.key))
-    print(f"{args.adapter}: signature OK ({len(manifest['files'])} files)")
+    print(f"{args.adapter}: signature OK ({len(manifest['files'])} files)\n{describe_facts(manifest)}")
     return 0
 
 
@@ -270,10 +276,37 @@ def _audit(args: argparse.Namespace) -> int:
     from common.audit import summarize, verify_log
 
     if args.action == "verify":
-        print(f"{args.log}: chain OK ({verify_log(args.log)} entries)")
+        anchors = [_anchor(a) for a in args.anchor]
+        if args.adapter:
+            anchors.append(_manifest_anchor(Path(args.adapter), args.site))
+        count = verify_log(args.log, anchors)
+        held = f"; holds {len(anchors)} anchored head(s)" if anchors else ""
+        print(f"{args.log}: chain OK ({count} entries){held}")
     else:
         print(summarize(args.log))
     return 0
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, _, head = text.partition(":")
+    if not seq.isdigit() or len(head) != 64:
+        raise FedcareError(f"--anchor {text!r}: expected SEQ:HASH (a number and a 64-hex head hash)")
+    return int(seq), head
+
+
+def _manifest_anchor(adapter: Path, site: str | None) -> tuple[int, str]:
+    import json
+
+    from common.signing import MANIFEST
+
+    try:
+        facts = json.loads((adapter / MANIFEST).read_text(encoding="utf-8")).get("facts") or {}
+    except (OSError, ValueError) as err:
+        raise FedcareError(f"{adapter / MANIFEST}: cannot read ({type(err).__name__})") from None
+    entry = (facts.get("sites") or {}).get(site or "")
+    if not entry or not entry.get("egress_head"):
+        raise FedcareError(f"{adapter / MANIFEST}: no egress head recorded for site {site!r} (pass --site)")
+    return int(entry["egress_seq"]), str(entry["egress_head"])
 
 
 def _run(cmd: list[str]) -> int:

@@ -14,7 +14,7 @@ from client import client_app
 from client.state import SiteState
 from common.adapters import is_lora_tensor_name
 from common.config import DataConfig, TrainConfig
-from common.wire import ARRAYS, EVAL_METRICS, METRICS, TRAIN_METRICS
+from common.wire import ARRAYS, EGRESS, EVAL_METRICS, METRICS, TRAIN_METRICS, check_egress
 from tests.integration.conftest import SECRET, context, message, site_node
 
 
@@ -30,7 +30,9 @@ def test_train_reply_holds_only_lora_tensors_and_allowed_numbers(cfg, initial, t
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     content = reply.content
     assert set(content.array_records) == {ARRAYS} and set(content.metric_records) == {METRICS}
-    assert not content.config_records  # no strings, no config: only tensors and numbers leave
+    # No strings, no config: only tensors, numbers and the egress log's head (seq + SHA-256 hex).
+    assert set(content.config_records) == {EGRESS}
+    assert check_egress(dict(content.config_records[EGRESS]))[0] == 1
     names = list(content.array_records[ARRAYS].keys())
     assert sorted(names) == sorted(initial) and all(is_lora_tensor_name(n) for n in names)
     for name in names:
@@ -82,7 +84,7 @@ def test_evaluate_reply_holds_only_eval_metrics(cfg, initial, tmp_path: Path) ->
     node = site_node(cfg, tmp_path, 1)
     reply = client_app.app(message(cfg, 0, initial, MessageType.EVALUATE), context(node_config=node))
     assert not reply.has_error(), reply.error.reason
-    assert not reply.content.array_records and not reply.content.config_records
+    assert not reply.content.array_records and set(reply.content.config_records) == {EGRESS}
     metrics = dict(reply.content.metric_records[METRICS])
     assert set(metrics) == set(EVAL_METRICS) and metrics["site_index"] == 1
     assert 0 < metrics["epsilon"] < 8.0 and metrics["dp_enabled"] == 1.0  # the query was charged

@@ -177,3 +177,44 @@ def test_sign_adapter_refuses_an_empty_directory(tmp_path: Path, keys: tuple[Pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(SignatureError, match="no files to sign"):
         sign_adapter(tmp_path / "empty", keys[0])
+
+
+def _run_adapter(root: Path, run: str, server_round: int, dp: bool) -> Path:
+    directory = root / run / "adapters" / f"round-{server_round:03d}"
+    directory.mkdir(parents=True)
+    (directory / WEIGHTS).write_bytes(b"dp" if dp else b"no-dp")
+    return directory
+
+
+def _facts(run: str, server_round: int, dp: bool) -> dict:
+    site = {"dp_enabled": dp, "epsilon": 3.5 if dp else None, "delta": 1e-5 if dp else 0.0, "target_epsilon": 8.0,
+            "noise_multiplier": 0.9 if dp else 0.0, "egress_seq": 5, "egress_head": "ab" * 32}
+    return {"run_id": run, "round": server_round, "strategy": "fedavg", "sites": {"site-0": site}}
+
+
+def test_signed_facts_bind_run_and_round_and_are_printed(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    from common.signing import describe_facts
+
+    private_key, public_key = keys
+    adapter = _run_adapter(tmp_path / "runs", "dp-run", 2, dp=True)
+    sign_adapter(adapter, private_key, _facts("dp-run", 2, dp=True))
+    text = describe_facts(verify_adapter(adapter, public_key))
+    assert "run dp-run round 2 strategy fedavg" in text and "site-0: DP on, epsilon 3.5 of 8" in text
+
+
+def test_a_non_dp_adapter_copied_into_a_dp_run_no_longer_verifies(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    import shutil
+
+    private_key, public_key = keys
+    plain = _run_adapter(tmp_path / "runs", "plain-run", 2, dp=False)
+    sign_adapter(plain, private_key, _facts("plain-run", 2, dp=False))
+    target = tmp_path / "runs" / "dp-run" / "adapters" / "round-002"
+    shutil.copytree(plain, target)  # the whole signed directory, manifest included
+    with pytest.raises(SignatureError, match="signed for run 'plain-run' round 2, but it sits in run 'dp-run'"):
+        verify_adapter(target, public_key)
+    facts = json.loads((target / MANIFEST).read_text())["facts"]
+    facts["run_id"] = "dp-run"  # editing the facts breaks the signature instead
+    manifest = json.loads((target / MANIFEST).read_text()) | {"facts": facts}
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SignatureError, match="signature does not match"):
+        verify_adapter(target, public_key)
