@@ -36,7 +36,7 @@ class Sites:
         answer = self.answers[index]
         if isinstance(answer, str):
             return Message(Error(code=1001, reason=answer), reply_to=msg)
-        metrics = MetricRecord({NUM_EXAMPLES: self.examples, "site_index": index, "train_loss": 1.0})
+        metrics = MetricRecord({NUM_EXAMPLES: self.examples, "site_index": index, "update_norm": 1.0})
         return Message(RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in answer.items()}),
                                    METRICS: metrics}), reply_to=msg)
 
