@@ -22,25 +22,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, sys, time
+c0 = time.process_time()
 t0 = time.perf_counter()
 import numpy as np
 from client import client_app, runtime  # what flwr-clientapp imports when it loads the app
 from client.train import train_round, DPSettings
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 from common.config import ModelConfig, RunConfig, TrainConfig, DataConfig, plan_for_round
 cfg = RunConfig(num_sites=3, model=ModelConfig(name_or_path=sys.argv[1], cache_dir=sys.argv[2]),
                 train=TrainConfig(local_steps=int(sys.argv[3])), data=DataConfig(records_per_site=64))
 plan = plan_for_round(cfg, 1)
 model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 data = runtime.examples_for(plan.data, 0, 3, plan, tokenizer)
-t3 = time.perf_counter()
+t3, c3 = time.perf_counter(), time.process_time()
 dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=8 / len(data.train))
 result = train_round(model, data.train, plan.train, precision=runtime.precision_for(plan.model),
                      pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
-t4 = time.perf_counter()
+t4, c4 = time.perf_counter(), time.process_time()
 print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "site_data_s": t3 - t2, "train_s": t4 - t3,
-                  "train_steps_s": result.seconds}))
+                  "train_steps_s": result.seconds, "imports_cpu_s": c1 - c0, "model_load_cpu_s": c2 - c1,
+                  "site_data_cpu_s": c3 - c2, "train_cpu_s": c4 - c3}))
 """
 
 
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     got = measure(name, os.environ.get("FEDCARE_CACHE", ""), args.steps, args.repeats)
     print(f"one deployment message ({name}, {args.steps} DP steps), median of {args.repeats} fresh processes; "
           f"load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'phase':22} {'wall s':>7} {'cpu s':>7}")
     for key in ("interpreter_start_s", "imports_s", "model_load_s", "site_data_s", "train_s", "process_total_s"):
-        print(f"  {key:22} {got[key]:7.2f}")
+        cpu = got.get(key.replace("_s", "_cpu_s"))
+        print(f"  {key:22} {got[key]:7.2f} {'' if cpu is None else f'{cpu:7.2f}':>7}")
     print(f"  start-up share of the message: {100 * got['startup_fraction']:.0f}%")
     print(json.dumps(got, sort_keys=True))
     return 0

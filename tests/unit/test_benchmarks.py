@@ -28,3 +28,15 @@ def test_speed_benchmark_runs_on_the_tiny_model(cache_dir: Path) -> None:
     assert adapter["adapter_bytes_fp16"] < adapter["adapter_bytes_fp32"] < adapter["model_bytes_fp32"]
     assert result["sites"]["peak_rss_bytes"] >= result["sites"]["rss_after_model_bytes"]
     assert "DP step / non-DP step" in table(result)
+
+
+@pytest.mark.slow  # a fresh interpreter, as Flower's deployment engine starts one per message
+def test_startup_benchmark_splits_a_message_into_phases(cache_dir: Path) -> None:
+    from benchmarks.startup import measure
+    from common.model import TINY_MODEL
+
+    got = measure(TINY_MODEL, str(cache_dir), steps=1, repeats=1)
+    phases = ("interpreter_start_s", "imports_s", "model_load_s", "site_data_s", "train_s")
+    assert all(got[k] > 0 for k in phases)
+    assert sum(got[k] for k in phases) == pytest.approx(got["process_total_s"])
+    assert 0 < got["startup_fraction"] < 1
