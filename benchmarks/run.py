@@ -395,11 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-len", type=int, default=Setup.max_seq_len)
     parser.add_argument("--steps", type=int, default=Setup.steps)
     parser.add_argument("--repeats", type=int, default=Setup.repeats)
+    parser.add_argument("--sites", type=int, default=Setup.sites, help="virtual sites on one worker (memory)")
+    parser.add_argument("--aggregate-updates", type=int, default=Setup.aggregate_updates)
     parser.add_argument("--demo", action="store_true", help="also time the default demo (several minutes)")
     parser.add_argument("--json", type=Path, help="write the JSON result here too")
     args = parser.parse_args(argv)
     setup = Setup(model=args.model, precision=args.precision, batch_size=args.batch_size,
-                  max_seq_len=args.max_seq_len, steps=args.steps, repeats=args.repeats)
+                  max_seq_len=args.max_seq_len, steps=args.steps, repeats=args.repeats, sites=args.sites,
+                  aggregate_updates=args.aggregate_updates)
     result = run(setup, demo=args.demo, cache_dir=os.environ.get("FEDCARE_CACHE", ""))
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.json:
