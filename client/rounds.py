@@ -173,7 +173,8 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         seed = _seed(privacy, plan, site.index, "evaluate", charge.attempt)
         noisy = release_sums({"loss": np.array(per_unit.sum())}, privacy.eval_loss_clip, charge.noise_multiplier,
                              np.random.default_rng(seed))["loss"]
-        eval_loss = float(noisy) / len(per_unit)
+        # Clamping to the clip range is post-processing of the released value: free, and never negative.
+        eval_loss = min(max(float(noisy) / len(per_unit), 0.0), privacy.eval_loss_clip)
         log.info("site %d round %d: held-out loss %.4f exact (stays here), released %.4f with noise std %.4f "
                  "(epsilon %.3f -> %.3f)", site.index, plan.server_round, exact, eval_loss,
                  charge.noise_multiplier * privacy.eval_loss_clip / len(per_unit), charge.epsilon_before,

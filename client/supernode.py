@@ -19,19 +19,36 @@ def supernode_command(cfg: SiteConfig, config_path: Path) -> list[str]:
     Raises:
         ConfigError: when a credential file named in site.yaml is missing.
     """
-    cmd = ["flower-supernode", "--superlink", cfg.coordinator, "--port", str(cfg.runtime_port),
+    if not cfg.coordinator:
+        raise ConfigError("site.coordinator: the SuperLink address host:port is required to start a site daemon")
+    cmd = ["flower-supernode", "--superlink", cfg.coordinator, "--host", "127.0.0.1", "--port", str(cfg.runtime_port),
            "--node-config", f'site-config="{config_path.resolve()}"']
+    if cfg.trusted_apps:  # the site runs the ClientApp process itself (superexec_command), never Flower's default
+        cmd += ["--isolation", "process"]
     if cfg.insecure:
         return [*cmd, "--insecure"]
+    if not (cfg.ca_cert and cfg.auth_key):
+        raise ConfigError("site: ca_cert and auth_key are required unless insecure: true")
     for key, value in (("ca_cert", cfg.ca_cert), ("auth_key", cfg.auth_key)):
         if not Path(value).exists():
             raise ConfigError(f"site.{key}: {value} does not exist")
     return [*cmd, "--root-certificates", cfg.ca_cert, "--auth-supernode-private-key", cfg.auth_key]
 
 
-def run_daemon(cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: int | None = None) -> int:
+def superexec_command(cfg: SiteConfig, config_path: Path) -> list[str]:
+    """The site's own SuperExec (Flower's, see client/pinned_app.py): it launches each ClientApp task
+    through the pinned runner, which refuses any app bundle not in ``trusted_apps``."""
+    import sys
+
+    return [sys.executable, "-m", "client.pinned_app", str(config_path.resolve()),
+            "--runtime-api-address", f"127.0.0.1:{cfg.runtime_port}", "--insecure"]
+
+
+def run_daemon(cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: int | None = None,
+               helper: list[str] | None = None) -> int:
     """Keep the SuperNode running: restart it when it exits with an error (coordinator unreachable,
     a previous session of this site not yet expired, ...). SIGINT/SIGTERM stop it and the daemon.
+    ``helper`` (the pinned-app SuperExec) runs beside it and is restarted with it.
 
     Returns:
         The SuperNode's exit code once it stops for good (0 after a clean stop).
@@ -44,19 +61,25 @@ def run_daemon(cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: i
     log = logging.getLogger("fedcare.site")
     stopping = False
     child: subprocess.Popen[bytes] | None = None
+    side: subprocess.Popen[bytes] | None = None
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        for proc in (child, side):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     restarts = 0
     while True:
         child = subprocess.Popen(cmd)
+        side = subprocess.Popen(helper) if helper else None
         code = child.wait()
+        if side is not None and side.poll() is None:
+            side.terminate()
+            side.wait()
         if stopping or code == 0:
             return code
         if max_restarts is not None and restarts >= max_restarts:

@@ -39,6 +39,8 @@ class SiteConfig:
     model_cache: str = ""  # where the site's base models are converted; "" = $FEDCARE_CACHE or ~/.cache/fedcare
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # target_epsilon = the site's LIFETIME budget
     limits: SiteLimits = field(default_factory=SiteLimits)
+    trusted_apps: tuple[str, ...] = ()  # SHA-256 of the app bundles (FABs) this site runs (`fedcare app build`);
+    # non-empty = the ClientApp runs only from one of them (`--isolation process` + client/pinned_app.py)
     data_slot: int = 0  # simulation only: which of ``data``'s sites this one is
     data_sites: int = 1  # simulation only: how many sites share ``data``
 
@@ -48,6 +50,9 @@ class SiteConfig:
             raise ConfigError("site.data: expected kind 'files' with exactly one file in paths")
         if not 0 <= self.data_slot < self.data_sites:
             raise ConfigError(f"site.data_slot: expected in [0, {self.data_sites}), got {self.data_slot}")
+        bad = [h for h in self.trusted_apps if len(h) != 64 or set(h) - set("0123456789abcdef")]
+        if bad:
+            raise ConfigError(f"site.trusted_apps: expected SHA-256 hex digests (from `fedcare app build`), got {bad}")
         if self.privacy.noise_seed and os.environ.get(TEST_SEEDS_ENV) != "1":
             raise ConfigError("site.privacy.noise_seed: must be 0 (noise and sampling from OS entropy); a fixed "
                               "seed makes the DP noise predictable and is allowed only in fedcare's tests")

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.errors import FedcareError
 
@@ -65,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     ssub = site.add_subparsers(dest="action", required=True)
     sstart = ssub.add_parser("start", help="connect this site to the coordinator and serve rounds")
     sstart.add_argument("--config", required=True, help="the site's site.yaml")
+    srev = ssub.add_parser("review", help="review an app bundle (FAB) before trusting it in site.yaml")
+    srev.add_argument("fab", help="the .fab file the consortium approved (from `fedcare app build`)")
+    app = sub.add_parser("app", help="the consortium's approved app bundle (FAB) that sites pin")
+    asub_app = app.add_subparsers(dest="action", required=True)
+    abuild = asub_app.add_parser("build", help="build this checkout's Flower app bundle and print its SHA-256")
+    abuild.add_argument("--out", default=".", help="folder for fedcare.fab and fedcare.fab.sha256")
     audit = sub.add_parser("audit", help="inspect a site's egress log")
     asub = audit.add_subparsers(dest="action", required=True)
     for name in ("verify", "show"):
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
         "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
+        "app": _app,
     }
     return _guard(lambda: commands[args.command](args))
 
@@ -136,7 +144,9 @@ def _generate(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _check_adapter(Path(args.adapter), args.key, args.no_verify)
     cfg, _ = compose(args.overrides)
-    base, tokenizer = load_model_and_tokenizer(cfg.model)
+    model_cfg = cfg.model if any(o.split("=", 1)[0].lstrip("+").startswith("model") for o in args.overrides) \
+        else _adapter_base_model(Path(args.adapter), cfg.model)
+    base, tokenizer = load_model_and_tokenizer(model_cfg)
     model = PeftModel.from_pretrained(base, args.adapter)
     enc = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)
@@ -144,6 +154,23 @@ def _generate(args: argparse.Namespace) -> int:
         out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
     print(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     return 0
+
+
+def _adapter_base_model(adapter: Path, default: Any) -> Any:
+    """The base model an adapter was trained on: its run's config.json, else PEFT's base_model_name_or_path."""
+    import dataclasses
+    import json
+
+    run_config = adapter.resolve().parent.parent.parent / "config.json"  # runs/<run>/adapters/round-NNN
+    try:
+        name = json.loads(run_config.read_text(encoding="utf-8"))["model"]["name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            name = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return default
+    print(f"base model of {adapter}: {name}", file=sys.stderr)
+    return dataclasses.replace(default, name_or_path=str(name))
 
 
 def _check_adapter(adapter: Path, key: str | None, no_verify: bool) -> None:
@@ -210,8 +237,36 @@ def _coordinator(args: argparse.Namespace) -> int:
         raise FedcareError(f"coordinator {args.action}: pass --ca ca.crt (the consortium CA), or --insecure")
     superlink.write_connection(args.superlink, None if args.insecure else Path(args.ca))
     if args.action == "enroll":
-        return _run(superlink.enroll_command(Path(args.public_key)))
+        return _enroll(args.superlink, Path(args.public_key))
     return _coordinator_run(args)
+
+
+def _enroll(address: str, public_key: Path, wait_s: float = 60.0) -> int:
+    """Register a site's key once the SuperLink listens (it needs a moment after `coordinator start`)."""
+    import socket
+    import time
+
+    from common import credentials
+    from server import superlink
+
+    cmd = superlink.enroll_command(public_key)  # checks the key file first
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise FedcareError(f"enroll: no SuperLink listening at {address} after {wait_s:.0f} s; "
+                                   f"site {public_key.stem} is NOT enrolled") from None
+            time.sleep(0.5)
+    code = _run(cmd)
+    if code != 0:
+        raise FedcareError(f"enroll: flwr supernode register exited {code}; site {public_key.stem} is NOT enrolled")
+    print(f"enrolled site {public_key.stem}: key {credentials.fingerprint(public_key)} "
+          "(compare with the fingerprint the site gave you; `ssh-keygen -lf` prints the same)")
+    return 0
 
 
 def _coordinator_run(args: argparse.Namespace) -> int:
@@ -252,11 +307,46 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from flwr.cli.build import build_fab_from_disk
+
+    from server.superlink import APP_DIR
+
+    fab = build_fab_from_disk(APP_DIR)  # byte for byte what `flwr run` (fedcare coordinator run) submits
+    digest = hashlib.sha256(fab).hexdigest()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fedcare.fab").write_bytes(fab)
+    (out / "fedcare.fab.sha256").write_text(f"{digest}  fedcare.fab\n", encoding="utf-8")
+    print(f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}\n"
+          f"sites that approve it add to site.yaml:  trusted_apps: [{digest}]")
+    return 0
+
+
+def _review(fab_path: Path) -> int:
+    import hashlib
+    import zipfile
+
+    data = fab_path.read_bytes()
+    with zipfile.ZipFile(fab_path) as fab:
+        names = [(i.filename, i.file_size) for i in fab.infolist()]
+    print(f"{fab_path}: {len(names)} files, sha256 {hashlib.sha256(data).hexdigest()}")
+    for name, size in names:
+        print(f"  {size:>9}  {name}")
+    print("Compare the hash with the one the consortium published, read the files that run at your site "
+          f"(client/, common/), then add to site.yaml:  trusted_apps: [{hashlib.sha256(data).hexdigest()}]")
+    return 0
+
+
 def _site(args: argparse.Namespace) -> int:
-    from client.supernode import run_daemon, supernode_command
+    from client.supernode import run_daemon, superexec_command, supernode_command
     from common.console import configure_logging
     from common.site import load_site_config
 
+    if args.action == "review":
+        return _review(Path(args.fab))
     path = Path(args.config)
     cfg = load_site_config(path)
     if cfg.insecure:
@@ -269,6 +359,11 @@ def _site(args: argparse.Namespace) -> int:
     print(f"site {cfg.site_id}: {len(records)} records in {cfg.data.paths[0]}; state in {cfg.state_dir}")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_logging()
+    if cfg.trusted_apps:
+        print(f"site {cfg.site_id}: runs only the approved app bundles {', '.join(h[:16] for h in cfg.trusted_apps)}")
+        return run_daemon(supernode_command(cfg, path), helper=superexec_command(cfg, path))
+    print(f"site {cfg.site_id}: WARNING: trusted_apps is empty, so this site runs whatever app bundle the "
+          "coordinator sends; pin the approved one (fedcare app build / fedcare site review)", file=sys.stderr)
     return run_daemon(supernode_command(cfg, path))
 
 

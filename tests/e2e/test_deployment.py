@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,11 +102,17 @@ class Deployment:
             self.cli("coordinator", "enroll", str(self.certs / f"site-{i}.pub"), "--superlink", self.address,
                      "--ca", str(self.certs / "ca.crt"))
 
-    def site_config(self, i: int, state: str, *, noise_seed: int = 0) -> Path:
+    def approved_app(self) -> str:
+        """The SHA-256 of this checkout's app bundle, as the consortium publishes it (`fedcare app build`)."""
+        out = self.cli("app", "build", "--out", str(self.root / "approved"))
+        return next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("sha256:"))
+
+    def site_config(self, i: int, state: str, *, noise_seed: int = 0, trusted_app: str = "") -> Path:
         path = self.root / f"site-{i}-{state}.yaml"
+        pinned = f"trusted_apps: [{trusted_app}]\n" if trusted_app else ""
         path.write_text(
             f"site_id: site-{i}\nsite_index: {i}\nstate_dir: {state}/site-{i}\ncoordinator: {self.address}\n"
-            f"ca_cert: certs/ca.crt\nauth_key: certs/site-{i}\nruntime_port: {_free_port()}\n"
+            f"ca_cert: certs/ca.crt\nauth_key: certs/site-{i}\nruntime_port: {_free_port()}\n{pinned}"
             f"data:\n  paths: [data/site-{i}.jsonl]\n"
             f"privacy:\n  target_epsilon: 6.0\n  noise_seed: {noise_seed}\n", encoding="utf-8")
         return path
@@ -146,8 +153,9 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
 
 
 def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -> None:
+    approved = deployment.approved_app()  # every site pins the approved bundle: it still runs the whole run
     for i in range(3):
-        deployment.start_site(i, deployment.site_config(i, "state"))
+        deployment.start_site(i, deployment.site_config(i, "state", trusted_app=approved))
     deployment.run(*SMOKE, "num_rounds=2", "train.local_steps=3", "output_dir=runs", "run_name=tls")
     run = deployment.root / "runs" / "tls"
     summary = json.loads((run / "summary.json").read_text())
@@ -155,7 +163,11 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     assert all(0 < s["epsilon"] <= 6.0 == s["target_epsilon"] for s in summary["sites"])  # the site's budget wins
     adapter = Path(summary["adapter_dir"])
     ok = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"))
-    assert "signature OK" in ok.stdout
+    assert "signature OK" in ok.stdout and "run tls round 2 strategy" in ok.stdout
+    assert ok.stdout.count(": DP on, epsilon") == 3  # each site's privacy facts are signed and printed
+    anchored = deployment.cli("audit", "verify", "state/site-0/egress.jsonl", "--adapter", str(adapter),
+                              "--site", "site-0")
+    assert "holds 1 anchored head(s)" in anchored.stdout
     # A changed byte fails verification with a clear error.
     weights = adapter / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -167,7 +179,8 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     # Each site kept its ledger and an egress log that verifies.
     for i in range(3):
         ledger = json.loads((deployment.root / "state" / f"site-{i}" / "privacy_ledger.json").read_text())
-        assert [r["server_round"] for r in ledger["rounds"]] == [1, 2]
+        assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1, 2]
+        assert [e["kind"] for e in ledger["entries"]].count("evaluate") == 3  # each evaluation was charged
         log = deployment.cli("audit", "verify", f"state/site-{i}/egress.jsonl")
         assert "chain OK (5 entries)" in log.stdout  # 3 evaluations + 2 trainings
 
@@ -247,3 +260,32 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
         assert resumed[name] == pytest.approx(ref, abs=1e-5), name
     rows = [json.loads(line) for line in (deployment.root / "runs" / "same" / "metrics.jsonl").open()]
     assert [r["round"] for r in rows] == [1, 2]
+
+
+def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deployment) -> None:
+    approved = deployment.approved_app()
+    deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
+    _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
+    # The coordinator's tampered copy: the approved files, with a ClientApp that writes the site's
+    # data file where the attacker wants it as soon as it is imported.
+    tampered = deployment.root / "tampered-app"
+    with zipfile.ZipFile(deployment.root / "approved" / "fedcare.fab") as fab:
+        fab.extractall(tampered)
+    leak = deployment.root / "leaked.jsonl"
+    app_file = tampered / "client" / "client_app.py"
+    data = str(deployment.root / "data" / "*.jsonl")
+    app_file.write_text(app_file.read_text() + f"\nimport shutil, glob\nfor f in glob.glob({data!r}):\n"
+                        f"    shutil.copy(f, {str(leak)!r})\n")
+    overrides = [*SMOKE, "num_sites=1", "num_rounds=1", "coordinator.round_timeout_s=120",
+                 "coordinator.node_wait_s=60", "output_dir=runs", "run_name=tampered"]
+    config = deployment.root / "run_config.toml"
+    config.write_text(f"overrides = {json.dumps(' '.join(overrides))}\n")
+    run = subprocess.run(["flwr", "run", str(tampered), "fedcare", "--run-config", str(config), "--stream"],
+                         cwd=deployment.root, env=deployment.env, capture_output=True, text=True, timeout=600)
+    coordinator_log = run.stdout + run.stderr
+    site_log = (deployment.root / "site-0.log").read_text(errors="replace")
+    assert "refused the app bundle sha256" in site_log, site_log[-3000:]
+    assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
+    assert not leak.exists()  # the tampered code never ran
+    assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()  # nothing left the site
+    assert approved not in site_log.split("refused the app bundle sha256")[1][:80]  # it named the other hash

@@ -124,8 +124,14 @@ def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path:
                       f"output_dir={tmp_path}", "run_name=smol"], cache, tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = check_run(tmp_path / "smol", sites=3, rounds=2, dp=True)
-    losses = summary["eval_loss_by_round"]
-    assert losses[-1] < losses[0], losses
+    # The coordinator sees only noised held-out losses (the release rule); each site logs its exact
+    # ones, which must show learning.
+    import re
+
+    exact = [(int(r), float(v)) for r, v in re.findall(r"round (\d+): held-out loss ([0-9.]+) exact", result.stderr)]
+    first = [v for r, v in exact if r == 0]
+    last = [v for r, v in exact if r == 2]
+    assert first and last and sum(last) / len(last) < sum(first) / len(first), exact
     gen = run_cli(["generate", summary["adapter_dir"], "Summarize: patient reports chest pain.",
                    "--max-new-tokens", "16", "--no-verify"], cache, tmp_path)
     assert gen.returncode == 0, gen.stderr[-2000:]
