@@ -7,6 +7,7 @@ Tensor names are PEFT's own (``get_peft_model_state_dict``), e.g.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,46 @@ def save_adapter(model: PeftModel, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     return out
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_ADAPTER_BYTES = 1 << 30  # a LoRA adapter is megabytes (rank 8 on SmolLM2: ~1 MB); 1 GiB is far past any
+
+
+def check_adapter_dir(adapter_dir: Path) -> None:
+    """Check a saved adapter's structure before any model is loaded: files, config kind, safetensors header.
+
+    Raises:
+        AdapterLayoutError: naming the folder and the file at fault (never their contents).
+    """
+    import json
+    import struct
+
+    from common.errors import printable
+    from common.files import SMALL_FILE_BYTES, open_regular, read_regular
+
+    name = printable(adapter_dir)
+    if not Path(adapter_dir).is_dir():
+        raise AdapterLayoutError(f"{name}: not an adapter folder (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    raw = read_regular(Path(adapter_dir) / ADAPTER_CONFIG, "adapter config", SMALL_FILE_BYTES, AdapterLayoutError)
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AdapterLayoutError(f"{name}/{ADAPTER_CONFIG}: not valid JSON") from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        raise AdapterLayoutError(f"{name}/{ADAPTER_CONFIG}: not a LoRA adapter config (expected peft_type \"LORA\")")
+    with open_regular(Path(adapter_dir) / ADAPTER_WEIGHTS, "adapter weights file", MAX_ADAPTER_BYTES,
+                      AdapterLayoutError) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(8)
+        # safetensors: an 8-byte little-endian header length, a JSON header, then the tensor bytes.
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        header: object = None
+        if 2 <= length <= min(size - 8, 100 << 20):
+            try:
+                header = json.loads(handle.read(length))
+            except (ValueError, RecursionError):
+                header = None
+    if not isinstance(header, dict) or not any(isinstance(v, dict) and "data_offsets" in v for v in header.values()):
+        raise AdapterLayoutError(f"{name}/{ADAPTER_WEIGHTS}: not a safetensors file with tensors")

@@ -393,10 +393,11 @@ def _read_last_entry(handle: IO[bytes], size: int, path: Path) -> dict | None:
 
 def _read_verified(path: Path) -> list[dict]:
     """Every entry of the log, each checked on its own and against the one before it."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AuditError(f"{path}: no egress log at this path") from None
+    from common.files import MIB, read_regular
+
+    if not os.path.lexists(path):
+        raise AuditError(f"{path}: no egress log at this path")
+    data = read_regular(path, "egress log", 256 * MIB, AuditError)  # ~1 KB per message: years of rounds
     if not data:
         return []
     raw_lines = data.split(b"\n")
@@ -436,7 +437,7 @@ def _parse_line(raw: bytes, where: str) -> dict:
         raise AuditError(f"{where}: empty line")
     try:
         entry = json.loads(raw.decode("ascii"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise AuditError(f"{where}: not a valid JSON line (truncated or edited)") from None
     if not isinstance(entry, dict):
         raise AuditError(f"{where}: not a JSON object")

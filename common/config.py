@@ -8,6 +8,8 @@ Hydra (simulation, coordinator) composes a plain dict; :func:`run_config_from_di
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 import types
 import typing
@@ -19,6 +21,7 @@ from common.errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+_MAX_INT = 2**63 - 1  # what numpy, torch and Flower's records can hold
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class AdapterConfig:
     freeze_a: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.rank >= 1, "lora.rank", ">= 1", self.rank)
+        _check(1 <= self.rank <= 1024, "lora.rank", "in [1, 1024]", self.rank)
         _check(self.alpha > 0, "lora.alpha", "> 0", self.alpha)
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", "in [0, 1)", self.dropout)
         _check(len(self.target_modules) > 0, "lora.target_modules", "a non-empty list", self.target_modules)
@@ -135,6 +138,8 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key}", ">= 1", getattr(self, key))
         _check(self.max_seq_len >= 16, "train.max_seq_len", ">= 16", self.max_seq_len)
         _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
+        _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _check(self.max_seq_len <= 131072, "train.max_seq_len", "<= 131072", self.max_seq_len)
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
         _check(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", "in (0, 1)", self.eval_fraction)
-        _check(self.records_per_site >= 4, "data.records_per_site", ">= 4", self.records_per_site)
+        _check(4 <= self.records_per_site <= 1_000_000, "data.records_per_site", "in [4, 1000000]",
+               self.records_per_site)
+        _check(0 <= self.seed < 2**32, "data.seed", "in [0, 2^32)", self.seed)
         _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
         if self.kind == "files":
             _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)
@@ -284,7 +291,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check(not self.coordinator.resume or bool(self.run_name), "coordinator.resume",
                "run_name set to the run directory to resume", self.run_name)
-        _check(self.num_sites >= 1, "num_sites", ">= 1", self.num_sites)
+        _check(1 <= self.num_sites <= 1000, "num_sites", "in [1, 1000]", self.num_sites)
+        _check(self.run_name not in (".", "..") and not any(c in self.run_name for c in "/\\\0"), "run_name",
+               "a folder name (no '/', not '.' or '..')", self.run_name)
+        _check(0 <= self.seed < 2**32, "seed", "in [0, 2^32)", self.seed)
         _check(self.num_rounds >= 1, "num_rounds", ">= 1", self.num_rounds)
         _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites",
                self.strategy.min_sites)
@@ -389,6 +399,21 @@ def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
     return build_dataclass(SitePlan, nested, "")
 
 
+def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass (``num_sites``, ``privacy.target_epsilon``, ...)."""
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hint):
+            keys += config_keys(hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+    return keys
+
+
+def _kinds_of(raw: dict[Any, Any]) -> str:
+    return next(type(key).__name__ for key in raw if not isinstance(key, str)).replace("NoneType", "null")
+
+
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
@@ -400,9 +425,14 @@ def build_dataclass(cls: type[T], raw: Any, where: str) -> T:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not all(isinstance(key, str) for key in raw):
+        raise ConfigError(f"{where or 'config'}: every key must be a name (found a {_kinds_of(raw)} key)")
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; expected some of {sorted(names)}")
+        near = difflib.get_close_matches(unknown[0], sorted(names), n=3)
+        hint = f"did you mean {' or '.join(where + n for n in near)}?" if near else f"expected some of {sorted(names)}"
+        more = f" (and {len(unknown) - 1} more)" if unknown[1:] else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key{more}; {hint}")
     kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
     required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -428,7 +458,16 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: expected a finite number, got an integer of {len(str(value))} digits") from None
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        # inf/nan pass every "> 0" check (nan fails them all silently): e.g. target_epsilon=inf would
+        # call a run DP while its noise calibration spends epsilon ~709.
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if hint is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        raise ConfigError(f"{key}: expected an integer below 2^63, got one of {len(str(abs(value)))} digits")
     if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     return value

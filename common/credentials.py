@@ -303,16 +303,21 @@ def load_public_key(path: Path) -> PublicKeyTypes:
     Raises:
         CredentialError: The file is missing or holds no public key this can read.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CredentialError(f"{path}: cannot read the public key ({err.strerror})") from err
+    from common.files import read_regular
+
+    data = read_regular(path, "public key", error=CredentialError)
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return serialization.load_pem_public_key(data)
         return serialization.load_ssh_public_key(data.strip())
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise CredentialError(f"{path}: not an OpenSSH or PEM public key") from None
+
+
+def _read_small(path: Path, what: str) -> bytes:
+    from common.files import read_regular
+
+    return read_regular(path, what, error=CredentialError)
 
 
 def key_fingerprint(public_key: PublicKeyTypes) -> str:
@@ -386,13 +391,13 @@ def _subject_alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert = x509.load_pem_x509_certificate(_read_small(cert_path, "certificate"))
     except OSError as err:
         raise CredentialError(f"{cert_path}: cannot read the CA certificate ({err.strerror})") from err
     except ValueError as err:
         raise CredentialError(f"{cert_path}: not a PEM certificate") from err
     try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        key = serialization.load_pem_private_key(_read_small(key_path, "private key"), None)
     except OSError as err:
         raise CredentialError(f"{key_path}: cannot read the CA key ({err.strerror})") from err
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import DataConfig
-from common.errors import ConfigError
+from common.errors import ConfigError, printable
+from common.examples import split_indices
 from common.partition import dirichlet_partition
 from common.records import ChatRecord, ColumnMapping, field_values, load_records
 from common.synthetic import generate_site_records, site_name
@@ -69,3 +70,17 @@ def _dirichlet_site(cfg: DataConfig, columns: ColumnMapping | None, site_index: 
         labels += [value] * len(part)
     parts = dirichlet_partition(labels, num_sites, cfg.dirichlet_alpha, seed=cfg.seed, min_size=2)
     return [records[i] for i in parts[site_index]], f"{Path(path).stem}-dirichlet-{site_index}"
+
+
+def check_trainable(site: SiteData, cfg: DataConfig, batch_size: int) -> None:
+    """Refuse, before anything starts, a site whose training split cannot fill one expected batch.
+
+    Raises:
+        ConfigError: naming ``train.batch_size``, the site and its training record count.
+        DataError: when the site has too few records to split at all.
+    """
+    n_train = len(split_indices(len(site.records), cfg.eval_fraction, 0)[0])
+    if batch_size > n_train:
+        raise ConfigError(f"train.batch_size: {batch_size} is more than site {printable(site.name)}'s {n_train} "
+                          f"training records ({len(site.records)} records, data.eval_fraction={cfg.eval_fraction:g}); "
+                          f"lower train.batch_size to at most {n_train} or give the site more records")

@@ -27,3 +27,16 @@ class PlanRefusedError(FedcareError, ValueError):
 
 class SiteStateError(FedcareError, RuntimeError):
     """A site's state directory is damaged (missing or corrupt ledger): the site refuses to guess a budget."""
+
+
+def printable(text: object) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\n``, ``\\x1b``), so it stays one line.
+
+    File names are chosen by users and may hold a newline or a terminal escape sequence; fedcare prints
+    them, and every error message, through this.
+    """
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in value)

@@ -60,6 +60,21 @@ def resolve_model(cfg: ModelConfig) -> str:
         if not (target / "config.json").exists():
             _build_atomically(target, build_tiny_model)
         return str(target)
+    return _checked_model_path(name)
+
+
+def _checked_model_path(name: str) -> str:
+    """A local model folder must exist and hold config.json; "org/name" is left to the hub (offline: its cache)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.name_or_path: {name} has no config.json; expected a Hugging Face model folder")
+        return name
+    if path.exists():
+        raise ConfigError(f"model.name_or_path: {name} is a file; expected a model folder with config.json")
+    if name.startswith(("/", ".", "~")) or name.count("/") != 1:
+        raise ConfigError(f"model.name_or_path: {name} does not exist; expected a model folder with config.json, "
+                          f"{DEFAULT_MODEL!r} or {TINY_MODEL!r}")
     return name
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from common.errors import DataError
+from common.errors import DataError, printable
+from common.files import MIB, open_regular
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".csv", ".parquet")
@@ -25,8 +26,16 @@ _FLAT_SHAPES: tuple[tuple[str, str], ...] = (
 _CHAT_KEY = "messages"
 _SHAPES_TEXT = "{input, output}, {prompt, completion}, {question, answer} (each with optional system) or {messages}"
 _UTF8_BOM = b"\xef\xbb\xbf"
-# Key names may be shown, but a pathological file could have thousands of them.
-_MAX_KEYS_SHOWN = 12
+
+# Caps that bound the time and memory one file can cost before its first record is checked. A site
+# with more data than this splits it (or subsamples: a LoRA fine-tune rarely gains past ~1e5 records).
+MAX_FILE_BYTES = 256 * MIB  # file size of JSONL/JSON/CSV; decoded size of Parquet (dictionaries expanded)
+MAX_ROWS = 1_000_000  # records per file
+MAX_LINE_BYTES = 16 * MIB  # one JSONL/CSV line
+MAX_FIELD_CHARS = 1_000_000  # one text value (~250k tokens; far beyond any train.max_seq_len)
+MAX_FIELDS = 256  # keys of one object, items of one list, columns of a table
+MAX_DEPTH = 8  # nesting of objects and lists in one record ({messages: [{role, content}]} is 3)
+csv.field_size_limit(MAX_FIELD_CHARS + 1)  # ours is the limit: csv's default (131,072) would cut long notes
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ class _Rows:
 
     name: str
     unit: str  # "line" for line-oriented formats, "row" for indexed ones
-    rows: list[tuple[int, dict[str, Any]]]
+    rows: Iterator[tuple[int, dict[str, Any]]]  # streamed: each row is checked as it is read
     columns: tuple[str, ...] | None  # known up front for tabular formats only
     header_line: int | None = None
 
@@ -144,7 +153,7 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     Raises:
         DataError: The file is missing, unreadable or malformed, or a row is not an object.
     """
-    return _read(path).rows
+    return list(_read(path).rows)
 
 
 def field_values(path: str | Path, field: str) -> list[str]:
@@ -177,144 +186,226 @@ def field_values(path: str | Path, field: str) -> list[str]:
 
 
 def _read(path: str | Path) -> _Rows:
-    name = str(path)
-    file = Path(path)
-    suffix = file.suffix.lower()
+    name = printable(path)
+    suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
-        raise DataError(
-            f"{name}: unsupported file type {file.suffix or '(none)'!r}; accepted: {', '.join(SUFFIXES)}"
-        )
-    if not file.exists():
-        raise DataError(f"{name} does not exist")
-    if file.is_dir():
-        raise DataError(f"{name} is a directory, not a data file")
+        shown = printable(Path(path).suffix) or "(none)"
+        raise DataError(f"{name}: unsupported file type {shown!r}; accepted: {', '.join(SUFFIXES)}")
+    handle = open_regular(path, "data file", MAX_FILE_BYTES, DataError)
     if suffix == ".parquet":
-        return _read_parquet(file, name)
-    try:
-        raw = file.read_bytes()
-    except OSError as error:
-        raise DataError(f"{name} cannot be read ({type(error).__name__})") from None
-    text = _decode(raw, name)
+        return _read_parquet(handle, name)
     if suffix == ".jsonl":
-        return _parse_jsonl(text, name)
+        return _Rows(name=name, unit="line", rows=_capped(_parse_jsonl(handle, name), name, "line"), columns=None)
     if suffix == ".json":
-        return _parse_json(text, name)
-    return _parse_csv(text, name)
+        return _Rows(name=name, unit="row", rows=_capped(_parse_json(handle, name), name, "row"), columns=None)
+    return _read_csv(handle, name)
 
 
-def _decode(raw: bytes, name: str) -> str:
-    # Spreadsheet exports often start with a BOM; it is not part of the first key or column name.
-    skipped = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
-    try:
-        return raw[skipped:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        offset = skipped + error.start
-        line = raw.count(b"\n", 0, offset) + 1
-        raise DataError(
-            f"{name} line {line}: not valid UTF-8 (byte offset {offset} in the file)"
-        ) from None
+def _capped(rows: Iterator[tuple[int, dict[str, Any]]], name: str, unit: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Check every row's shape and sizes as it streams by, and stop at MAX_ROWS."""
+    for count, (number, row) in enumerate(rows, start=1):
+        if count > MAX_ROWS:
+            raise DataError(f"{name}: more than {MAX_ROWS:,} records; split the file or cap it")
+        _check_value(row, f"{name} {unit} {number}")
+        yield number, row
 
 
-def _parse_jsonl(text: str, name: str) -> _Rows:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    # Split on "\n" only: str.splitlines would also break on U+2028 and friends, which JSON allows in strings.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
+def _check_value(row: dict[str, Any], where: str) -> None:
+    """Caps on fields, nesting and text length; lone surrogates and NUL characters are refused."""
+    stack: list[tuple[Any, int]] = [(row, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD_CHARS:
+                raise DataError(f"{where}: a text value has {len(value):,} characters, over the limit of "
+                                f"{MAX_FIELD_CHARS:,}")
+            _check_text(value, where)
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            # Only json's fixed wording and the column: neither can carry record text.
-            raise DataError(
-                f"{name} line {number}: invalid JSON ({error.msg}, column {error.colno})"
-            ) from None
-        except RecursionError:
-            raise DataError(
-                f"{name} line {number}: invalid JSON (nested too deeply)"
-            ) from None
-        rows.append((number, _require_object(value, f"{name} line {number}")))
-    return _Rows(name=name, unit="line", rows=rows, columns=None)
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise DataError(f"{where}: values nested more than {MAX_DEPTH} levels deep")
+            if len(value) > MAX_FIELDS:
+                kind = "fields" if isinstance(value, dict) else "items"
+                raise DataError(f"{where}: {len(value):,} {kind} in one value, over the limit of {MAX_FIELDS}")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(key, where, "a field name")
 
 
-def _parse_json(text: str, name: str) -> _Rows:
+def _check_text(text: str, where: str, what: str = "a text value") -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        # A lone surrogate (JSON "\\ud800") is valid JSON but no tokenizer can encode it.
+        raise DataError(f"{where}: {what} holds a lone surrogate (character {err.start + 1}), "
+                        "which is not valid Unicode text") from None
+    if "\x00" in text:
+        raise DataError(f"{where}: {what} holds a NUL character (character {text.index(chr(0)) + 1}); "
+                        "is this a binary file?")
+
+
+def _lines(handle: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """Decoded lines with their 1-based numbers; bad UTF-8 is reported by line and byte offset."""
+    offset = 0
+    with handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{name} line {number}: longer than {MAX_LINE_BYTES // MIB} MiB")
+            # Spreadsheet exports often start with a BOM; it is not part of the first key or column name.
+            skipped = len(_UTF8_BOM) if number == 1 and raw.startswith(_UTF8_BOM) else 0
+            try:
+                yield number, raw[skipped:].decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{name} line {number}: not valid UTF-8 (byte offset {offset + skipped + error.start} in the file)"
+                ) from None
+            offset += len(raw)
+
+
+def _json_value(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        # Only json's fixed wording and the column: neither can carry record text.
+        raise DataError(f"{where}: invalid JSON ({error.msg}, column {error.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise DataError(f"{where}: invalid JSON (a number is too long)") from None
+
+
+def _parse_jsonl(handle: BinaryIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # Lines end at "\\n" only: str.splitlines would also break on U+2028 and friends, which JSON allows in strings.
+    for number, line in _lines(handle, name):
+        if line.strip():
+            yield number, _require_object(_json_value(line, f"{name} line {number}"), f"{name} line {number}")
+
+
+def _parse_json(handle: BinaryIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    text = "".join(line for _, line in _lines(handle, name))
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DataError(
-            f"{name} line {error.lineno}: invalid JSON ({error.msg}, column {error.colno})"
-        ) from None
+        raise DataError(f"{name} line {error.lineno}: invalid JSON ({error.msg}, column {error.colno})") from None
     except RecursionError:
         raise DataError(f"{name}: invalid JSON (nested too deeply)") from None
+    except ValueError:
+        raise DataError(f"{name}: invalid JSON (a number is too long)") from None
     if not isinstance(value, list):
-        raise DataError(
-            f"{name}: expected a top-level JSON list of objects, found {_kind(value)}"
-        )
-    rows = [
-        (number, _require_object(item, f"{name} row {number}"))
-        for number, item in enumerate(value, start=1)
-    ]
-    return _Rows(name=name, unit="row", rows=rows, columns=None)
+        raise DataError(f"{name}: expected a top-level JSON list of objects, found {_kind(value)}")
+    del text
+    for number, item in enumerate(value, start=1):
+        yield number, _require_object(item, f"{name} row {number}")
 
 
-def _parse_csv(text: str, name: str) -> _Rows:
-    # newline="" lets the csv module see the raw line ends, so quoted cells may span lines.
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _read_csv(handle: BinaryIO, name: str) -> _Rows:
+    lines = (line for _, line in _lines(handle, name))
+    # The csv module sees the raw line ends (they are kept by readline), so quoted cells may span lines.
+    reader = csv.reader(lines)
     header: list[str] | None = None
     header_line = 0
-    rows: list[tuple[int, dict[str, Any]]] = []
-    while True:
+    first: list[str] = []
+    while header is None:
         start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            # csv.Error messages are fixed wording plus dialect characters, never cell text.
-            raise DataError(f"{name} line {start}: malformed CSV ({error})") from None
+        cells = _next_cells(reader, name, start)
+        if cells is None:
+            raise DataError(f"{name} contains no records")
         if not cells:
             continue
-        if header is None:
-            header, header_line = cells, start
-            duplicates = sorted(
-                column for column, count in Counter(cells).items() if count > 1
-            )
-            if duplicates:
-                raise DataError(
-                    f"{name} line {start}: duplicate column {duplicates[0]!r} in the header"
-                )
-            continue
-        if len(cells) != len(header):
-            raise DataError(
-                f"{name} line {start}: has {len(cells)} fields but the header has {len(header)}"
-            )
-        rows.append((start, dict(zip(header, cells, strict=True))))
-    if header is None:
-        raise DataError(f"{name} contains no records")
-    return _Rows(
-        name=name,
-        unit="line",
-        rows=rows,
-        columns=tuple(header),
-        header_line=header_line,
-    )
+        if len(cells) > MAX_FIELDS:
+            raise DataError(f"{name} line {start}: {len(cells):,} columns, over the limit of {MAX_FIELDS}")
+        for cell in cells:
+            _check_text(cell, f"{name} line {start}", "a column name")
+        header, header_line, first = cells, start, cells
+        seen: dict[str, int] = {}
+        for position, column in enumerate(first, start=1):
+            if column in seen:  # header cells may be record text (a file without a header row): positions only
+                raise DataError(f"{name} line {start}: columns {seen[column]} and {position} of the header "
+                                "have the same name")
+            seen[column] = position
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        while True:
+            start = reader.line_num + 1
+            cells = _next_cells(reader, name, start)
+            if cells is None:
+                return
+            if not cells:
+                continue
+            if len(cells) != len(first):
+                raise DataError(f"{name} line {start}: has {len(cells)} fields but the header has {len(first)}")
+            yield start, dict(zip(first, cells, strict=True))
+
+    return _Rows(name=name, unit="line", rows=_capped(rows(), name, "line"), columns=tuple(header),
+                 header_line=header_line)
 
 
-def _read_parquet(file: Path, name: str) -> _Rows:
+def _next_cells(reader: Any, name: str, start: int) -> list[str] | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as error:
+        # csv.Error messages are fixed wording plus dialect characters, never cell text.
+        raise DataError(f"{name} line {start}: malformed CSV ({error})") from None
+
+
+def _read_parquet(handle: BinaryIO, name: str) -> _Rows:
     # Imported here so that JSON-only callers do not pay for loading pyarrow.
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(file)
-        items = table.to_pylist()
+        parquet = pq.ParquetFile(handle)
+        num_rows, schema = parquet.metadata.num_rows, parquet.schema_arrow
     except Exception as error:  # noqa: BLE001 - pyarrow raises many types; only the class name is safe to show
-        raise DataError(
-            f"{name}: not a readable Parquet file ({type(error).__name__})"
-        ) from None
-    rows = [
-        (number, {key: value for key, value in item.items() if value is not None})
-        for number, item in enumerate(items, start=1)
-    ]
-    return _Rows(name=name, unit="row", rows=rows, columns=tuple(table.column_names))
+        handle.close()
+        raise DataError(f"{name}: not a readable Parquet file ({type(error).__name__})") from None
+    # Dictionary encoding lets a few KB stand for millions of rows: check the counts before decoding any.
+    if num_rows > MAX_ROWS:
+        handle.close()
+        raise DataError(f"{name}: {num_rows:,} records, more than {MAX_ROWS:,}; split the file or cap it")
+    if len(schema.names) > MAX_FIELDS:
+        handle.close()
+        raise DataError(f"{name}: {len(schema.names):,} columns, over the limit of {MAX_FIELDS}")
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        number, budget = 0, MAX_FILE_BYTES
+        with handle:
+            try:
+                for batch in parquet.iter_batches(batch_size=256):
+                    budget -= _decoded_bytes(batch)  # dictionaries expanded: what the rows will cost in memory
+                    if budget < 0:
+                        raise DataError(f"{name}: more than {MAX_FILE_BYTES // MIB} MiB of decoded data "
+                                        f"(at row {number + 1}); split the file")
+                    for item in batch.to_pylist():
+                        number += 1
+                        # Parquet fills columns a row does not have with null: leave them out of the row.
+                        yield number, {key: value for key, value in item.items() if value is not None}
+            except DataError:
+                raise
+            except Exception as error:  # noqa: BLE001 - as above
+                raise DataError(f"{name} row {number + 1}: not a readable Parquet file ({type(error).__name__})") \
+                    from None
+
+    return _Rows(name=name, unit="row", rows=_capped(rows(), name, "row"), columns=tuple(schema.names))
+
+
+def _decoded_bytes(batch: Any) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            values = column.dictionary
+            lengths = pc.binary_length(values) if pa.types.is_string(values.type) or pa.types.is_binary(
+                values.type) else pa.array([values.nbytes // max(len(values), 1)] * len(values), pa.int64())
+            total += pc.sum(pc.take(lengths, column.indices)).as_py() or 0
+        else:
+            total += column.nbytes
+    return total
 
 
 def _check_columns(
@@ -334,9 +425,9 @@ def _check_columns(
     location = f"{data.name} line {data.header_line}" if data.header_line else data.name
     for column in wanted:
         if column not in header:
-            raise DataError(
-                f"{location}: column {column!r} is missing (columns: {_names(header)})"
-            )
+            # The header's own names may be record text (a CSV without a header row): count them, never show them.
+            raise DataError(f"{location}: column {column!r} is missing (the file has {len(header)} columns"
+                            + ("; is the first line a header row?)" if data.header_line else ")"))
 
 
 def _matches(row: dict[str, Any], where: tuple[str, str]) -> bool:
@@ -348,9 +439,9 @@ def _detected_record(row: dict[str, Any], where: str) -> ChatRecord:
     complete = [shape for shape in _FLAT_SHAPES if shape[0] in row and shape[1] in row]
     chat = _CHAT_KEY in row
     if len(complete) + chat > 1:
-        raise DataError(
-            f"{where}: ambiguous record shape (keys: {_names(row)}); use a column mapping"
-        )
+        found = [f"{a}/{b}" for a, b in complete] + ([_CHAT_KEY] if chat else [])
+        raise DataError(f"{where}: ambiguous record shape (it has the fields of {' and '.join(found)}); "
+                        "use a column mapping")
     if chat:
         return _chat_record(row[_CHAT_KEY], where)
     if complete:
@@ -359,9 +450,9 @@ def _detected_record(row: dict[str, Any], where: str) -> ChatRecord:
     if len(partial) == 1:
         # The row clearly means this shape, so report the missing field rather than "unrecognised".
         return _flat_record(row, *partial[0], "system", where)
-    raise DataError(
-        f"{where}: no recognisable record shape (keys: {_names(row)}); accepted: {_SHAPES_TEXT}"
-    )
+    # Field names read from the file are data (some exports key records by patient): count them only.
+    raise DataError(f"{where}: no recognisable record shape ({len(row)} fields, none of them an accepted name); "
+                    f"accepted: {_SHAPES_TEXT}")
 
 
 def _flat_record(
@@ -457,11 +548,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
-
-
-def _names(keys: Any) -> str:
-    names = sorted(str(key) for key in keys)
-    shown = ", ".join(repr(name) for name in names[:_MAX_KEYS_SHOWN])
-    if len(names) > _MAX_KEYS_SHOWN:
-        shown += f", ... ({len(names) - _MAX_KEYS_SHOWN} more)"
-    return shown or "none"

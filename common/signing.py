@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from common.credentials import CredentialError, key_fingerprint, load_public_key, write_atomic
 from common.errors import FedcareError
+from common.files import read_regular
 
 MANIFEST = "fedcare-signature.json"
 VERSION = 1
@@ -183,9 +184,9 @@ def _read_manifest(adapter_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SignatureError(f"{adapter_dir}: no {MANIFEST}; the adapter is not signed")
     try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise SignatureError(f"{path}: not valid JSON ({err})") from None
+        manifest = json.loads(read_regular(path, "signature manifest", error=SignatureError))
+    except (ValueError, RecursionError):  # json's message may quote the file: its kind is enough
+        raise SignatureError(f"{path}: not valid JSON") from None
     if not isinstance(manifest, dict):
         raise SignatureError(f"{path}: expected a JSON object")
     if manifest.get("version") != VERSION or manifest.get("algorithm") != ALGORITHM:
@@ -204,10 +205,9 @@ def _read_manifest(adapter_dir: Path) -> dict[str, Any]:
 
 
 def _load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    data = read_regular(path, "signing key", error=SignatureError)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except OSError as err:
-        raise SignatureError(f"{path}: cannot read the signing key ({err.strerror})") from err
+        key = serialization.load_pem_private_key(data, None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise SignatureError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):

@@ -18,6 +18,7 @@ import yaml
 
 from common.config import DataConfig, ModelConfig, PrivacyConfig, RunConfig, SiteLimits, SitePlan, build_dataclass
 from common.errors import ConfigError, PlanRefusedError
+from common.safe_yaml import load_yaml_mapping
 
 SITE_FILE = "site.yaml"
 TEST_SEEDS_ENV = "FEDCARE_TEST_SEEDS"  # "1" lets privacy.noise_seed be non-zero: the test suite only
@@ -45,6 +46,8 @@ class SiteConfig:
     data_sites: int = 1  # simulation only: how many sites share ``data``
 
     def __post_init__(self) -> None:
+        if self.site_index < 0:
+            raise ConfigError(f"site.site_index: expected >= 0, got {self.site_index}")
         if self.data_sites == 1 and (self.data.kind != "files" or len(self.data.paths) != 1
                                      or self.data.partition_field):
             raise ConfigError("site.data: expected kind 'files' with exactly one file in paths")
@@ -73,21 +76,16 @@ def load_site_config(path: str | Path) -> SiteConfig:
         ConfigError: when the file is missing, not YAML, or has a bad value (the key is named).
     """
     path = Path(path)
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the site configuration ({type(err).__name__})") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({type(err).__name__})") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw: Any = load_yaml_mapping(path, "site configuration")
     base = path.resolve().parent
     for key in ("state_dir", "ca_cert", "auth_key", "model_cache"):
         if raw.get(key):
             raw[key] = str((base / str(raw[key])).resolve())
-    data = dict(raw.get("data") or {})
-    data.setdefault("kind", "files")
-    data["paths"] = [str((base / str(p)).resolve()) for p in data.get("paths", [])]
+    data = raw.get("data") or {}
+    paths = data.get("paths", []) if isinstance(data, dict) else None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"{path}: site.data: expected a mapping whose 'paths' is a list of file names")
+    data = {"kind": "files", **data, "paths": [str((base / p).resolve()) for p in paths]}
     raw["data"] = data
     return build_dataclass(SiteConfig, raw, "site.")
 

@@ -75,9 +75,9 @@ def write_connection(address: str, ca_cert: Path | None, flwr_home: Path | None 
 
 def enroll_command(public_key: Path) -> list[str]:
     """``flwr supernode register``: the SuperLink will accept the site holding the matching private key."""
-    if not public_key.exists():
-        raise ConfigError(f"enroll: {public_key} does not exist")
-    first = public_key.read_text(encoding="utf-8").split(" ", 1)[0]
+    from common.files import read_regular
+
+    first = read_regular(public_key, "site public key", error=ConfigError).split(b" ", 1)[0].decode("ascii", "replace")
     if first != "ecdsa-sha2-nistp384":
         raise ConfigError(f"enroll: {public_key} is not an EC P-384 OpenSSH public key (found {first[:24]!r})")
     return ["flwr", "supernode", "register", str(public_key.resolve()), CONNECTION, "--name", public_key.stem]

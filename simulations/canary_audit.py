@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -95,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     Raises:
         FedcareError: on a bad configuration, a failed run, or canaries the split would not train on.
     """
-    parser = argparse.ArgumentParser(prog="fedcare audit canaries", description=__doc__.splitlines()[0])
+    from simulations.cli import ArgumentParser  # one-line usage errors, like every fedcare command
+
+    parser = ArgumentParser(prog="fedcare audit canaries", description=__doc__.splitlines()[0])
     parser.add_argument("--canaries", type=int, default=5, help="distinct canaries (fake patients with secrets)")
     parser.add_argument("--repeats", type=int, default=4, help="copies of each canary planted at site 0")
     parser.add_argument("--candidates", type=int, default=200, help="random other secrets each canary is ranked "

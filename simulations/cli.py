@@ -7,17 +7,40 @@ with status 2; they never print a traceback or any record text.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedcareError
+from common.errors import FedcareError, printable
+from common.files import make_private_dir
+
+_MAX_ERROR_CHARS = 1000  # one readable line; a 5,000-digit value or a long path is cut, not echoed whole
+
+
+class UsageError(FedcareError, ValueError):
+    """The command line itself is wrong (unknown option, missing argument, bad value)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one fedcare line (exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        choice = re.match(r"argument \w+: invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(2))
+            near = difflib.get_close_matches(choice.group(1), options, n=2)
+            message = f"unknown command {choice.group(1)!r}" + (
+                f"; did you mean {' or '.join(map(repr, near))}?" if near else f"; choose from {', '.join(options)}")
+        raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fedcare", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="fedcare", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run N hospitals on Flower's simulation engine",
                          description="Hydra overrides, e.g.: num_sites=5 num_rounds=3 privacy.target_epsilon=4")
@@ -89,24 +112,68 @@ def main(argv: list[str] | None = None) -> int:
         from simulations.canary_audit import main as canary_main
 
         return _guard(lambda: canary_main(argv[2:]))
-    args = parser.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
         "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
         "app": _app,
     }
-    return _guard(lambda: commands[args.command](args))
+    return _guard(lambda: _dispatch(commands, _parse(parser, argv)))
+
+
+def _dispatch(commands: dict[str, Callable[[argparse.Namespace], int]], args: argparse.Namespace) -> int:
+    return commands[args.command](args)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse with options and positionals (Hydra overrides) in any order.
+
+    argparse's ``parse_intermixed_args`` does not support subparsers, so the leaf command's own parser
+    (``generate``, ``coordinator run``, ...) parses everything after the command words.
+    """
+    node, words = parser, []
+    for word in argv:
+        choices = _subcommands(node)
+        if word not in choices:
+            break
+        node, words = choices[word], [*words, word]
+    if _subcommands(node) or node is parser:
+        return parser.parse_args(argv)  # no leaf: argparse names what is missing
+    args = node.parse_intermixed_args(argv[len(words):])
+    args.command = words[0]
+    if len(words) > 1:
+        args.action = words[1]
+    return args
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _guard(command: Callable[[], int]) -> int:
     try:
         return command()
     except FedcareError as err:
-        print(f"fedcare: error: {err}", file=sys.stderr)
+        print(f"fedcare: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedcare: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        # A bug, not the user's input. Its text may quote a record (tokenizers and parsers do), so only
+        # its type is shown; FEDCARE_DEBUG=1 re-raises it for a full traceback.
+        if os.environ.get("FEDCARE_DEBUG"):
+            raise
+        print(f"fedcare: error: unexpected {type(err).__name__} (a fedcare bug; FEDCARE_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(message: str) -> str:
+    text = printable(message)
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 20] + " ... (message cut)"
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -118,10 +185,14 @@ def _simulate(args: argparse.Namespace) -> int:
 def _check_data(args: argparse.Namespace) -> int:
     from common.records import ColumnMapping, load_records
 
+    if bool(args.prompt_column) != bool(args.completion_column):
+        given = "--prompt-column" if args.prompt_column else "--completion-column"
+        raise UsageError(f"check-data: {given} needs its partner: pass both --prompt-column and "
+                         "--completion-column, or neither to detect the shape")
     columns = ColumnMapping(args.prompt_column, args.completion_column) if args.prompt_column else None
     for path in args.files:
         records = load_records(path, columns)
-        print(f"{path}: {len(records)} records OK")
+        print(f"{printable(path)}: {len(records)} records OK")
     return 0
 
 
@@ -135,19 +206,32 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from common.adapters import check_adapter_dir
+    from common.errors import AdapterLayoutError
+    from common.model import resolve_model
+    from server.compose import compose
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not 1 <= args.max_new_tokens <= 4096:
+        raise UsageError(f"generate: --max-new-tokens must be in [1, 4096], got {args.max_new_tokens}")
+    _check_adapter(Path(args.adapter), args.key, args.no_verify)
+    check_adapter_dir(Path(args.adapter))  # structure before content: before torch or the model is loaded
+    cfg, _ = compose(args.overrides)
+    model_cfg = cfg.model if any(o.split("=", 1)[0].lstrip("+").startswith("model") for o in args.overrides) \
+        else _adapter_base_model(Path(args.adapter), cfg.model)
+    resolve_model(model_cfg)
+
     import torch
     from peft import PeftModel
 
     from common.model import load_model_and_tokenizer
-    from server.compose import compose
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _check_adapter(Path(args.adapter), args.key, args.no_verify)
-    cfg, _ = compose(args.overrides)
-    model_cfg = cfg.model if any(o.split("=", 1)[0].lstrip("+").startswith("model") for o in args.overrides) \
-        else _adapter_base_model(Path(args.adapter), cfg.model)
     base, tokenizer = load_model_and_tokenizer(model_cfg)
-    model = PeftModel.from_pretrained(base, args.adapter)
+    try:
+        model = PeftModel.from_pretrained(base, args.adapter)
+    except Exception as err:  # noqa: BLE001 - PEFT/safetensors raise many types; the class name is what is safe
+        raise AdapterLayoutError(f"{printable(args.adapter)}: the adapter does not fit the base model "
+                                 f"{model_cfg.name_or_path} ({type(err).__name__})") from None
     enc = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)
     with torch.no_grad():
@@ -195,7 +279,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     from common import credentials
 
-    out = Path(args.out)
+    out = make_private_dir(args.out, "certs --out")  # "" would write private keys into the current folder
     # The SuperLink's own ServerApp process dials 127.0.0.1 and checks the name: keep loopback in the cert.
     hosts = list(dict.fromkeys([*args.host, *credentials.DEFAULT_HOSTS]))
     paths = credentials.CredentialPaths(out)
@@ -221,24 +305,37 @@ def _coordinator(args: argparse.Namespace) -> int:
     from server import superlink
 
     if args.action == "start":
-        if args.insecure:
-            _warn_insecure()
-        elif not args.certs:
+        if not args.insecure and not args.certs:
             raise FedcareError("coordinator start: pass --certs DIR (from `fedcare certs`), or --insecure")
+        if not 1 <= args.port <= 65535:
+            raise UsageError(f"coordinator start: --port must be in [1, 65535], got {args.port}")
         state = Path(args.state_dir)
-        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(state, "--state-dir")
         opts = superlink.SuperLinkOptions(None if args.insecure else Path(args.certs), state, args.host, args.port)
         cmd = superlink.superlink_command(opts)
+        if args.insecure:
+            _warn_insecure()
         os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
         os.execvp(cmd[0], cmd)
-    if args.insecure:
-        _warn_insecure()
-    elif not args.ca:
+    if not args.insecure and not args.ca:
         raise FedcareError(f"coordinator {args.action}: pass --ca ca.crt (the consortium CA), or --insecure")
-    superlink.write_connection(args.superlink, None if args.insecure else Path(args.ca))
+    if not args.insecure:
+        from common.files import read_regular
+
+        read_regular(args.ca, "CA certificate")
     if args.action == "enroll":
+        superlink.enroll_command(Path(args.public_key))  # checks the key before anything is written
+        _connect(args)
         return _enroll(args.superlink, Path(args.public_key))
     return _coordinator_run(args)
+
+
+def _connect(args: argparse.Namespace) -> None:
+    from server import superlink
+
+    if args.insecure:
+        _warn_insecure()
+    superlink.write_connection(args.superlink, None if args.insecure else Path(args.ca))
 
 
 def _enroll(address: str, public_key: Path, wait_s: float = 60.0) -> int:
@@ -275,11 +372,19 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from server import superlink
+    from server.compose import compose
 
     overrides = list(args.overrides)
     keys = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    compose(overrides)  # a typo or a bad value is reported here, not after the run was submitted
+    if args.signing_key:
+        from common.files import read_regular
+
+        read_regular(args.signing_key, "signing key")
     if args.resume:
         resume = Path(args.resume).resolve()
+        if not (resume / "config.json").is_file():
+            raise FedcareError(f"--resume {printable(args.resume)}: not a run directory (no config.json in it)")
         overrides = [o for o in overrides if o.split("=", 1)[0] not in ("output_dir", "run_name")]
         overrides += [f"output_dir={resume.parent}", f"run_name={resume.name}", "coordinator.resume=true"]
         run_dir = resume
@@ -295,6 +400,7 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     from server.server_app import refuse_unsupported
 
     refuse_unsupported(overrides)  # fail here, before a run is submitted, as the ServerApp would
+    _connect(args)
     with tempfile.TemporaryDirectory() as tmp:
         code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml"))
     summary = run_dir / "summary.json"
@@ -349,22 +455,24 @@ def _site(args: argparse.Namespace) -> int:
         return _review(Path(args.fab))
     path = Path(args.config)
     cfg = load_site_config(path)
-    if cfg.insecure:
-        _warn_insecure()
-    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     from common.records import ColumnMapping, load_records
+
+    make_private_dir(Path(cfg.state_dir), "site.state_dir")
 
     columns = ColumnMapping(cfg.data.prompt_column, cfg.data.completion_column) if cfg.data.prompt_column else None
     records = load_records(cfg.data.paths[0], columns)  # fail before connecting when the data is unusable
     print(f"site {cfg.site_id}: {len(records)} records in {cfg.data.paths[0]}; state in {cfg.state_dir}")
+    cmd = supernode_command(cfg, path)
+    if cfg.insecure:
+        _warn_insecure()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_logging()
     if cfg.trusted_apps:
         print(f"site {cfg.site_id}: runs only the approved app bundles {', '.join(h[:16] for h in cfg.trusted_apps)}")
-        return run_daemon(supernode_command(cfg, path), helper=superexec_command(cfg, path))
+        return run_daemon(cmd, helper=superexec_command(cfg, path))
     print(f"site {cfg.site_id}: WARNING: trusted_apps is empty, so this site runs whatever app bundle the "
           "coordinator sends; pin the approved one (fedcare app build / fedcare site review)", file=sys.stderr)
-    return run_daemon(supernode_command(cfg, path))
+    return run_daemon(cmd)
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -13,8 +13,9 @@ from typing import Any
 
 from common.config import SimulationConfig
 from common.console import configure_logging
-from common.datasets import load_site_data
+from common.datasets import check_trainable, load_site_data
 from common.errors import FedcareError
+from common.files import make_private_dir
 from common.model import resolve_model
 from common.site import write_simulated_sites
 from server.compose import compose
@@ -33,14 +34,20 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging()
     cfg, raw = compose(overrides)
+    sites = []
+    for index in range(cfg.num_sites):  # fail fast, before any worker starts or folder is made, on unusable data
+        site = load_site_data(cfg.data, index, cfg.num_sites)
+        check_trainable(site, cfg.data, cfg.train.batch_size)
+        sites.append(site)
+    make_private_dir(cfg.output_dir, "output_dir")
+    resolve_model(cfg.model)  # convert the GGUF once here, not in every worker at the same time
     out = new_run_directory(cfg)
     log.info("run directory %s: %d sites x %d rounds, model %s, DP %s", out.path, cfg.num_sites,
              cfg.num_rounds, cfg.model.name_or_path,
              f"on (target epsilon {cfg.privacy.target_epsilon:g} per site)" if cfg.privacy.enabled else "OFF")
-    for index in range(cfg.num_sites):  # fail fast, before any worker starts, on unusable data
-        site = load_site_data(cfg.data, index, cfg.num_sites)
+    for index, site in enumerate(sites):
         log.info("site-%d: %s, %d records", index, site.name, len(site.records))
-    resolve_model(cfg.model)  # convert the GGUF once here, not in every worker at the same time
+    del sites
 
     from flwr.simulation import run_simulation
 

@@ -313,7 +313,7 @@ def test_load_records_rejects_unknown_suffix(tmp_path: Path) -> None:
 def test_load_records_rejects_non_utf8(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"site{suffix}"
     head = {
-        ".jsonl": b'{"a": "x"}\n\n',
+        ".jsonl": b'{"question": "x", "answer": "y"}\n\n',
         ".json": b"[\n\n",
         ".csv": b"question,answer\nQ,A\n",
     }[suffix]
@@ -405,7 +405,7 @@ def test_load_records_rejects_unrecognised_shape(tmp_path: Path) -> None:
     assert_error(
         path,
         "line 2",
-        r"no recognisable record shape \(keys: 'label', 'text'\); accepted: \{input, output\}",
+        r"no recognisable record shape \(2 fields, none of them an accepted name\); accepted: \{input, output\}",
     )
 
 
@@ -591,7 +591,7 @@ def test_load_records_rejects_parquet_missing_column(tmp_path: Path) -> None:
     )
     with pytest.raises(
         DataError,
-        match=r"site\.parquet: column 'body' is missing \(columns: 'answer', 'question'\)",
+        match=r"site\.parquet: column 'body' is missing \(the file has 2 columns\)",
     ):
         load_records(path, ColumnMapping(prompt="question", completion="body"))
 
