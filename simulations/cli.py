@@ -376,7 +376,7 @@ def _coordinator_run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     keys = {o.split("=", 1)[0].lstrip("+") for o in overrides}
-    compose(overrides)  # a typo or a bad value is reported here, not after the run was submitted
+    cfg, _ = compose(overrides)  # a typo or a bad value is reported here, not after the run was submitted
     if args.signing_key:
         from common.files import read_regular
 
@@ -408,8 +408,14 @@ def _coordinator_run(args: argparse.Namespace) -> int:
         raise FedcareError(f"the run did not finish (flwr run exit {code}); {run_dir} holds what was saved; "
                            f"continue it with --resume {run_dir}")
     data = json.loads(summary.read_text())
+    from simulations.run import sites_never_trained
+
+    missing = sites_never_trained(data, cfg.num_sites)
     losses = " -> ".join(f"{x:.3f}" for x in data["eval_loss_by_round"] if x is not None)
     print(f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}")
+    if missing:
+        raise FedcareError(f"{', '.join(missing)} did not train in any round (see the coordinator's log); "
+                           "the global adapter was trained without them")
     return 0
 
 

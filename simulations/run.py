@@ -73,6 +73,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     if not summary_path.exists():
         raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
     summary: dict[str, Any] = json.loads(summary_path.read_text())
+    summary["sites_never_trained"] = sites_never_trained(summary, cfg.num_sites)
     return summary
 
 
@@ -90,6 +91,12 @@ def ray_backend_config(sim: SimulationConfig, cores: int) -> dict[str, Any]:
     return {"client_resources": resources, "init_args": init_args}
 
 
+def sites_never_trained(summary: dict[str, Any], num_sites: int) -> list[str]:
+    """Ids of the sites that failed (or were never asked) in every round: the adapter was trained without them."""
+    trained = {site["site_id"] for site in summary.get("sites", [])}
+    return [f"site-{i}" for i in range(num_sites) if f"site-{i}" not in trained]
+
+
 def main(argv: list[str] | None = None) -> int:
     summary = simulate(list(sys.argv[1:] if argv is None else argv))
     eps = ", ".join(f"{s['site_id']} {s['epsilon']:.2f}/{s['target_epsilon']:g}" if summary["dp_enabled"]
@@ -98,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nheld-out loss by round: {losses}\nepsilon spent / target: {eps}\n"
           f"global adapter: {summary['adapter_dir']}\nsummary: {summary['run_dir']}/summary.json "
           f"({summary['wall_seconds']:.0f} s)")
+    missing = summary["sites_never_trained"]
+    if missing:  # the run "worked", but not for these hospitals: say so and do not exit 0
+        raise FedcareError(f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
+                           "adapter was trained without them")
     return 0
 
 
