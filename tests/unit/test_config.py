@@ -60,7 +60,7 @@ def test_defaults_are_the_real_model_with_dp() -> None:
     ("lora.target_modules=[embed_tokens]", "lora.target_modules"),
     ("train.batch_size=0", "train.batch_size"),
     ("model.precision=fp8", "model.precision"),
-    ("+privacy.sigma=1.0", "unknown keys"),
+    ("+privacy.sigma=1.0", "privacy.sigma: unknown key"),
     ("num_sites=oops", "num_sites"),
     ("privacy.enabled=maybe", "privacy.enabled"),
 ])
@@ -86,7 +86,7 @@ def test_site_plan_rejects_missing_and_unknown_keys() -> None:
     flat = plan_to_flat(plan_for_round(run_config_from_dict({}), 1))
     with pytest.raises(ConfigError, match="missing keys"):
         plan_from_flat({k: v for k, v in flat.items() if k != "num_rounds"})
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown key"):
         plan_from_flat(flat | {"privacy.sigma": 0.0})
 
 

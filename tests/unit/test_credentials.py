@@ -201,7 +201,7 @@ def test_fingerprint_rejects_a_file_that_is_no_public_key(tmp_path: Path) -> Non
     (tmp_path / "junk.pub").write_text("not a key\n")
     with pytest.raises(CredentialError, match="junk.pub"):
         fingerprint(tmp_path / "junk.pub")
-    with pytest.raises(CredentialError, match="cannot read"):
+    with pytest.raises(CredentialError, match="does not exist"):
         fingerprint(tmp_path / "missing.pub")
 
 
