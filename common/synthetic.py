@@ -708,7 +708,29 @@ def generate_site_records(
     kinds = rng.choice(
         len(builders), size=num_records, p=np.asarray(specialty.task_mix)
     )
-    return [builders[kind](specialty, rng) for kind in kinds]
+    # A share of closed-answer triage questions, the same kind the site's task set asks.
+    triage = rng.random(num_records) < TRIAGE_SHARE
+    return [_triage_record(_triage(specialty, rng)) if t else builders[kind](specialty, rng)
+            for kind, t in zip(kinds, triage, strict=True)]
+
+
+def generate_site_task(site_index: int, num_items: int, *, seed: int = 0) -> list[dict[str, str]]:
+    """A site's closed-answer test set: yes/no triage questions ("seen urgently today?") with subgroups.
+
+    Drawn from a random stream separate from the training records'. Each row has ``question``,
+    ``label`` ("yes"/"no"), ``age_band`` ("18-44", "45-64", "65+") and ``sex``, the shape
+    ``fedcare evaluate`` reads as a choice task (``--group-column age_band``). The label follows
+    one rule for every site: a red-flag symptom means "yes".
+
+    Raises:
+        ConfigError: site_index or num_items is negative.
+    """
+    _check_index(site_index)
+    if num_items < 0:
+        raise ConfigError(f"num_items must be >= 0, got {num_items}")
+    specialty = _DATA[_specialty_name(site_index)]
+    rng = np.random.default_rng([seed, site_index, 7919])
+    return [_triage(specialty, rng) for _ in range(num_items)]
 
 
 def write_jsonl(records: list[ChatRecord], path: str | Path) -> None:
@@ -793,6 +815,38 @@ def _communication(specialty: _Specialty, rng: np.random.Generator) -> ChatRecor
             "Call the clinic if you have any concerns."
         )
     return _record(prompt, completion)
+
+
+TRIAGE_SHARE = 0.25  # share of training records that are triage questions
+TRIAGE_OPTIONS = ("no", "yes")
+_RED_FLAGS = (
+    "chest pain at rest", "fainting", "sudden weakness on one side of the body", "coughing up blood",
+    "severe shortness of breath", "confusion that started today", "a seizure", "vomiting blood",
+)
+
+
+def _age_band(age: int) -> str:
+    return "18-44" if age < 45 else "45-64" if age < 65 else "65+"
+
+
+def _triage(specialty: _Specialty, rng: np.random.Generator) -> dict[str, str]:
+    condition: _Condition = _pick(rng, specialty.conditions)
+    urgent = bool(rng.random() < 0.4)
+    symptom = _pick(rng, _RED_FLAGS) if urgent else _pick(rng, condition.symptoms)
+    age = int(rng.integers(18, 95))
+    sex = _pick(rng, ("female", "male"))
+    duration = _pick(rng, _DURATIONS)
+    question = (
+        f"Triage question from the referral desk. A {age}-year-old {sex} patient known to have "
+        f"{condition.name} calls and reports {symptom} for {duration}. The patient takes "
+        f"{condition.medication}. Does this patient need to be seen urgently today?"
+    )
+    return {"question": question, "label": "yes" if urgent else "no", "age_band": _age_band(age), "sex": sex}
+
+
+def _triage_record(row: dict[str, str]) -> ChatRecord:
+    # The same closing line the evaluator adds to a choice prompt (common.evaluation).
+    return _record(f"{row['question']}\nAnswer with one of: {', '.join(TRIAGE_OPTIONS)}.", row["label"])
 
 
 def _question_answer(specialty: _Specialty, rng: np.random.Generator) -> ChatRecord:

@@ -1,4 +1,4 @@
-"""The ``fedcare`` command line: simulate, certs, coordinator, site, verify, audit, check-data, generate.
+"""The ``fedcare`` command line: simulate, evaluate, certs, coordinator, site, verify, audit, check-data, generate.
 
 Errors fedcare raises on purpose (bad config, bad data, exhausted budget) print one line and exit
 with status 2; they never print a traceback or any record text.
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="run N hospitals on Flower's simulation engine",
                          description="Hydra overrides, e.g.: num_sites=5 num_rounds=3 privacy.target_epsilon=4")
     sim.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
+    sim.add_argument("--multirun", "-m", action="store_true",
+                     help="sweep: one run per combination of comma-separated values, e.g. privacy.target_epsilon=1,4,8")
     chk = sub.add_parser("check-data", help="validate site data files without training")
     chk.add_argument("files", nargs="+", help="JSONL, JSON, CSV or Parquet files")
     chk.add_argument("--prompt-column", default="", help="column mapping for other shapes")
@@ -107,7 +109,25 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument("--site", help="the site id in that manifest (e.g. site-0)")
     asub.add_parser("canaries", help="memorization audit: canary exposure and membership AUC, DP vs no DP",
                     add_help=False)
+    from simulations.evaluate import build_parser as evaluate_parser
+
+    evaluate = evaluate_parser(sub.add_parser("evaluate", help="task metrics of the base model and adapters"))
+    from simulations.report import build_parser as report_parser
+
+    report_parser(sub.add_parser("report", help="rebuild a run's report.html, or a sweep's privacy-utility curve"))
+    from simulations.plan import build_parser as plan_parser
+
+    plan = plan_parser(sub.add_parser("plan", help="DP-SGD batch/steps choices for a site's records and budget"))
+    from simulations.compare import build_parser as compare_parser
+
+    compare_parser(sub.add_parser("compare", help="federated DP vs local-only, pooled (DP / no DP) and base, per site"))
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # options and Hydra overrides in any order
+        return _guard(lambda: _evaluate(evaluate.parse_intermixed_args(argv[1:])))
+    if argv[:1] == ["plan"]:
+        from simulations.plan import main as plan_main
+
+        return _guard(lambda: plan_main(plan.parse_intermixed_args(argv[1:])))
     if argv[:2] == ["audit", "canaries"]:  # its own parser: options and Hydra overrides in any order
         from simulations.canary_audit import main as canary_main
 
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
         "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
-        "app": _app,
+        "app": _app, "report": _report, "compare": _compare,
     }
     return _guard(lambda: _dispatch(commands, _parse(parser, argv)))
 
@@ -179,7 +199,25 @@ def _one_line(message: str) -> str:
 def _simulate(args: argparse.Namespace) -> int:
     from simulations.run import main as run_main
 
-    return run_main(args.overrides)
+    return run_main(args.overrides + (["--multirun"] if args.multirun else []))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from simulations.compare import main as compare_main
+
+    return compare_main(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simulations.report import main as report_main
+
+    return report_main(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from simulations.evaluate import main as evaluate_main
+
+    return evaluate_main(args)
 
 
 def _check_data(args: argparse.Namespace) -> int:
@@ -412,7 +450,10 @@ def _coordinator_run(args: argparse.Namespace) -> int:
 
     missing = sites_never_trained(data, cfg.num_sites)
     losses = " -> ".join(f"{x:.3f}" for x in data["eval_loss_by_round"] if x is not None)
-    print(f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}")
+    from common.report import write_report
+
+    print(f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}\n"
+          f"report: {write_report(run_dir)}")
     if missing:
         raise FedcareError(f"{', '.join(missing)} did not train in any round (see the coordinator's log); "
                            "the global adapter was trained without them")

@@ -74,6 +74,15 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
         raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     summary["sites_never_trained"] = sites_never_trained(summary, cfg.num_sites)
+    from common.report import write_report
+    from simulations.report import evaluate_run
+
+    summary["evaluation"] = evaluate_run(cfg, out.path, summary["adapter_dir"])
+    summary["report"] = str(write_report(out.path))
+    from common.tracking import log_run
+
+    for where in log_run(out.path, cfg.tracking):
+        log.info("tracking: logged the run to %s", where)
     return summary
 
 
@@ -97,8 +106,58 @@ def sites_never_trained(summary: dict[str, Any], num_sites: int) -> list[str]:
     return [f"site-{i}" for i in range(num_sites) if f"site-{i}" not in trained]
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Hydra's basic-sweeper expansion of ``key=a,b,c`` overrides into one override list per job.
+
+    Raises:
+        ConfigError: on an override Hydra cannot parse.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from common.errors import ConfigError
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise ConfigError(f"config overrides {overrides}: {err}") from err
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def multirun(overrides: list[str]) -> int:
+    """``fedcare simulate --multirun key=a,b ...``: one simulation per combination, each in its own
+    process, under ``output_dir/multirun/<UTC time>/<job>``; then the sweep's privacy-utility report."""
+    import subprocess
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from common.report import write_sweep_report
+
+    jobs = sweep_jobs(overrides)
+    keys = {o.split("=", 1)[0] for o in overrides}
+    cfg, _ = compose([o for o in jobs[0] if o.split("=", 1)[0].lstrip("+") not in ("output_dir", "run_name")])
+    root = Path(cfg.output_dir) / "multirun" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "jobs.json").write_text(json.dumps([{"job": i, "overrides": job} for i, job in enumerate(jobs)], indent=2))
+    failed = []
+    for i, job in enumerate(jobs):
+        job = [o for o in job if o.split("=", 1)[0] not in ("output_dir", "run_name")]
+        print(f"[multirun {i + 1}/{len(jobs)}] {' '.join(o for o in job if o.split('=', 1)[0] in keys)}", flush=True)
+        code = subprocess.run([sys.executable, "-m", "simulations.run", *job, f"output_dir={root}", f"run_name={i}"],
+                              check=False).returncode
+        if code != 0:
+            failed.append(i)
+    report = write_sweep_report(root)
+    print(f"\nsweep: {len(jobs) - len(failed)}/{len(jobs)} runs finished in {root}\nprivacy-utility report: {report}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    summary = simulate(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--multirun" in args or "-m" in args:
+        return multirun([a for a in args if a not in ("--multirun", "-m")])
+    summary = simulate(args)
     eps = ", ".join(f"{s['site_id']} {s['epsilon']:.2f}/{s['target_epsilon']:g}" if summary["dp_enabled"]
                     else f"{s['site_id']} DP off" for s in summary["sites"])
     losses = " -> ".join(f"{x:.3f}" for x in summary["eval_loss_by_round"])
@@ -109,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # the run "worked", but not for these hospitals: say so and do not exit 0
         raise FedcareError(f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
                            "adapter was trained without them")
+    if summary.get("evaluation"):
+        from simulations.report import task_line
+
+        print(task_line(summary["evaluation"]))
+    print(f"report: {summary['report']}")
     return 0
 
 

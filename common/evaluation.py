@@ -1,0 +1,471 @@
+"""Task evaluation of a base model and its adapters: closed-answer ("choice") and free-text ("generation") tasks.
+
+``choice`` scores every option by its log-likelihood after the chat template, the way
+lm-evaluation-harness scores multiple-choice tasks: the prompt is rendered with the model's chat
+template and ``add_generation_prompt=True``; each option's text is the continuation; ``acc`` picks
+the option with the highest summed log-likelihood, ``acc_norm`` the highest log-likelihood per
+character of the option (the harness's length normalisation). Differences from the harness: no
+few-shot examples, no target delimiter (the chat template's assistant header ends with a newline),
+and the end-of-turn token is not scored. The prompt is run once; its key/value cache is reused for
+every option and cropped back after each, so an item costs one prompt forward plus a few tokens.
+
+``generation`` decodes greedily up to ``max_new_tokens`` and scores ROUGE-L F1 against the
+reference, and also reports the answer-token loss (teacher forcing, the same per-example mean as
+training's held-out loss) and its perplexity exp(total loss / total answer tokens).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import DataError
+from common.metrics import baselines, classification_metrics, group_gaps, rouge_l
+from common.records import ChatRecord, ColumnMapping, load_records, read_rows
+
+KINDS = ("auto", "choice", "generation")
+_PROMPT_KEYS = ("input", "prompt", "question")
+_GOLD_KEYS = ("label", "output", "completion", "answer")
+_CHOICE_KEYS = ("choices", "options")
+_LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to read a task file (the column mapping of training data plus the closed-answer fields)."""
+
+    kind: str = "auto"  # "choice", "generation", or "auto": choice when the rows carry a label or options
+    prompt_column: str = ""  # "" = detect (input / prompt / question, or chat messages for generation)
+    answer_column: str = ""  # gold answer; "" = detect (label, then output / completion / answer)
+    context_column: str = ""  # optional text put before the prompt ("" = a "context" field when present)
+    choices: tuple[str, ...] = ()  # fixed options; () = the row's choices/options, else the distinct gold labels
+    group_column: str = ""  # subgroup of each row for the fairness audit ("" = none)
+    limit: int = 0  # first N rows only; 0 = all
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"task kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.limit < 0:
+            raise DataError(f"task limit: expected >= 0, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One test item: the prompt turns, the gold answer, its options (choice tasks) and its subgroup."""
+
+    prompt: tuple[tuple[str, str], ...]
+    answer: str
+    choices: tuple[str, ...] = ()
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded task: its kind, its items, and for choice tasks the label set (confusion-matrix order)."""
+
+    name: str
+    kind: str
+    items: list[TaskItem]
+    labels: tuple[str, ...] = ()
+    own_choices: bool = False  # options given per row: labels are option positions (A, B, ...)
+
+    def label_of(self, item: TaskItem, text: str) -> str:
+        """The class of an answer: itself, or its option letter when the rows carry their own options."""
+        return _LETTERS[item.choices.index(text)] if self.own_choices else text
+
+
+def load_task(path: str | Path, spec: TaskSpec = TaskSpec()) -> Task:
+    """Read a JSONL/JSON/CSV/Parquet task file.
+
+    Raises:
+        DataError: naming the file, row and field when a row cannot be used (never its text).
+    """
+    return task_from_rows(Path(path).name, read_rows(path), spec, path)
+
+
+def task_from_rows(name: str, rows: list[tuple[int, dict[str, Any]]], spec: TaskSpec = TaskSpec(),
+                   path: str | Path | None = None) -> Task:
+    """A task from (row number, row) pairs; generation tasks also need the file ``path`` (record shapes).
+
+    Raises:
+        DataError: naming ``name``, the row and the field when a row cannot be used.
+    """
+    if spec.limit:
+        rows = rows[: spec.limit]
+    if not rows:
+        raise DataError(f"{name} contains no rows")
+    first = rows[0][1]
+    kind = spec.kind
+    if kind == "auto":
+        kind = "choice" if ("label" in first or any(k in first for k in _CHOICE_KEYS) or spec.choices) else "generation"
+    if kind == "generation":
+        if path is None:
+            raise DataError(f"{name}: a generation task is read from a file")
+        items = _generation_items(path, spec, rows)
+        return Task(name, kind, items)
+    items = [_choice_item(row, spec, f"{name} row {number}") for number, row in rows]
+    own = any(item.choices for item in items)  # options per row: classes are option positions A, B, ...
+    labels = () if own else (spec.choices or tuple(sorted({item.answer for item in items})))
+    for (number, _), item in zip(rows, items, strict=True):
+        if item.answer not in (item.choices or labels):
+            raise DataError(f"{name} row {number}: the gold answer is not one of the options")
+    if not own and len(labels) < 2:
+        raise DataError(f"{name}: a choice task needs at least 2 distinct answers (set the choices)")
+    items = [_with_options(item, item.choices or labels) for item in items]
+    if own:
+        labels = tuple(_LETTERS[: max(len(item.choices) for item in items)])
+    return Task(name, kind, items, labels, own_choices=own)
+
+
+def site_task(data: Any, site_index: int) -> Task | None:
+    """Site ``site_index``'s task set from a ``DataConfig``: generated triage items (synthetic data),
+    the site's file in ``data.task_paths``, or None when the site has none."""
+    spec = TaskSpec(group_column=data.group_field)
+    if data.kind == "synthetic":
+        from common.synthetic import generate_site_task
+
+        rows = list(enumerate(generate_site_task(site_index, data.task_items_per_site, seed=data.seed), start=1))
+        return task_from_rows("synthetic triage", rows, TaskSpec(kind="choice", group_column=(
+            data.group_field)), None) if rows else None
+    if site_index < len(data.task_paths):
+        return load_task(data.task_paths[site_index], spec)
+    return None
+
+
+def _with_options(item: TaskItem, options: tuple[str, ...]) -> TaskItem:
+    """Close the prompt with the options to answer from (the text lm-evaluation-harness would score)."""
+    (role, text), = item.prompt
+    return TaskItem(((role, f"{text}\nAnswer with one of: {', '.join(options)}."),), item.answer, options, item.group)
+
+
+def _text(row: dict[str, Any], key: str, where: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{where}: field {key!r} is missing or empty")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: field {key!r} must be text")
+    return str(value).strip()
+
+
+def _pick(row: dict[str, Any], given: str, candidates: Sequence[str], what: str, where: str) -> str:
+    if given:
+        return given
+    for key in candidates:
+        if key in row:
+            return key
+    raise DataError(f"{where}: no {what} field (expected one of {', '.join(candidates)}; set the column)")
+
+
+def _group(row: dict[str, Any], spec: TaskSpec, where: str) -> str | None:
+    return _text(row, spec.group_column, where) if spec.group_column else None
+
+
+def _choice_item(row: dict[str, Any], spec: TaskSpec, where: str) -> TaskItem:
+    prompt_key = _pick(row, spec.prompt_column, _PROMPT_KEYS, "prompt", where)
+    gold_key = _pick(row, spec.answer_column, _GOLD_KEYS, "answer", where)
+    text = _text(row, prompt_key, where)
+    context_key = spec.context_column or ("context" if "context" in row else "")
+    if context_key:
+        text = f"{_text(row, context_key, where)}\n\nQuestion: {text}"
+    choices: tuple[str, ...] = ()
+    own = next((k for k in _CHOICE_KEYS if k in row), None)
+    gold = row.get(gold_key)
+    if own is not None and not spec.choices:
+        options = row[own]
+        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip()
+                                                                        for o in options):
+            raise DataError(f"{where}: field {own!r} must be a list of at least 2 non-empty texts")
+        choices = tuple(o.strip() for o in options)
+        if isinstance(gold, int) and not isinstance(gold, bool):  # an index into the options
+            if not 0 <= gold < len(choices):
+                raise DataError(f"{where}: field {gold_key!r} is an index outside the {len(choices)} options")
+            gold = choices[gold]
+        elif isinstance(gold, str) and len(gold.strip()) == 1 and gold.strip().upper() in _LETTERS:
+            index = _LETTERS.index(gold.strip().upper())  # a letter
+            if index < len(choices) and gold.strip() not in choices:
+                gold = choices[index]
+        text += "\nOptions:\n" + "\n".join(f"- {o}" for o in choices)
+    answer = _text({gold_key: gold}, gold_key, where)
+    return TaskItem(((("user", text),)), answer, choices, _group(row, spec, where))
+
+
+def _generation_items(path: str | Path, spec: TaskSpec, rows: list[tuple[int, dict[str, Any]]]) -> list[TaskItem]:
+    columns = ColumnMapping(spec.prompt_column, spec.answer_column) if spec.prompt_column else None
+    records: list[ChatRecord] = load_records(path, columns)[: len(rows)]
+    name = Path(path).name
+    return [TaskItem(r.prompt, r.completion, (), _group(row, spec, f"{name} row {number}"))
+            for r, (number, row) in zip(records, rows, strict=True)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class ItemScore:
+    """What the model did on one item (kept in memory only: predictions may echo record text)."""
+
+    predicted: str = ""
+    predicted_norm: str = ""
+    rouge_l: float = math.nan
+    loss: float = math.nan
+    answer_tokens: int = 0
+    loglik: list[float] = field(default_factory=list)
+
+
+def prompt_ids(tokenizer: Any, turns: Sequence[tuple[str, str]], max_prompt_tokens: int) -> list[int]:
+    """The prompt after the chat template with the assistant header, cut from the left to the cap."""
+    messages = [{"role": role, "content": content} for role, content in turns]
+    if getattr(tokenizer, "chat_template", None):
+        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+    else:
+        ids = list(tokenizer("\n".join(c for _, c in turns) + "\n")["input_ids"])
+    return ids[-max_prompt_tokens:]
+
+
+def score_choice(model: Any, tokenizer: Any, item: TaskItem, max_prompt_tokens: int) -> ItemScore:
+    """Log-likelihood of every option after the prompt, reusing the prompt's KV cache across options."""
+    import torch
+
+    ids = prompt_ids(tokenizer, item.prompt, max_prompt_tokens)
+    key = _cache_keyword(model)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), use_cache=True)
+        cache = getattr(out, key)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        logliks: list[float] = []
+        for option in item.choices:
+            option_ids = list(tokenizer(option, add_special_tokens=False)["input_ids"])
+            total = float(first[option_ids[0]])
+            if len(option_ids) > 1:
+                rest = model(input_ids=torch.tensor([option_ids[:-1]]), use_cache=True, **{key: cache})
+                logp = torch.log_softmax(rest.logits[0].float(), dim=-1)
+                total += float(logp[torch.arange(len(option_ids) - 1), torch.tensor(option_ids[1:])].sum())
+                cache.crop(-(len(option_ids) - 1))  # drop the option again: back to the prompt for the next
+            logliks.append(total)
+    best = max(range(len(logliks)), key=lambda i: (logliks[i], -i))
+    best_norm = max(range(len(logliks)), key=lambda i: (logliks[i] / max(1, len(item.choices[i])), -i))
+    return ItemScore(predicted=item.choices[best], predicted_norm=item.choices[best_norm], loglik=logliks)
+
+
+def _cache_keyword(model: Any) -> str:
+    """The KV-cache argument's name: ``cache`` in transformers >= 5.2x, ``past_key_values`` before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def answer_loss(model: Any, tokenizer: Any, item: TaskItem, max_seq_len: int) -> tuple[float, int]:
+    """(mean answer-token loss in nats, answer tokens) of the gold answer under teacher forcing."""
+    import torch
+
+    from common.examples import IGNORE_INDEX, tokenize_record
+
+    example = tokenize_record(ChatRecord(item.prompt, item.answer), tokenizer, max_seq_len)
+    ids = torch.tensor([example.input_ids])
+    labels = torch.tensor([example.labels])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    target = labels[0, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    n = int((target != IGNORE_INDEX).sum())
+    return float(token_loss) / max(1, n), n
+
+
+def generate_answer(model: Any, tokenizer: Any, item: TaskItem, max_prompt_tokens: int, max_new_tokens: int) -> str:
+    """Greedy decoding of at most ``max_new_tokens`` tokens after the prompt."""
+    import torch
+
+    ids = prompt_ids(tokenizer, item.prompt, max_prompt_tokens)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, pad_token_id=tokenizer.pad_token_id)
+    return str(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)).strip()
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Budgets of one evaluation (tokens)."""
+
+    max_prompt_tokens: int = 1024  # prompt tokens kept after the chat template (cut from the left)
+    max_new_tokens: int = 128  # generation cap per item
+    max_seq_len: int = 1024  # prompt + answer tokens for the answer-token loss
+
+
+def score_task(model: Any, tokenizer: Any, task: Task, settings: EvalSettings = EvalSettings(), *,
+               desc: str = "", progress: bool = True) -> list[ItemScore]:
+    """Score every item of ``task`` with ``model`` (deterministic: no sampling, fixed order)."""
+    from tqdm import tqdm
+
+    model.eval()
+    scores = []
+    # In a log file (not a terminal) a bar line every 30 s is enough.
+    for item in tqdm(task.items, desc=desc or task.name, unit="item", disable=not progress, file=sys.stderr,
+                     leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0):
+        if task.kind == "choice":
+            scores.append(score_choice(model, tokenizer, item, settings.max_prompt_tokens))
+        else:
+            text = generate_answer(model, tokenizer, item, settings.max_prompt_tokens, settings.max_new_tokens)
+            loss, n = answer_loss(model, tokenizer, item, settings.max_seq_len)
+            scores.append(ItemScore(predicted=text, loss=loss, answer_tokens=n))
+    if task.kind == "generation":
+        for score, value in zip(scores, rouge_l([i.answer for i in task.items], [s.predicted for s in scores]),
+                                strict=True):
+            score.rouge_l = value
+    return scores
+
+
+def summarize_scores(task: Task, scores: Sequence[ItemScore]) -> dict[str, Any]:
+    """Task metrics of one model, with per-group metrics when the items carry a group."""
+    metrics = _metrics(task, list(task.items), list(scores))
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(task.items):
+        if item.group is not None:
+            groups.setdefault(item.group, []).append(i)
+    result: dict[str, Any] = {"metrics": metrics}
+    if groups:
+        by_group = {g: _metrics(task, [task.items[i] for i in idx], [scores[i] for i in idx])
+                    for g, idx in sorted(groups.items())}
+        result["groups"] = by_group
+        result["fairness"] = group_gaps(by_group, primary_metric(task.kind))
+    return result
+
+
+def primary_metric(kind: str) -> str:
+    """The headline number of a task kind (higher is better)."""
+    return "accuracy" if kind == "choice" else "rouge_l"
+
+
+def _metrics(task: Task, items: list[TaskItem], scores: list[ItemScore]) -> dict[str, Any]:
+    if task.kind == "choice":
+        gold = [task.label_of(i, i.answer) for i in items]
+        out = classification_metrics(gold, [task.label_of(i, s.predicted) for i, s in zip(items, scores, strict=True)],
+                                     task.labels)
+        norm = classification_metrics(gold, [task.label_of(i, s.predicted_norm)
+                                             for i, s in zip(items, scores, strict=True)], task.labels)
+        out["accuracy_norm"] = norm["accuracy"]
+        out["macro_f1_norm"] = norm["macro_f1"]
+        return out
+    tokens = sum(s.answer_tokens for s in scores)
+    total = sum(s.loss * s.answer_tokens for s in scores)
+    return {"n": len(items), "rouge_l": float(sum(s.rouge_l for s in scores) / len(scores)),
+            "loss": float(sum(s.loss for s in scores) / len(scores)),
+            "perplexity": float(math.exp(total / max(1, tokens)))}
+
+
+def evaluate_models(base: Any, tokenizer: Any, task: Task, adapters: Sequence[tuple[str, str | Path]],
+                    settings: EvalSettings = EvalSettings(), *, include_base: bool = True,
+                    progress: bool = True) -> dict[str, Any]:
+    """Evaluate the base model and each adapter on ``task``; returns the JSON-ready result.
+
+    The base model is wrapped once by PEFT; each adapter is loaded under its own name and selected
+    in turn; the base is scored with the adapters disabled.
+    """
+    result: dict[str, Any] = {"task": {"name": task.name, "kind": task.kind, "n": len(task.items)}, "models": []}
+    if task.kind == "choice":
+        result["task"]["labels"] = list(task.labels)
+        result["baselines"] = baselines([task.label_of(i, i.answer) for i in task.items], task.labels)
+    timings: dict[str, float] = {}
+    model = base
+    if adapters:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(adapters[0][1]), adapter_name=adapters[0][0])
+        for extra_name, extra_path in adapters[1:]:
+            model.load_adapter(str(extra_path), adapter_name=extra_name)
+    entries: list[tuple[str, str | None]] = ([("base", None)] if include_base else []) + [
+        (n, str(p)) for n, p in adapters]
+    for name, where in entries:
+        start = time.perf_counter()
+        if where is None and adapters:
+            with model.disable_adapter():
+                scores = score_task(model, tokenizer, task, settings, desc=name, progress=progress)
+        else:
+            if adapters:
+                model.set_adapter(name)
+            scores = score_task(model, tokenizer, task, settings, desc=name, progress=progress)
+        timings[name] = time.perf_counter() - start
+        result["models"].append({"name": name, "adapter": where, **summarize_scores(task, scores)})
+    result["seconds"] = timings  # wall time: the only key that differs between identical runs
+    return result
+
+
+def evaluate_sites(base: Any, tokenizer: Any, tasks: dict[str, Task], adapter: str | Path,
+                   settings: EvalSettings = EvalSettings(), *, progress: bool = True) -> dict[str, Any]:
+    """Base model vs ``adapter`` on each site's task, and on all sites' items pooled (``evaluation.json``).
+
+    All tasks must be of one kind with one label set. Returns ``{"task", "kind", "metric", "labels",
+    "baselines", "sites": {site: {"base", "final"}}, "pooled": {"base", "final"}}``, each entry the
+    output of :func:`summarize_scores`.
+    """
+    from peft import PeftModel
+
+    first = next(iter(tasks.values()))
+    if any(t.kind != first.kind or t.labels != first.labels for t in tasks.values()):
+        raise DataError("evaluation: every site's task must have the same kind and options")
+    model = PeftModel.from_pretrained(base, str(adapter), adapter_name="final")
+    pooled = Task("all sites", first.kind, [i for t in tasks.values() for i in t.items], first.labels,
+                  first.own_choices)
+    scores: dict[str, dict[str, list[ItemScore]]] = {"base": {}, "final": {}}
+    for site, task in tasks.items():
+        with model.disable_adapter():
+            scores["base"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} base", progress=progress)
+        scores["final"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} final", progress=progress)
+    model.unload()  # leave ``base`` as it was
+    result: dict[str, Any] = {"task": first.name, "kind": first.kind, "metric": primary_metric(first.kind),
+                              "labels": list(first.labels), "sites": {}, "pooled": {}}
+    if first.kind == "choice":
+        result["baselines"] = baselines([pooled.label_of(i, i.answer) for i in pooled.items], pooled.labels)
+    for site, task in tasks.items():
+        result["sites"][site] = {w: summarize_scores(task, scores[w][site]) for w in ("base", "final")}
+    for which in ("base", "final"):
+        result["pooled"][which] = summarize_scores(pooled, [s for site in tasks for s in scores[which][site]])
+    return result
+
+
+def format_results(result: dict[str, Any]) -> str:
+    """A console report: one column per model, then per-class numbers and confusion matrices."""
+    task = result["task"]
+    models = result["models"]
+    kind = task["kind"]
+    keys = (["accuracy", "accuracy_norm", "macro_precision", "macro_recall", "macro_f1"] if kind == "choice"
+            else ["rouge_l", "loss", "perplexity"])
+    names = [m["name"] for m in models]
+    width = max(10, *(len(n) for n in names))
+    lines = [f"{task['name']}: {task['n']} items, {kind} task"]
+    lines.append(f"{'metric':<16}" + "".join(f"{n:>{width + 2}}" for n in names))
+    for key in keys:
+        lines.append(f"{key:<16}" + "".join(f"{m['metrics'][key]:>{width + 2}.4f}" for m in models))
+    if kind == "choice":
+        base = result["baselines"]
+        lines.append(f"baselines: majority class '{base['majority']['label']}' accuracy "
+                     f"{base['majority']['accuracy']:.4f} (macro-F1 {base['majority']['macro_f1']:.4f}); "
+                     f"chance accuracy {base['chance']['accuracy']:.4f} (macro-F1 {base['chance']['macro_f1']:.4f})")
+        labels = task["labels"]
+        for m in models:
+            lines.append(f"\n{m['name']}: per class (precision / recall / F1 / support)")
+            for lab in labels:
+                c = m["metrics"]["per_class"][lab]
+                lines.append(f"  {lab:<14} {c['precision']:.4f} / {c['recall']:.4f} / {c['f1']:.4f} / {c['support']}")
+            lines.append("  confusion matrix (rows = gold, columns = predicted):")
+            cw = max(6, *(len(lab) for lab in labels)) + 1
+            lines.append("  " + " " * cw + "".join(f"{lab:>{cw}}" for lab in labels))
+            for lab, row in zip(labels, m["metrics"]["confusion_matrix"]["matrix"], strict=True):
+                lines.append(f"  {lab:>{cw}}" + "".join(f"{v:>{cw}}" for v in row))
+    for m in models:
+        if "fairness" in m:
+            f = m["fairness"]
+            lines.append(f"\n{m['name']}: {f['metric']} by group: " + ", ".join(
+                f"{g} {m['groups'][g][f['metric']]:.4f} (n={m['groups'][g]['n']})" for g in m["groups"]))
+            if f["best_group"] is not None:
+                lines.append(f"  worst group: {f['worst_group']}; largest gap {f['largest_gap']:.4f} "
+                             f"(vs {f['best_group']})")
+    return "\n".join(lines)

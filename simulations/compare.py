@@ -1,0 +1,169 @@
+"""``fedcare compare``: federated DP against each site alone, all data pooled (with and without DP), and the base model.
+
+    fedcare compare                      # the demo's sites
+    fedcare compare +experiment=smoke    # seconds, tiny model
+
+The federated arm is a real ``fedcare simulate`` run (Flower's simulation engine). The other arms
+train in this process with the same site code (``client.train.train_round``, Opacus DP-SGD on the
+same LoRA init, the same seed) and the same budget:
+
+- ``local``: each site alone, ``num_rounds x local_steps`` DP-SGD steps on its own training split at
+  q = batch_size / its records, noise calibrated to the same target epsilon.
+- ``pooled_dp``: every site's training split in one place, the same number of steps with an
+  expected batch of ``batch_size x num_sites`` (what a federated step processes over all sites),
+  noise calibrated to the same epsilon over the pooled records.
+- ``pooled``: the same without DP (the utility ceiling).
+- ``base``: the base model, no training.
+
+Every arm is then scored on every site's held-out split (answer-token loss) and its task set
+(``data.task_paths`` or the synthetic triage task). ``compare.json`` lands in the federated run's
+directory and its ``report.html`` gets the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("fedcare.compare")
+
+ARMS = ("base", "local", "federated", "pooled_dp", "pooled")
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `fedcare simulate`")
+    return parser
+
+
+def compare(overrides: list[str]) -> dict[str, Any]:
+    """Run every arm; returns (and writes) ``compare.json``."""
+    from client import runtime
+    from client.train import DPSettings, evaluate_loss, train_round
+    from common.adapters import adapter_arrays, load_adapter_arrays
+    from common.config import plan_for_round
+    from common.evaluation import EvalSettings, primary_metric, score_task, site_task, summarize_scores
+    from common.privacy import calibrate_noise, resolve_delta
+    from common.report import write_report
+    from server.compose import compose
+    from simulations.evaluate import quiet_third_party
+    from simulations.run import simulate
+
+    quiet_third_party()
+    summary = simulate(overrides)
+    cfg, _ = compose(overrides)
+    run_dir = Path(summary["run_dir"])
+    plan = plan_for_round(cfg, 1, run_dir.name)
+    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    initial = adapter_arrays(model)
+    sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
+    tasks = {f"site-{i}": site_task(cfg.data, i) for i in range(cfg.num_sites)}
+    settings = EvalSettings(max_prompt_tokens=cfg.train.max_seq_len * 4, max_new_tokens=cfg.train.max_seq_len,
+                            max_seq_len=cfg.train.max_seq_len * 5)
+    total_steps = cfg.num_rounds * cfg.train.local_steps
+    pad = tokenizer.pad_token_id
+    precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
+
+    def train(examples: list[Any], batch: int, dp: bool, seed: int) -> dict[str, np.ndarray]:
+        load_adapter_arrays(model, initial)
+        settings_dp = None
+        if dp and cfg.privacy.enabled:
+            q = batch / len(examples)
+            sigma = calibrate_noise(cfg.privacy.target_epsilon, resolve_delta(cfg.privacy.target_delta, len(examples)),
+                                    q, total_steps, cfg.privacy.accountant)
+            settings_dp = DPSettings(sigma, cfg.privacy.max_grad_norm, q)
+        train_cfg = replace(cfg.train, local_steps=total_steps, batch_size=batch)
+        train_round(model, examples, train_cfg, precision=precision, pad_id=pad, dp=settings_dp,
+                    rng=np.random.default_rng(seed))
+        return adapter_arrays(model)
+
+    def score(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+        load_adapter_arrays(model, arrays)
+        out = {}
+        for i, site in enumerate(sites):
+            key = f"site-{i}"
+            loss = evaluate_loss(model, site.eval, batch_size=cfg.train.eval_batch_size,
+                                 precision=precision, pad_id=pad)
+            task = tasks[key]
+            metric = None
+            if task is not None:
+                summary_ = summarize_scores(task, score_task(model, tokenizer, task, settings, progress=False))
+                metric = summary_["metrics"][primary_metric(task.kind)]
+            out[key] = {"loss": loss, "task": metric}
+        return out
+
+    from safetensors.numpy import load_file
+
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    log.info("compare: scoring the base model")
+    results["base"] = score(initial)
+    log.info("compare: scoring the federated adapter %s", summary["adapter_dir"])
+    results["federated"] = score(dict(load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors"))))
+    local: dict[str, dict[str, Any]] = {}
+    for i, site in enumerate(sites):
+        log.info("compare: site-%d alone (%d records, %d DP-SGD steps)", i, len(site.train), total_steps)
+        arrays = train(site.train, cfg.train.batch_size, True, cfg.seed * 1009 + i)
+        local[f"site-{i}"] = score(arrays)[f"site-{i}"]  # a site alone is judged on its own data
+    results["local"] = local
+    pooled = [e for site in sites for e in site.train]
+    batch = min(cfg.train.batch_size * cfg.num_sites, len(pooled) - 1)
+    log.info("compare: all %d records pooled, with DP", len(pooled))
+    results["pooled_dp"] = score(train(pooled, batch, True, cfg.seed * 1009 + 101))
+    log.info("compare: all %d records pooled, without DP", len(pooled))
+    results["pooled"] = score(train(pooled, batch, False, cfg.seed * 1009 + 202))
+    load_adapter_arrays(model, initial)
+
+    metric = next((primary_metric(t.kind) for t in tasks.values() if t is not None), None)
+    table: dict[str, Any] = {}
+    for i in range(cfg.num_sites):
+        key = f"site-{i}"
+        row = {"loss": {a: results[a][key]["loss"] for a in ARMS},
+               "task": {a: results[a][key]["task"] for a in ARMS}}
+        row["gain_vs_local"] = row["loss"]["local"] - row["loss"]["federated"]  # > 0: federated beats alone
+        table[key] = row
+    worst = min(table, key=lambda k: table[k]["gain_vs_local"])
+    base_l = {k: r["loss"]["base"] for k, r in table.items()}
+    gain = {a: float(np.mean([base_l[k] - table[k]["loss"][a] for k in table])) for a in ARMS}
+    out = {
+        "arms": list(ARMS), "metric": metric, "sites": table, "worst_site": worst,
+        "no_site_worse_off": all(r["gain_vs_local"] >= 0 for r in table.values()),
+        "mean_loss_gain_over_base": gain,
+        "federated_share_of_pooled_gain": gain["federated"] / gain["pooled"] if gain["pooled"] > 0 else math.nan,
+        "steps": total_steps, "run_dir": str(run_dir),
+    }
+    (run_dir / "compare.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_report(run_dir)
+    return out
+
+
+def format_compare(result: dict[str, Any]) -> str:
+    """The per-site table: held-out loss (and task metric) per arm, gain of federated over alone."""
+    arms = result["arms"]
+    metric = result["metric"]
+    head = f"{'site':<8}" + "".join(f"{a:>11}" for a in arms) + f"{'fed-local':>11}"
+    lines = ["held-out loss (lower is better)", head]
+    for site, row in result["sites"].items():
+        lines.append(f"{site:<8}" + "".join(f"{row['loss'][a]:>11.4f}" for a in arms)
+                     + f"{row['gain_vs_local']:>+11.4f}")
+    if metric:
+        lines += [f"\ntask {metric} (higher is better)", f"{'site':<8}" + "".join(f"{a:>11}" for a in arms)]
+        for site, row in result["sites"].items():
+            lines.append(f"{site:<8}" + "".join(f"{row['task'][a]:>11.4f}" for a in arms))
+    share = result["federated_share_of_pooled_gain"]
+    lines.append(f"\nworst site (federated vs alone): {result['worst_site']}; "
+                 f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}")
+    lines.append(f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = compare(list(args.overrides))
+    print("\n" + format_compare(result))
+    print(f"compare: {result['run_dir']}/compare.json\nreport: {result['run_dir']}/report.html")
+    return 0

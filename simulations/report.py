@@ -1,0 +1,78 @@
+"""After a run: task metrics of the base model vs the final adapter per site (``evaluation.json``), and
+``fedcare report RUN_DIR`` / ``fedcare report --sweep DIR`` to (re)build the HTML reports.
+
+In a simulation the driver holds every virtual site's task set (synthetic or ``data.task_paths``), so
+it scores them itself after the last round; nothing here runs at a real site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from common.config import RunConfig
+from common.errors import FedcareError
+
+log = logging.getLogger("fedcare.report")
+
+
+def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict[str, Any] | None:
+    """Score each site's task set with the base model and the final adapter; write ``evaluation.json``."""
+    import torch
+
+    from common.evaluation import EvalSettings, evaluate_sites, site_task
+    from common.model import load_model_and_tokenizer
+    from simulations.evaluate import quiet_third_party
+
+    quiet_third_party()
+    tasks = {f"site-{i}": t for i in range(cfg.num_sites) if (t := site_task(cfg.data, i)) is not None}
+    if not tasks:
+        return None
+    log.info("task metrics: base model vs final adapter on %d items over %d sites",
+             sum(len(t.items) for t in tasks.values()), len(tasks))
+    if cfg.model.num_threads:
+        torch.set_num_threads(cfg.model.num_threads)
+    base, tokenizer = load_model_and_tokenizer(cfg.model)
+    settings = EvalSettings(max_prompt_tokens=cfg.train.max_seq_len * 4, max_new_tokens=cfg.train.max_seq_len,
+                            max_seq_len=cfg.train.max_seq_len * 5)
+    result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=False)
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
+
+
+def task_line(evaluation: dict[str, Any]) -> str:
+    """One console line: the pooled task metric, base -> final, and the same per site."""
+    metric = evaluation["metric"]
+    pooled = evaluation["pooled"]
+    sites = ", ".join(f"{s} {e['base']['metrics'][metric]:.3f}->{e['final']['metrics'][metric]:.3f}"
+                      for s, e in evaluation["sites"].items())
+    extra = ""
+    if evaluation["kind"] == "choice":
+        extra = (f" (macro-F1 {pooled['base']['metrics']['macro_f1']:.3f} -> "
+                 f"{pooled['final']['metrics']['macro_f1']:.3f})")
+    return (f"task {metric} base -> final: {pooled['base']['metrics'][metric]:.3f} -> "
+            f"{pooled['final']['metrics'][metric]:.3f}{extra}; {sites}")
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("run_dir", nargs="?", help="a run directory (with summary.json)")
+    parser.add_argument("--sweep", metavar="DIR", help="a multirun folder: draw its privacy-utility curve")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from common.report import write_report, write_sweep_report
+
+    try:
+        if args.sweep:
+            print(write_sweep_report(args.sweep))
+            return 0
+        if not args.run_dir:
+            raise FedcareError("report: pass a run directory, or --sweep DIR")
+        print(write_report(args.run_dir))
+    except FileNotFoundError as err:
+        raise FedcareError(str(err)) from None
+    return 0

@@ -1,0 +1,93 @@
+"""The run report in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_simulation import check_run, run_cli
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+def _browser_binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("CI"):  # CI installs them (Makefile `browser`): missing there is a failure
+            pytest.fail("chromium and chromedriver are not installed (make browser)")
+        pytest.skip("chromium / chromedriver not installed (Debian: apt-get install chromium chromium-driver)")
+    return chromium, driver
+
+
+def open_in_chromium(page: Path) -> dict:
+    """Load ``page`` in headless Chromium; return its title, images and whether each loaded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = _browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="fedcare-chromium-")
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    try:
+        browser.get(page.resolve().as_uri())
+        return browser.execute_script(
+            "return {title: document.title, headings: [...document.querySelectorAll('h2')].map(h => h.textContent),"
+            " images: [...document.images].map(i => ({src: i.getAttribute('src'), complete: i.complete,"
+            " width: i.naturalWidth, height: i.naturalHeight})), tables: document.querySelectorAll('table').length};")
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Path) -> None:
+    result = run_cli(["simulate", "+experiment=smoke", f"output_dir={tmp_path}", "run_name=rep"], cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "rep"
+    check_run(run_dir, sites=2, rounds=2, dp=True)
+    assert f"report: {run_dir}/report.html" in result.stdout
+    assert "task accuracy base -> final" in result.stdout
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(evaluation["sites"]) == {"site-0", "site-1"} and evaluation["kind"] == "choice"
+    pooled = evaluation["pooled"]["final"]
+    assert pooled["metrics"]["n"] == 32 and pooled["fairness"]["worst_group"] in pooled["groups"]
+
+    page = open_in_chromium(run_dir / "report.html")
+    assert page["title"] == "fedcare run rep"
+    srcs = sorted(i["src"] for i in page["images"])
+    assert srcs == sorted(f"report/{n}.png" for n in ("loss", "epsilon", "bytes", "task", "confusion"))
+    broken = [i["src"] for i in page["images"] if not (i["complete"] and i["width"] > 100 and i["height"] > 100)]
+    assert not broken, f"images that did not load: {broken}"
+    assert {"Held-out loss", "Privacy budget", "Fairness", "Privacy"} <= set(page["headings"])
+
+    # `fedcare report RUN_DIR` rebuilds the page from the run's files alone.
+    (run_dir / "report.html").unlink()
+    shutil.rmtree(run_dir / "report")
+    rebuilt = run_cli(["report", str(run_dir)], cache_dir, tmp_path, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert len(open_in_chromium(run_dir / "report.html")["images"]) == 5
+
+
+def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_dir: Path) -> None:
+    result = run_cli(["simulate", "--multirun", "privacy.target_epsilon=2,16", "+experiment=smoke", "num_rounds=1",
+                      f"output_dir={tmp_path}"], cache_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [root] = (tmp_path / "multirun").iterdir()
+    for job, epsilon in ((0, 2.0), (1, 16.0)):
+        summary = json.loads((root / str(job) / "summary.json").read_text())
+        assert summary["sites"][0]["target_epsilon"] == epsilon
+    assert f"privacy-utility report: {root}/sweep.html" in result.stdout
+    page = open_in_chromium(root / "sweep.html")
+    assert [i["src"] for i in page["images"]] == ["report/privacy_utility.png"]
+    assert page["images"][0]["complete"] and page["images"][0]["width"] > 100

@@ -1,0 +1,126 @@
+"""Task evaluation on the tiny model: task loading, KV-cached option scoring, generation, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.errors import DataError
+from common.evaluation import (
+    EvalSettings,
+    TaskItem,
+    TaskSpec,
+    evaluate_models,
+    format_results,
+    load_task,
+    prompt_ids,
+    score_choice,
+)
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_load_choice_task_with_context_and_label_set(tmp_path: Path) -> None:
+    rows = [{"question": f"q{i}?", "context": "ctx", "label": lab, "sex": "f" if i % 2 else "m"}
+            for i, lab in enumerate(["yes", "no", "maybe", "yes"])]
+    task = load_task(_write(tmp_path / "t.jsonl", rows), TaskSpec(group_column="sex"))
+    assert task.kind == "choice"
+    assert task.labels == ("maybe", "no", "yes")
+    item = task.items[0]
+    assert item.choices == ("maybe", "no", "yes") and item.answer == "yes" and item.group == "m"
+    text = item.prompt[0][1]
+    assert text.startswith("ctx\n\nQuestion: q0?") and text.endswith("Answer with one of: maybe, no, yes.")
+
+
+def test_load_choice_task_with_own_options_uses_letters(tmp_path: Path) -> None:
+    rows = [{"question": "q?", "choices": ["red", "blue", "green"], "label": 2},
+            {"question": "r?", "choices": ["up", "down"], "label": "A"}]
+    task = load_task(_write(tmp_path / "mc.jsonl", rows))
+    assert task.labels == ("A", "B", "C")
+    assert [i.answer for i in task.items] == ["green", "up"]
+    assert task.label_of(task.items[0], "green") == "C"
+
+
+def test_load_task_errors_name_file_and_row(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", [{"question": "q?", "label": "yes"}, {"question": "", "label": "no"}])
+    with pytest.raises(DataError, match=r"bad.jsonl row 2: field 'question' is missing or empty"):
+        load_task(path)
+    path = _write(tmp_path / "bad2.jsonl", [{"question": "q?", "label": "yes"}, {"question": "p?", "label": "no"}])
+    with pytest.raises(DataError, match=r"bad2.jsonl row 2: the gold answer is not one of the options"):
+        load_task(path, TaskSpec(choices=("yes", "maybe")))
+    with pytest.raises(DataError, match="task kind"):
+        TaskSpec(kind="ranking")
+
+
+def test_kv_cached_option_scores_equal_full_forward(tiny) -> None:  # noqa: ANN001
+    _, model, tokenizer = tiny
+    item = TaskItem((("user", "Is aspirin an antiplatelet drug? Answer yes or no."),), "yes",
+                    ("yes", "no", "maybe not"))
+    score = score_choice(model, tokenizer, item, 512)
+    ids = prompt_ids(tokenizer, item.prompt, 512)
+    for option, cached in zip(item.choices, score.loglik, strict=True):
+        opt = tokenizer(option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids + opt])).logits[0].float(), dim=-1)
+        full = sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(opt))
+        assert cached == pytest.approx(full, abs=1e-4)
+    assert score.predicted == item.choices[max(range(3), key=lambda i: score.loglik[i])]
+
+
+def test_evaluate_models_is_deterministic_and_formats(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+    _, model, tokenizer = tiny
+    rows = [{"question": f"Does patient {i} need a referral?", "label": ["yes", "no"][i % 2],
+             "site": ["a", "b"][i % 3 == 0]} for i in range(8)]
+    task = load_task(_write(tmp_path / "c.jsonl", rows), TaskSpec(group_column="site"))
+    first = evaluate_models(model, tokenizer, task, [], progress=False)
+    second = evaluate_models(model, tokenizer, task, [], progress=False)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    metrics = first["models"][0]["metrics"]
+    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == 8
+    assert first["baselines"]["majority"]["accuracy"] == 0.5
+    assert first["models"][0]["fairness"]["worst_group"] in ("a", "b")
+    text = format_results({**first, "seconds": {}})
+    assert "macro_f1" in text and "confusion matrix" in text and "worst group" in text
+
+
+def test_generation_task_reports_rouge_loss_perplexity(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+    _, model, tokenizer = tiny
+    rows = [{"input": "Summarize: chest pain for two days.", "output": "Chest pain, two days."},
+            {"input": "Summarize: cough and fever.", "output": "Cough, fever."}]
+    task = load_task(_write(tmp_path / "g.jsonl", rows))
+    assert task.kind == "generation"
+    out = evaluate_models(model, tokenizer, task, [], EvalSettings(max_new_tokens=8), progress=False)
+    m = out["models"][0]["metrics"]
+    assert m["n"] == 2 and 0.0 <= m["rouge_l"] <= 1.0
+    assert m["loss"] > 0 and m["perplexity"] > 1.0
+
+
+def test_adapter_side_by_side_differs_from_base(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+    from transformers import AutoModelForCausalLM
+
+    from common.adapters import attach_lora, save_adapter
+    from common.config import AdapterConfig
+    from common.model import resolve_model
+
+    cfg, _, tokenizer = tiny
+    peft_model = attach_lora(AutoModelForCausalLM.from_pretrained(resolve_model(cfg)), AdapterConfig(), seed=1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    adapter = save_adapter(peft_model, tmp_path / "adapter")
+    rows = [{"question": f"q{i}?", "label": ["yes", "no"][i % 2]} for i in range(4)]
+    task = load_task(_write(tmp_path / "c.jsonl", rows))
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(cfg))
+    out = evaluate_models(base, tokenizer, task, [("trained", adapter)], progress=False)
+    assert [m["name"] for m in out["models"]] == ["base", "trained"]
+    alone = evaluate_models(AutoModelForCausalLM.from_pretrained(resolve_model(cfg)), tokenizer, task, [],
+                            progress=False)
+    assert out["models"][0]["metrics"] == alone["models"][0]["metrics"]  # disable_adapter() = the base model
