@@ -19,7 +19,15 @@ PLOTS = "report"  # sub-folder of the run directory holding the PNGs
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    from common.errors import FedcareError
+    from common.files import MIB, read_regular
+
+    try:  # a regular file, read without blocking (a FIFO would hang), bounded, and no traceback for bad JSON
+        return json.loads(read_regular(path, "run file", 64 * MIB))
+    except (ValueError, RecursionError):
+        raise FedcareError(f"{path}: not valid JSON (was the run directory edited?)") from None
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

@@ -431,6 +431,16 @@ CASES: list[Case] = [
     Case("signature", "adapter-missing", lambda d: ["verify", str(d / "nope"), "--key", str(_pubkey(d))]),
     Case("signature", "adapter-has-fifo", lambda d: ["verify", str(_fifo_weights(d)), "--key", str(_pubkey(d))]),
     Case("signature", "adapter-has-link", lambda d: ["verify", str(_link_in_adapter(d)), "--key", str(_pubkey(d))]),
+    # --- issue 8's commands (report, plan, compare, evaluate): structure and options -----------------------
+    Case("cli", "report-missing-dir", lambda d: ["report", str(d / "nope")]),
+    Case("cli", "report-fifo-summary", lambda d: ["report", str(_fifo_summary(d))]),
+    Case("cli", "report-summary-deep", lambda d: ["report", str(_summary(d, "[" * 100_000 + "]" * 100_000))]),
+    Case("cli", "plan-records-huge", lambda d: ["plan", "--records", HUGE_INT]),
+    Case("cli", "plan-records-negative", lambda d: ["plan", "--records", "-5", "model=tiny"]),
+    Case("cli", "plan-bad-override", lambda d: ["plan", "num_site=3"]),
+    Case("cli", "compare-bad-override", lambda d: ["compare", "num_site=3"]),
+    Case("cli", "evaluate-unknown-option", lambda d: ["evaluate", "--nosuch"]),
+    Case("cli", "evaluate-adapter-missing", lambda d: ["evaluate", "--adapter", str(d / "nope"), "model=tiny"]),
     # --- audit logs --------------------------------------------------------------------------------------
     *[Case("audit", f"{action}-{name}", _audit(action, builder)) for action in ("verify", "show")
       for name, builder in [
@@ -469,6 +479,20 @@ def _link_in_adapter(d: Path) -> Path:
     a = _adapter(d)
     _link(a / "extra.bin", "/etc/hostname")
     return a
+
+
+def _summary(d: Path, text: str) -> Path:
+    run = d / "run"
+    run.mkdir()
+    _w(run / "summary.json", text)
+    return run
+
+
+def _fifo_summary(d: Path) -> Path:
+    run = d / "run"
+    run.mkdir()
+    _fifo(run / "summary.json")
+    return run
 
 
 def _link_manifest(d: Path) -> Path:
