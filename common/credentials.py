@@ -150,7 +150,7 @@ def create_ca(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA384())
     )
-    _write_private(paths.ca_key, _pkcs8(key), overwrite)
+    _write_private(paths.ca_key, _pkcs8(key, protect=True), overwrite)
     _write_public(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM), overwrite)
     return paths.ca_cert, paths.ca_key
 
@@ -276,7 +276,7 @@ def create_signing_keypair(out_dir: Path, name: str = "coordinator", *, overwrit
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_private(private_path, _pkcs8(key), overwrite)
+    _write_private(private_path, _pkcs8(key, protect=True), overwrite)
     _write_public(public_path, public, overwrite)
     return private_path, public_path
 
@@ -397,11 +397,12 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
     except ValueError as err:
         raise CredentialError(f"{cert_path}: not a PEM certificate") from err
     try:
-        key = serialization.load_pem_private_key(_read_small(key_path, "private key"), None)
+        key = serialization.load_pem_private_key(_read_small(key_path, "private key"), key_passphrase())
     except OSError as err:
         raise CredentialError(f"{key_path}: cannot read the CA key ({err.strerror})") from err
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise CredentialError(f"{key_path}: not an unencrypted PEM private key") from err
+        raise CredentialError(f"{key_path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is "
+                              "missing or wrong") from err
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -414,10 +415,20 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
     return cert, key
 
 
-def _pkcs8(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+PASSPHRASE_ENV = "FEDCARE_KEY_PASSPHRASE"  # when set: the CA key and the adapter-signing key are encrypted with it
+
+
+def key_passphrase() -> bytes | None:
+    """The passphrase protecting the CA and signing keys (``$FEDCARE_KEY_PASSPHRASE``), or None."""
+    value = os.environ.get(PASSPHRASE_ENV, "")
+    return value.encode("utf-8") if value else None
+
+
+def _pkcs8(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey, *, protect: bool = False) -> bytes:
+    secret = key_passphrase() if protect else None
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
 def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:

@@ -14,7 +14,14 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from common.credentials import CredentialError, key_fingerprint, load_public_key, write_atomic
+from common.credentials import (
+    PASSPHRASE_ENV,
+    CredentialError,
+    key_fingerprint,
+    key_passphrase,
+    load_public_key,
+    write_atomic,
+)
 from common.errors import FedcareError
 from common.files import read_regular
 
@@ -207,9 +214,10 @@ def _read_manifest(adapter_dir: Path) -> dict[str, Any]:
 def _load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
     data = read_regular(path, "signing key", error=SignatureError)
     try:
-        key = serialization.load_pem_private_key(data, None)
+        key = serialization.load_pem_private_key(data, key_passphrase())
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SignatureError(f"{path}: not an unencrypted PEM private key") from None
+        raise SignatureError(f"{path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is missing "
+                             "or wrong") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 private key (got {type(key).__name__})")
     return key

@@ -168,7 +168,7 @@ def test_sign_adapter_refuses_a_symlink(adapter: Path, keys: tuple[Path, Path], 
 
 def test_sign_adapter_refuses_a_key_that_is_not_ed25519(adapter: Path, tmp_path: Path) -> None:
     site_key, _ = create_site_keypair(tmp_path / "site", "site")
-    with pytest.raises(SignatureError, match="not an unencrypted PEM private key"):
+    with pytest.raises(SignatureError, match="not a PEM private key"):
         sign_adapter(adapter, site_key)
     assert not (adapter / MANIFEST).exists()
 
@@ -218,3 +218,19 @@ def test_a_non_dp_adapter_copied_into_a_dp_run_no_longer_verifies(tmp_path: Path
     (target / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(SignatureError, match="signature does not match"):
         verify_adapter(target, public_key)
+
+
+def test_signing_and_ca_keys_can_be_passphrase_protected(adapter: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.credentials import create_ca, create_server_cert
+
+    monkeypatch.setenv("FEDCARE_KEY_PASSPHRASE", "correct horse battery staple")
+    private_key, public_key = create_signing_keypair(tmp_path / "protected")
+    ca_cert, ca_key = create_ca(tmp_path / "protected")
+    assert b"ENCRYPTED PRIVATE KEY" in private_key.read_bytes() and b"ENCRYPTED" in ca_key.read_bytes()
+    sign_adapter(adapter, private_key)
+    verify_adapter(adapter, public_key)
+    create_server_cert(tmp_path / "protected", ca_cert, ca_key, hosts=["127.0.0.1"])  # the CA key opens too
+    monkeypatch.delenv("FEDCARE_KEY_PASSPHRASE")
+    with pytest.raises(SignatureError, match="encrypted and \\$FEDCARE_KEY_PASSPHRASE is missing or wrong"):
+        sign_adapter(adapter, private_key)
