@@ -1,4 +1,4 @@
-"""Unit tests for common.deid and common.phi_benchmark: rules per type, scrubbing, backends and the benchmark."""
+"""Unit tests for common.deid and benchmarks.deid_synthetic: rules per type, scrubbing, backends and the benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.deid_synthetic import (
+    PlantedNote,
+    clinical_term_survival,
+    evaluate,
+    format_table,
+    generate_notes,
+)
 from common.deid import (
     PHI_TYPES,
     Detector,
@@ -21,13 +28,6 @@ from common.deid import (
     scrub_record,
 )
 from common.errors import ConfigError
-from common.phi_benchmark import (
-    PlantedNote,
-    clinical_term_survival,
-    evaluate,
-    format_table,
-    generate_notes,
-)
 from common.records import ChatRecord
 
 STRUCTURED = tuple(kind for kind in PHI_TYPES if kind not in {"NAME", "ADDRESS"})

@@ -1,229 +1,27 @@
-"""De-identify clinical text before tokenization: typed placeholders for Safe Harbor identifiers, counts only."""
+"""fedcare's own offline detector: regular expressions, context cues and word lists, no model."""
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
-from common.errors import ConfigError
-from common.records import ChatRecord
-
-PHI_TYPES: tuple[str, ...] = (
-    "NAME",
-    "DATE",
-    "AGE",
-    "PHONE",
-    "FAX",
-    "EMAIL",
-    "SSN",
-    "MRN",
-    "ACCOUNT",
-    "HEALTH_PLAN",
-    "LICENSE",
-    "DEVICE_ID",
-    "VEHICLE_ID",
-    "URL",
-    "IP",
-    "ADDRESS",
-    "ZIP",
+from common.deid.base import Finding
+from common.deid.words import (
+    CITY_PREFIXES,
+    EPONYM_HEADS,
+    EPONYMS,
+    FIRST_NAMES,
+    PARTICLES,
+    STOP_WORDS,
+    SURNAMES,
+    word_set,
 )
 
-# Tie-break between equally long overlapping spans: a cue-labelled identifier says more about what a number is
-# than its shape does (an "MRN 555-123-4567" is a record number, not a phone), and names come last because
-# their rules are the least certain.
-_PRIORITY: tuple[str, ...] = (
-    "EMAIL",
-    "URL",
-    "IP",
-    "MRN",
-    "ACCOUNT",
-    "HEALTH_PLAN",
-    "LICENSE",
-    "DEVICE_ID",
-    "VEHICLE_ID",
-    "SSN",
-    "FAX",
-    "PHONE",
-    "DATE",
-    "AGE",
-    "ZIP",
-    "ADDRESS",
-    "NAME",
-)
-_RANK = {kind: rank for rank, kind in enumerate(_PRIORITY)}
-_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PHI_TYPES) + r")\]")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Where one identifier sits in a text; deliberately holds no text, so findings can be logged and counted.
-
-    Attributes:
-        kind: One of PHI_TYPES.
-        start: Offset of the first character.
-        end: Offset just past the last character.
-    """
-
-    kind: str
-    start: int
-    end: int
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """A de-identification backend: reports spans of identifiers, never their text."""
-
-    def find(self, text: str) -> list[Finding]:
-        """Return every identifier span found in text; spans may overlap."""
-        ...
-
-
-def _words(text: str, *, lower: bool = False) -> frozenset[str]:
-    return frozenset(word.lower() if lower else word for word in text.split())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Word lists. Names are US census-style common names; words that are also ordinary or medical words (Grace,
-# Gene, Iris, Bell, Graves, Brown, ...) and place names (Virginia, Austin, Washington) are left out on purpose:
-# a name list that matches "Graves disease" or "West Virginia" costs more precision than it buys recall.
-# ---------------------------------------------------------------------------------------------------------------
-
-_FIRST_NAMES = _words(
-    """
-    Aaron Abigail Adam Adrian Ahmed Aisha Alan Albert Alejandro Alex Alexander Alexis Alice Alicia Allison Alyssa
-    Amanda Amy Ana Andrea Andrew Angela Anita Ann Anna Anne Annie Anthony Antonio Arthur Ashley Audrey Barbara
-    Benjamin Betty Beverly Billy Bobby Bonnie Bradley Brandon Brenda Brian Brittany Bruce Bryan Caleb Camila
-    Carl Carlos Carmen Carolyn Catherine Charles Chester Clarence
-    Cheryl Chloe Christina Christine Christopher Cindy Claire Connie Craig
-    Crystal Cynthia Daniel Danielle David Deborah Debra Denise Dennis Diana Diane Donald Donna Doris Dorothy Douglas
-    Dylan Edward Eileen Elena Elijah Elizabeth Ella Ellen Emily Emma Eric Erica Erin Esther Ethan Eugene Evelyn
-    Fatima Frances Francisco Fred Gabriel Gary George Gerald Gloria Gregory Hannah Harold Harry Heather Helen Henry
-    Howard Irene Isaac Isabella Jacob Jacqueline James Jamie Jane Janet Janice Jason Javier Jean Jeffrey Jennifer
-    Jeremy Jerry Jesse Jessica Jesus Joan Joanne John Jonathan Jorge Jose Joseph Joshua Joyce Juan Judith Judy
-    Julia Julie Justin Karen Katherine Kathleen Kathryn Kayla Keith Kelly Kenneth Kevin Kimberly Kyle Larry Laura
-    Lauren Lawrence Leah Linda Lisa Logan Lori Louis Lucas Luis Luke Lynn Manuel Margaret Maria Marie Marilyn
-    Marcus Martha Mary Matthew Megan Melissa Michael Michelle Miguel Mohammed Muhammad Nancy Natalie Nathan Nicholas
-    Nicole Noah Norma Olivia Omar Oscar Pamela Patricia Patrick Paul Paula Peggy Peter Philip Phyllis Priya Rachel
-    Rajesh Ralph Randy Raymond Rebecca Ricardo Richard Rita Robert Roberto Roger Ronald Rosa Ruth Ryan Samantha
-    Samuel Sandra Sara Sarah Scott Sean Sharon Shirley Sophia Stephanie Stephen Steven Susan Teresa Terry Theresa
-    Thomas Timothy Tina Todd Tyler Valerie Vanessa Victor Vincent Walter Wanda Wayne William Willie Yolanda
-    Zachary Zoe Mildred Gladys Edna Ethel Lillian Agnes Bernice Eleanor Marjorie Lucille Harriet Leonard Stanley
-    Norman Floyd Lloyd Milton Irving Sidney Theodore Vernon Bernard Marvin Herman Jerome
-    """
-)
-
-_SURNAMES = _words(
-    """
-    Adams Aguilar Alexander Ali Allen Alvarez Anderson Andrews Armstrong Bailey Baker Barnes Bennett Berry Boyd
-    Bradley Brooks Bryant Burke Butler Campbell Carlson Carpenter Carroll Carter Castillo Castro Chavez Chen Clark
-    Cohen Cole Coleman Collins Contreras Cooper Crawford Cruz Cunningham Daniels Davis Delgado Diaz Dixon Duncan
-    Dunn Edwards Elliott Ellis Evans Ferguson Fernandez Fisher Flores Foster Freeman Friedman Garcia Gardner Garza
-    Gibson Gomez Gonzales Gonzalez Gordon Graham Griffin Guerrero Gupta Gutierrez Guzman Hamilton Hansen
-    Harper Harris Harrison Hart Hawkins Hayes Henderson Hernandez Herrera Hicks Hoffman Howard Hudson Hughes
-    Jackson Jenkins Jimenez Johnson Johnston Jones Kaur Kelley Kelly Kennedy Khan Kim Kumar Larson Lawrence Lee
-    Lewis Li Liu Lopez Lynch Marshall Martin Martinez Mason Matthews McCarthy McDonald Medina Mendez Mendoza Meyer
-    Miller Mitchell Moore Morales Moreno Morgan Morris Munoz Murphy Murray Myers Nelson Nguyen Nichols Obrien
-    O'Brien O'Connor Olson Ortiz Owens Palmer Parker Patel Patterson Payne Pena Perez Perkins Perry Peters Peterson
-    Phillips Pierce Porter Powell Quinn Ramirez Ramos Reyes Reynolds Richards Richardson Riley Rivera Roberts
-    Robertson Robinson Rodriguez Rogers Romero Ross Ruiz Russell Ryan Salazar Sanchez Sanders Santos Schmidt
-    Schneider Scott Shah Shaw Silva Simmons Simpson Singh Snyder Soto Spencer Stephens Stevens Stewart Sullivan
-    Taylor Thomas Thompson Torres Tran Tucker Vargas Vasquez Wagner Walker Wallace Wang Warren Watson Weaver Webb
-    Wheeler Williams Willis Wilson Wong Wright Yang Zhang
-    """
-)
-
-# Capitalised tokens that are eponyms or medical names; never a person in the rules that have no title cue.
-_EPONYMS = _words(
-    """
-    Addison Alport Alzheimer Angelman Apgar Asperger Babinski Barre Barré Barrett Batten Behcet Behçet Bell Breslow
-    Broca Brudzinski Brugada Burkitt Canavan Charcot Chiari Conn Creutzfeldt Crohn Cushing Danlos Doppler Down
-    Dupuytren Duchenne Ehlers Eisenmenger Epley Ewing Fabry Fallot Fanconi Foley Gaucher Gehrig Glasgow Gleason
-    Goodpasture Gram Graves Guillain Hashimoto Heimlich Henoch Hirschsprung Hodgkin Holter Homans Huntington Hurler
-    Jakob Kaposi Kawasaki Kernig Klinefelter Korsakoff Krabbe Kussmaul Lewy Lou Lyme Mallory Marfan Meckel Meniere
-    Ménière Nissen Niemann Noonan Osler Paget Pap Parkinson Peyronie Pompe Prader Prinzmetal Raynaud Rett Reye
-    Romberg Roux Sachs Schonlein Schönlein Sjogren Sjögren Takayasu Takotsubo Tay Tourette Trendelenburg Turner
-    Valsalva Wegener Wernicke Whipple Willi Wilms Wolff Zenker Zollinger
-    """,
-    lower=True,
-)
-
-# A run of capitalised words followed by one of these (after an optional possessive and one more word) is an
-# eponym ("Hodgkin lymphoma", "Lou Gehrig's disease", "Marcus Gunn jaw-winking syndrome"), not a person.
-_EPONYM_HEADS = sorted(
-    _words(
-        "disease diseases syndrome syndromes palsy lymphoma sarcoma tumor tumour carcinoma leukemia sign signs test "
-        "tests maneuver manoeuvre reflex phenomenon score scale criteria classification fracture catheter tube ulcer "
-        "esophagus cyst neuroma disorder dystrophy ataxia chorea cell cells body bodies node nodes nodule pupil stain "
-        "smear monitor position procedure operation surgery repair technique method index law rule effect triad "
-        "angina virus bacillus contracture deformity aneurysm anomaly sequence equation formula block incision line "
-        "lines point ring membrane canal duct gland glands pouch hernia valve loop spot spots thyroiditis "
-        "encephalopathy dementia neuralgia neuropathy arthritis anemia anaemia ratio curve diverticulum protocol "
-        "variant grade grading staging splint fixation granuloma esotropia keratitis tremor type types"
-    )
-)
 # Disease-name endings catch the eponyms no list can hold ("Marie Unna congenital hypotrichosis").
 _DISEASE_WORD = r"[a-z]{2,}(?:osis|oses|itis|emia|aemia|pathy|plasia|trophy|oma|omas|ism|ia|iasis)"
 _EPONYM_AFTER = re.compile(
-    r"(?:['’]s|s['’])?[ \t-]+(?:[A-Za-z-]+[ \t]+)?(?:(?i:" + "|".join(_EPONYM_HEADS) + rf")|{_DISEASE_WORD})\b"
-)
-
-# Capitalised words that end or reject a name: function words, dialogue fillers, note headings, departments,
-# places and other words that follow a first name or a cue word without being a name.
-_STOP_WORDS = _words(
-    """
-    a about above after again against all also although always am an and another any are around as at away back
-    be because been before being below best between both but by can cannot could did do does doing done down during
-    each either else enough even ever every for from further get gets getting give given go goes going good got
-    great had has have having he hello her here hers herself hi him himself his how however i if in into is it its
-    itself just last let like made make many may maybe me might more most much must my myself neither never new
-    next no nor not now of off oh ok okay old on once one only or other others our out over own per please quite
-    rather really right said same say says see seen she should since so some still such sure than thank thanks
-    that the their them themselves then there therefore these they this those though through thus to today
-    tomorrow too toward towards um uh under until up upon us very via was we well were what when where whether which
-    while who whom whose why will with within without would yes yeah yesterday yet you your yours alright hey
-    patient patients pt name names age sex male female man woman boy girl baby infant child children
-    history hx assessment plan impression diagnosis diagnoses medications medication meds allergies allergy exam
-    examination physical review systems chief complaint present illness past medical surgical family social
-    vitals vital signs labs lab laboratory results result imaging procedure procedures findings note notes progress
-    discharge discharged admission admitted summary instructions follow followup date time dob mrn account address
-    phone fax email insurance policy member provider attending resident nurse doctor physician surgeon clinic
-    clinics hospital hospitals center centers centre department dept unit ward room floor service services emergency
-    urgent care intensive primary general internal cardiology oncology neurology radiology pathology pediatrics
-    psychiatry surgery orthopedics dermatology endocrinology gastroenterology nephrology pulmonology rheumatology
-    urology obstetrics gynecology hematology infectious disease diseases syndrome disorder cancer heart lung kidney
-    liver brain blood health healthcare medicine medicare medicaid institute institutes national american
-    association society foundation university college school library research program programs administration
-    agency office board council committee group network alliance coalition control prevention information
-    education resources resource support trial trials study studies clinical genetic genetics rare type stage grade
-    class level normal abnormal positive negative left right bilateral acute chronic severe mild moderate stable
-    unstable other none never always morning evening night week weeks month months year years
-    monday tuesday wednesday thursday friday saturday sunday january february march april june july august
-    september october november december jan feb mar apr jun jul aug sep sept oct nov dec
-    street st avenue ave road rd drive dr lane ln boulevard blvd court ct place pl way suite apt apartment building
-    bldg practitioner assistant north south east west miss mister mr mrs ms mx prof madam unfortunately
-    fortunately additionally furthermore otherwise currently recently previously overall finally initially
-    subsequently apparently basically actually honestly usually probably approximately almost nope yep pretty
-    kinda sorry everything nothing something anything two three four five six seven eight nine ten eleven twelve
-    twenty thirty forty fifty sixty seventy eighty ninety hundred first second third
-    central mount saint lake river park hill valley county city state town village united states america english
-    spanish caucasian african hispanic latino latina asian black white native jewish european indian chinese
-    japanese korean mexican christian catholic muslim protestant data query alabama alaska arizona arkansas
-    california colorado connecticut delaware florida hawaii idaho illinois indiana iowa kansas kentucky louisiana
-    maine maryland massachusetts michigan minnesota mississippi missouri montana nebraska nevada ohio oklahoma
-    oregon pennsylvania tennessee texas utah vermont wisconsin wyoming
-    continue continued start started stop stopped return returned take taking taken call called check recheck
-    monitor refer referred consult consulted schedule scheduled signed dictated electronically reviewed discussed
-    denies denied reports reported presents presented noted states stated complains complained agrees agreed
-    tolerated underwent arrived seen visit visits per regarding re cc attn subject dear sincerely regards
-    mg mcg ml tablet tablets capsule capsules dose doses daily twice bid tid qid prn po iv im sc subcutaneous oral
-    tylenol advil motrin aspirin lipitor eliquis lasix coumadin warfarin insulin metformin synthroid zoloft
-    prozac xanax ativan norco percocet vicodin plavix crestor zocor nexium prilosec protonix
-    """
+    r"(?:['’]s|s['’])?[ \t-]+(?:[A-Za-z-]+[ \t]+)?(?:(?i:" + "|".join(EPONYM_HEADS) + rf")|{_DISEASE_WORD})\b"
 )
 
 _TITLES = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Miss|Mister|Doctor|Madam|Madame)"
@@ -234,7 +32,6 @@ _NAME_WORD = rf"(?:[{_UPPER}]['’])?[{_UPPER}][{_LOWER}]+(?:[{_UPPER}][{_LOWER}
 # A name word ends at a non-word character; an apostrophe ends it only as a possessive ("Smith's"), so that
 # "O'Brien" is not cut to "O".
 _WORD_END = r"(?![\w-]|['’](?![sS]\b))"
-_PARTICLES = _words("van von de del della der den di da du la le dos das bin ibn al el")
 _RUN_WORD = re.compile(
     rf"[ \t]+(?:(?P<word>{_NAME_WORD}){_WORD_END}|(?P<initial>[{_UPPER}]\.?)(?=[ \t])"
     rf"|(?P<particle>[a-z]{{2,4}})(?=[ \t]+[a-z{_UPPER}]))"
@@ -437,7 +234,7 @@ _ID_CUES: tuple[tuple[str, str], ...] = (
 )
 # Cue words that are also everyday words ("serial imaging", "take into account") need a stronger identifier
 # when nothing but a space separates them from it.
-_WEAK_CUE_ENDS = _words(
+_WEAK_CUE_ENDS = word_set(
     "serial account policy plate plates record license licence certificate beneficiary medicare medicaid"
 )
 _ID_GAP = r"(?P<gap>(?:[ \t]*(?:[:#=]|\((?:[A-Z]{2,4})\)|(?i:no|num|nbr|number|ID|is|was)\b\.?))*[ \t]*)"
@@ -462,7 +259,7 @@ _VIN = re.compile(
 # ---------------------------------------------------------------------------------------------------------------
 
 _STATE_CODES = sorted(
-    _words(
+    word_set(
         "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND "
         "OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI"
     )
@@ -493,7 +290,6 @@ _CITY_AFTER = re.compile(rf",[ \t]*(?P<city>{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{
 _CITY_STATE_ZIP = re.compile(
     rf"(?<![\w])(?P<city>{_NAME_WORD}(?:[ \t]+{_NAME_WORD}){{0,2}}),[ \t]*{_STATE}[ \t]+\d{{5}}"
 )
-_CITY_PREFIXES = _words("new north south east west saint st san santa los las el fort lake mount port palm", lower=True)
 _PO_BOX = re.compile(r"(?<![\w])(?i:P\.?[ \t]?O\.?[ \t]*Box|Post[ \t]+Office[ \t]+Box)[ \t]+#?\d{1,6}(?![\w])")
 _AFTER_DR = re.compile(rf"\.?[ \t]+(?P<word>{_NAME_WORD})")
 
@@ -666,7 +462,7 @@ def _addresses(text: str) -> Iterator[Finding]:
         # Keep the words after the last ordinary or street word: "Visit Springfield" and "Security Boulevard
         # Baltimore" keep only the city, "New York" stays whole.
         for index in range(len(words) - 1, -1, -1):
-            if words[index].lower() in _STOP_WORDS and words[index].lower() not in _CITY_PREFIXES:
+            if words[index].lower() in STOP_WORDS and words[index].lower() not in CITY_PREFIXES:
                 words = words[index + 1 :]
                 break
         if words:
@@ -677,7 +473,7 @@ def _street_dr(text: str, match: re.Match[str]) -> bool:
     # "12 Elm Dr." is a street, "Dr. Smith" a title: a suffix "Dr" followed by a capitalised word is kept only
     # when that word is an ordinary one (a new sentence), not a possible name.
     after = _AFTER_DR.match(text, match.end("suffix"))
-    return after is None or after.group("word").lower() in _STOP_WORDS
+    return after is None or after.group("word").lower() in STOP_WORDS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -698,12 +494,12 @@ def _name_run(
             break
         if match.group("word"):
             word = match.group("word")
-            if word.lower() in _STOP_WORDS:
+            if word.lower() in STOP_WORDS:
                 break
             words.append(word)
             end = match.end()
         elif match.group("particle") and (
-            match.group("particle") not in _PARTICLES or (start is None and not particle_first)
+            match.group("particle") not in PARTICLES or (start is None and not particle_first)
         ):
             # A particle ("van", "de la") belongs to a name when a name word follows it; only after a title
             # may it start one ("Dr. van der Berg").
@@ -722,15 +518,15 @@ def _verb_follows(text: str, end: int) -> bool:
     # "Nurse Ingrid gave report" continues with a content word; headings continue with a function word
     # ("Patient Guide to ...", "Talk with ...").
     after = _LOWER_WORD_NEXT.match(text, end)
-    return after is not None and after.group("word") not in _STOP_WORDS
+    return after is not None and after.group("word") not in STOP_WORDS
 
 
 def _listed(word: str) -> bool:
-    return word in _FIRST_NAMES or word in _SURNAMES
+    return word in FIRST_NAMES or word in SURNAMES
 
 
 def _is_eponym(text: str, end: int, words: list[str]) -> bool:
-    return any(word.lower() in _EPONYMS for word in words) or _EPONYM_AFTER.match(text, end) is not None
+    return any(word.lower() in EPONYMS for word in words) or _EPONYM_AFTER.match(text, end) is not None
 
 
 def _names(text: str) -> Iterator[Finding]:
@@ -749,7 +545,7 @@ def _title_names(text: str) -> Iterator[Finding]:
         if match.group("title") in _SPELLED_TITLES and len(words) < 2 and not _listed(words[0]):
             continue
         # A title names a person even when the surname is an eponym ("Dr. Parkinson"), unless a disease follows.
-        if _EPONYM_AFTER.match(text, end) and any(word.lower() in _EPONYMS for word in words):
+        if _EPONYM_AFTER.match(text, end) and any(word.lower() in EPONYMS for word in words):
             continue
         yield Finding("NAME", start, end)
 
@@ -757,7 +553,7 @@ def _title_names(text: str) -> Iterator[Finding]:
 def _cued_names(text: str) -> Iterator[Finding]:
     for match in _LAST_FIRST.finditer(text):
         words = re.findall(r"[\w'’-]+", match.group("name"))
-        if any(word.lower() in _STOP_WORDS or word.lower() in _EPONYMS for word in words):
+        if any(word.lower() in STOP_WORDS or word.lower() in EPONYMS for word in words):
             continue
         # "Patient: Augmentin, Lasix" is a dialogue turn; after "patient:" a listed or upper-case name is needed.
         strong = match.group("cue").lower().startswith("name") or match.group("name").isupper()
@@ -788,9 +584,9 @@ def _cued_names(text: str) -> Iterator[Finding]:
 def _listed_names(text: str) -> Iterator[Finding]:
     for match in _CAPITALISED.finditer(text):
         word = match.group()
-        if word in _FIRST_NAMES:
+        if word in FIRST_NAMES:
             yield from _after_first_name(text, match)
-        if word in _SURNAMES:
+        if word in SURNAMES:
             yield from _around_surname(text, match)
 
 
@@ -805,14 +601,14 @@ def _after_first_name(text: str, match: re.Match[str]) -> Iterator[Finding]:
 def _around_surname(text: str, match: re.Match[str]) -> Iterator[Finding]:
     # "Garcia, Maria": a listed surname, a comma and a listed first name.
     comma = _COMMA_WORD.match(text, match.end())
-    if comma and comma.group("word") in _FIRST_NAMES:
+    if comma and comma.group("word") in FIRST_NAMES:
         yield Finding("NAME", match.start(), comma.end("word"))
     # "Xavier Nguyen": any ordinary capitalised word before a listed surname.
     before = _WORD_BEFORE.search(text, max(0, match.start() - 40), match.start())
     if before is None:
         return
     lowered = before.group("word").lower()
-    if lowered in _STOP_WORDS or lowered in _EPONYMS or lowered in _CITY_PREFIXES:
+    if lowered in STOP_WORDS or lowered in EPONYMS or lowered in CITY_PREFIXES:
         return
     if _PLACE_BEFORE.search(text, max(0, before.start() - 8), before.start()):
         return
@@ -839,12 +635,12 @@ def _trim_name(text: str, start: int, end: int) -> tuple[int, int, list[str]] | 
     # keep only the trailing words that are neither stop words nor eponyms, and no leading particle.
     kept: list[re.Match[str]] = []
     for piece in reversed(list(re.finditer(r"\S+", text[start:end]))):
-        if piece.group().lower() in _STOP_WORDS or piece.group().lower() in _EPONYMS:
+        if piece.group().lower() in STOP_WORDS or piece.group().lower() in EPONYMS:
             break
         kept.insert(0, piece)
-    while kept and kept[0].group().lower() in _PARTICLES:
+    while kept and kept[0].group().lower() in PARTICLES:
         kept.pop(0)
-    words = [piece.group() for piece in kept if piece.group().lower() not in _PARTICLES]
+    words = [piece.group() for piece in kept if piece.group().lower() not in PARTICLES]
     if not any(len(word.rstrip(".")) > 1 for word in words):
         return None
     return start + kept[0].start(), start + kept[-1].end(), words
@@ -863,134 +659,4 @@ _RULES: tuple[Callable[[str], Iterator[Finding]], ...] = (
     _addresses,
     _names,
 )
-# RuleDetector holds no state, so one instance serves every call that names no detector.
-_BUILT_IN = RuleDetector()
 
-# ---------------------------------------------------------------------------------------------------------------
-# Scrubbing
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def detect(text: str, detector: Detector | None = None) -> list[Finding]:
-    """Find the identifier spans scrub would replace in one pass: non-overlapping, in text order.
-
-    Overlaps are resolved by keeping the longest span, then the kind earlier in the priority order
-    (cue-labelled identifiers, then contact details, dates, ages, places and names). Spans touching an existing
-    placeholder are dropped so that placeholders are never altered.
-
-    Args:
-        text: The text to examine.
-        detector: Backend to use; the built-in RuleDetector when None.
-
-    Returns:
-        The selected findings, sorted by start offset.
-
-    Raises:
-        ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
-    """
-    backend = detector if detector is not None else _BUILT_IN
-    placeholders = [(match.start(), match.end()) for match in _PLACEHOLDER.finditer(text)]
-    candidates: list[Finding] = []
-    for finding in backend.find(text):
-        if finding.kind not in _RANK:
-            # The kind is not echoed: a faulty backend could have put record text in it.
-            raise ConfigError(f"detector {type(backend).__name__} returned a finding of a kind not in PHI_TYPES")
-        start, end = max(0, finding.start), min(len(text), finding.end)
-        if start >= end or any(start < p_end and p_start < end for p_start, p_end in placeholders):
-            continue
-        candidates.append(Finding(finding.kind, start, end))
-    candidates.sort(key=lambda finding: (finding.start - finding.end, _RANK[finding.kind], finding.start))
-    chosen: list[Finding] = []
-    for finding in candidates:
-        if all(finding.end <= kept.start or kept.end <= finding.start for kept in chosen):
-            chosen.append(finding)
-    return sorted(chosen, key=lambda finding: finding.start)
-
-
-def scrub(text: str, detector: Detector | None = None) -> tuple[str, Counter[str]]:
-    """Replace every identifier in text by a typed placeholder such as "[DATE]".
-
-    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0]. This ends:
-    every pass turns at least one character outside placeholders into a placeholder and never touches one.
-
-    Args:
-        text: The text to scrub.
-        detector: Backend to use; the built-in RuleDetector when None.
-
-    Returns:
-        (scrubbed text, number of identifiers replaced per kind). The counts never carry values.
-
-    Raises:
-        ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
-    """
-    counts: Counter[str] = Counter()
-    while True:
-        findings = detect(text, detector)
-        if not findings:
-            return text, counts
-        pieces: list[str] = []
-        cursor = 0
-        for finding in findings:
-            pieces.append(text[cursor : finding.start])
-            pieces.append(f"[{finding.kind}]")
-            cursor = finding.end
-            counts[finding.kind] += 1
-        pieces.append(text[cursor:])
-        text = "".join(pieces)
-
-
-def scrub_record(record: ChatRecord, detector: Detector | None = None) -> tuple[ChatRecord, Counter[str]]:
-    """Scrub every prompt turn and the completion of a training record.
-
-    Args:
-        record: The record to scrub; roles are kept as they are.
-        detector: Backend to use; the built-in RuleDetector when None.
-
-    Returns:
-        (scrubbed record, identifiers replaced per kind, summed over all turns).
-    """
-    counts: Counter[str] = Counter()
-    turns: list[tuple[str, str]] = []
-    for role, content in record.prompt:
-        scrubbed, found = scrub(content, detector)
-        turns.append((role, scrubbed))
-        counts.update(found)
-    completion, found = scrub(record.completion, detector)
-    counts.update(found)
-    return ChatRecord(prompt=tuple(turns), completion=completion), counts
-
-
-def load_detector(spec: str) -> Detector:
-    """Build a de-identification backend from a configuration string.
-
-    Args:
-        spec: "rules" for the built-in RuleDetector, or "package.module:ClassName" for a site's own backend
-            (for example a stronger NER model); the class is instantiated without arguments and must have a
-            find(text) -> list[Finding] method.
-
-    Returns:
-        The detector.
-
-    Raises:
-        ConfigError: The spec is neither form, the module or class cannot be loaded, or the object has no find.
-    """
-    spec = spec.strip()
-    if spec == "rules":
-        return RuleDetector()
-    module_name, separator, class_name = spec.partition(":")
-    if not separator or not module_name or not class_name.isidentifier():
-        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules' or 'package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"de-identification detector module {module_name!r} cannot be imported ({error})") from None
-    factory = getattr(module, class_name, None)
-    if factory is None or not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no class {class_name!r} for de-identification")
-    try:
-        detector = factory()
-    except Exception as error:  # noqa: BLE001 - any failure of third-party construction is a configuration problem
-        raise ConfigError(f"de-identification detector {spec!r} cannot be created ({type(error).__name__})") from None
-    if not isinstance(detector, Detector):
-        raise ConfigError(f"de-identification detector {spec!r} has no find(text) method")
-    return detector

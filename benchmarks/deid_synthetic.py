@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The process exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m common.phi_benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deid_synthetic", description=__doc__)
     parser.add_argument("--notes", type=int, default=500, help="synthetic notes to generate (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--data", type=Path, default=_SHARED_DATA, help="folder holding medquad/ and mts-dialog/")

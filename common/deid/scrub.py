@@ -1,0 +1,141 @@
+"""Scrubbing: resolve a detector's overlapping findings, replace them by typed placeholders, load backends."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections import Counter
+
+from common.deid.base import PHI_TYPES, RANK, Detector, Finding
+from common.deid.rules import RuleDetector
+from common.errors import ConfigError
+from common.records import ChatRecord
+
+_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PHI_TYPES) + r")\]")
+# RuleDetector holds no state, so one instance serves every call that names no detector.
+_BUILT_IN = RuleDetector()
+
+
+def detect(text: str, detector: Detector | None = None) -> list[Finding]:
+    """Find the identifier spans scrub would replace in one pass: non-overlapping, in text order.
+
+    Overlaps are resolved by keeping the longest span, then the kind earlier in the priority order
+    (cue-labelled identifiers, then contact details, dates, ages, places and names). Spans touching an existing
+    placeholder are dropped so that placeholders are never altered.
+
+    Args:
+        text: The text to examine.
+        detector: Backend to use; the built-in RuleDetector when None.
+
+    Returns:
+        The selected findings, sorted by start offset.
+
+    Raises:
+        ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
+    """
+    backend = detector if detector is not None else _BUILT_IN
+    placeholders = [(match.start(), match.end()) for match in _PLACEHOLDER.finditer(text)]
+    candidates: list[Finding] = []
+    for finding in backend.find(text):
+        if finding.kind not in RANK:
+            # The kind is not echoed: a faulty backend could have put record text in it.
+            raise ConfigError(f"detector {type(backend).__name__} returned a finding of a kind not in PHI_TYPES")
+        start, end = max(0, finding.start), min(len(text), finding.end)
+        if start >= end or any(start < p_end and p_start < end for p_start, p_end in placeholders):
+            continue
+        candidates.append(Finding(finding.kind, start, end))
+    candidates.sort(key=lambda finding: (finding.start - finding.end, RANK[finding.kind], finding.start))
+    chosen: list[Finding] = []
+    for finding in candidates:
+        if all(finding.end <= kept.start or kept.end <= finding.start for kept in chosen):
+            chosen.append(finding)
+    return sorted(chosen, key=lambda finding: finding.start)
+
+
+def scrub(text: str, detector: Detector | None = None) -> tuple[str, Counter[str]]:
+    """Replace every identifier in text by a typed placeholder such as "[DATE]".
+
+    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0]. This ends:
+    every pass turns at least one character outside placeholders into a placeholder and never touches one.
+
+    Args:
+        text: The text to scrub.
+        detector: Backend to use; the built-in RuleDetector when None.
+
+    Returns:
+        (scrubbed text, number of identifiers replaced per kind). The counts never carry values.
+
+    Raises:
+        ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
+    """
+    counts: Counter[str] = Counter()
+    while True:
+        findings = detect(text, detector)
+        if not findings:
+            return text, counts
+        pieces: list[str] = []
+        cursor = 0
+        for finding in findings:
+            pieces.append(text[cursor : finding.start])
+            pieces.append(f"[{finding.kind}]")
+            cursor = finding.end
+            counts[finding.kind] += 1
+        pieces.append(text[cursor:])
+        text = "".join(pieces)
+
+
+def scrub_record(record: ChatRecord, detector: Detector | None = None) -> tuple[ChatRecord, Counter[str]]:
+    """Scrub every prompt turn and the completion of a training record.
+
+    Args:
+        record: The record to scrub; roles are kept as they are.
+        detector: Backend to use; the built-in RuleDetector when None.
+
+    Returns:
+        (scrubbed record, identifiers replaced per kind, summed over all turns).
+    """
+    counts: Counter[str] = Counter()
+    turns: list[tuple[str, str]] = []
+    for role, content in record.prompt:
+        scrubbed, found = scrub(content, detector)
+        turns.append((role, scrubbed))
+        counts.update(found)
+    completion, found = scrub(record.completion, detector)
+    counts.update(found)
+    return ChatRecord(prompt=tuple(turns), completion=completion), counts
+
+
+def load_detector(spec: str) -> Detector:
+    """Build a de-identification backend from a configuration string.
+
+    Args:
+        spec: "rules" for the built-in RuleDetector, or "package.module:ClassName" for a site's own backend
+            (for example a stronger NER model); the class is instantiated without arguments and must have a
+            find(text) -> list[Finding] method.
+
+    Returns:
+        The detector.
+
+    Raises:
+        ConfigError: The spec is neither form, the module or class cannot be loaded, or the object has no find.
+    """
+    spec = spec.strip()
+    if spec == "rules":
+        return RuleDetector()
+    module_name, separator, class_name = spec.partition(":")
+    if not separator or not module_name or not class_name.isidentifier():
+        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules' or 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"de-identification detector module {module_name!r} cannot be imported ({error})") from None
+    factory = getattr(module, class_name, None)
+    if factory is None or not callable(factory):
+        raise ConfigError(f"module {module_name!r} has no class {class_name!r} for de-identification")
+    try:
+        detector = factory()
+    except Exception as error:  # noqa: BLE001 - any failure of third-party construction is a configuration problem
+        raise ConfigError(f"de-identification detector {spec!r} cannot be created ({type(error).__name__})") from None
+    if not isinstance(detector, Detector):
+        raise ConfigError(f"de-identification detector {spec!r} has no find(text) method")
+    return detector
