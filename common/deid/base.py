@@ -23,6 +23,7 @@ PHI_TYPES: tuple[str, ...] = (
     "IP",
     "ADDRESS",
     "ZIP",
+    "OTHER",  # a backend's identifier of no kind above (Philter removes every word it does not know as safe)
 )
 
 # Tie-break between equally long overlapping spans: a cue-labelled identifier says more about what a number is
@@ -46,6 +47,7 @@ _PRIORITY: tuple[str, ...] = (
     "ZIP",
     "ADDRESS",
     "NAME",
+    "OTHER",
 )
 RANK = {kind: rank for rank, kind in enumerate(_PRIORITY)}
 

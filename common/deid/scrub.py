@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import re
 from collections import Counter
@@ -102,29 +104,69 @@ def scrub_record(record: ChatRecord, detector: Detector | None = None) -> tuple[
         counts.update(found)
     completion, found = scrub(record.completion, detector)
     counts.update(found)
-    return ChatRecord(prompt=tuple(turns), completion=completion), counts
+    return dataclasses.replace(record, prompt=tuple(turns), completion=completion), counts
+
+
+# Library backends, by the name a site configures; imported only when named (they pull in spaCy or NLTK data).
+BACKENDS: dict[str, str] = {
+    "presidio": "common.deid.presidio:PresidioDetector",
+    "philter": "common.deid.philter:PhilterDetector",
+}
+
+
+class Union:
+    """Several detectors as one: every finding of each; detect() keeps the longest of overlapping spans."""
+
+    def __init__(self, detectors: list[Detector]) -> None:
+        self.detectors = tuple(detectors)
+
+    def find(self, text: str) -> list[Finding]:
+        """Findings of every member detector, in no particular order."""
+        return [finding for detector in self.detectors for finding in detector.find(text)]
 
 
 def load_detector(spec: str) -> Detector:
     """Build a de-identification backend from a configuration string.
 
     Args:
-        spec: "rules" for the built-in RuleDetector, or "package.module:ClassName" for a site's own backend
-            (for example a stronger NER model); the class is instantiated without arguments and must have a
-            find(text) -> list[Finding] method.
+        spec: One part or several joined by "+" (their findings are combined, e.g. "presidio+rules"). A part is
+            "rules" (the built-in RuleDetector), a library backend named in BACKENDS ("presidio", "philter"),
+            or "package.module:ClassName" for a site's own backend; a class is instantiated without arguments
+            and must have a find(text) -> list[Finding] method. Library backends are built once per process.
 
     Returns:
         The detector.
 
     Raises:
-        ConfigError: The spec is neither form, the module or class cannot be loaded, or the object has no find.
+        ConfigError: A part is none of these forms, its module or class cannot be loaded, or it has no find.
     """
-    spec = spec.strip()
+    parts = [part.strip() for part in spec.split("+")]
+    if not all(parts):
+        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
+                          "'package.module:ClassName' or several joined by '+'")
+    detectors = [_part(part) for part in parts]
+    return detectors[0] if len(detectors) == 1 else Union(detectors)
+
+
+def _part(spec: str) -> Detector:
     if spec == "rules":
-        return RuleDetector()
+        return _BUILT_IN
+    if spec in BACKENDS:
+        return _library_backend(spec)
+    return _build(spec)
+
+
+@functools.cache
+def _library_backend(name: str) -> Detector:
+    # Loading a spaCy pipeline takes seconds; every site of a simulation shares one stateless instance.
+    return _build(BACKENDS[name])
+
+
+def _build(spec: str) -> Detector:
     module_name, separator, class_name = spec.partition(":")
     if not separator or not module_name or not class_name.isidentifier():
-        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules' or 'package.module:ClassName'")
+        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
+                          "'package.module:ClassName' or several joined by '+'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -134,6 +176,8 @@ def load_detector(spec: str) -> Detector:
         raise ConfigError(f"module {module_name!r} has no class {class_name!r} for de-identification")
     try:
         detector = factory()
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001 - any failure of third-party construction is a configuration problem
         raise ConfigError(f"de-identification detector {spec!r} cannot be created ({type(error).__name__})") from None
     if not isinstance(detector, Detector):
