@@ -19,6 +19,7 @@ from common.adapters import attach_lora
 from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
 from common.deid import load_detector, scrub_record
+from common.deid.surrogates import Surrogates
 from common.examples import TokenizedExample, split_indices, split_units, tokenize_records
 from common.model import load_model_and_tokenizer, resolve_device, resolve_precision
 
@@ -73,7 +74,8 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
                 detector = load_detector(data_cfg.deid)
                 records = []
                 for record in data.records:
-                    clean, found = scrub_record(record, detector)
+                    fakes = Surrogates() if data_cfg.deid_replace == "surrogate" else None
+                    clean, found = scrub_record(record, detector, fakes)
                     records.append(clean)
                     counts.update(found)
                 log.info("site %s: de-identification replaced %d identifiers (%s)", data.name, sum(counts.values()),

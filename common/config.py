@@ -156,6 +156,7 @@ class DataConfig:
     eval_fraction: float = 0.2  # share of each site's records held out for evaluation
     seed: int = 0  # seed of generation, splitting and sampling
     deid: str = "rules"  # de-identification before tokenization: "rules", "off", or a "module:Class" backend
+    deid_replace: str = "placeholder"  # identifiers become "[NAME]"-style placeholders, or "surrogate" fakes
     patient_field: str = ""  # files: field with each record's patient id (needed for privacy.unit=patient)
     # files, one path: > 0 splits it into num_sites sites, each partition_field value's records spread
     # over the sites in shares drawn from Dir(alpha) (small = skewed); 0 = one site per value
@@ -170,6 +171,8 @@ class DataConfig:
         _check(4 <= self.records_per_site <= 1_000_000, "data.records_per_site", "in [4, 1000000]",
                self.records_per_site)
         _check(0 <= self.seed < 2**32, "data.seed", "in [0, 2^32)", self.seed)
+        _check(self.deid_replace in ("placeholder", "surrogate"), "data.deid_replace", "'placeholder' or 'surrogate'",
+               self.deid_replace)
         _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
         if self.kind == "files":
             _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)

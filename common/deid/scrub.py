@@ -7,6 +7,7 @@ import functools
 import importlib
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from common.deid.base import PHI_TYPES, RANK, Detector, Finding
 from common.deid.rules import RuleDetector
@@ -54,15 +55,20 @@ def detect(text: str, detector: Detector | None = None) -> list[Finding]:
     return sorted(chosen, key=lambda finding: finding.start)
 
 
-def scrub(text: str, detector: Detector | None = None) -> tuple[str, Counter[str]]:
-    """Replace every identifier in text by a typed placeholder such as "[DATE]".
+def scrub(
+    text: str, detector: Detector | None = None, surrogates: Callable[[str, str], str] | None = None
+) -> tuple[str, Counter[str]]:
+    """Replace every identifier in text by a typed placeholder such as "[DATE]", or by a surrogate.
 
-    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0]. This ends:
-    every pass turns at least one character outside placeholders into a placeholder and never touches one.
+    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0] for placeholders.
+    This ends: every pass turns at least one character outside placeholders into a placeholder and never touches
+    one. Surrogates replace the placeholders once the passes are done, so a fake value is never scanned again.
 
     Args:
         text: The text to scrub.
         detector: Backend to use; the built-in RuleDetector when None.
+        surrogates: (kind, original value) -> replacement, e.g. a common.deid.surrogates.Surrogates; None keeps
+            typed placeholders.
 
     Returns:
         (scrubbed text, number of identifiers replaced per kind). The counts never carry values.
@@ -71,10 +77,16 @@ def scrub(text: str, detector: Detector | None = None) -> tuple[str, Counter[str
         ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
     """
     counts: Counter[str] = Counter()
+    # The value behind each placeholder of the current text, in text order (None: it was there to begin with).
+    originals: list[tuple[str, str] | None] = [None] * len(_PLACEHOLDER.findall(text))
     while True:
         findings = detect(text, detector)
         if not findings:
-            return text, counts
+            break
+        existing = [match.start() for match in _PLACEHOLDER.finditer(text)]
+        events = sorted([(start, original) for start, original in zip(existing, originals, strict=True)]
+                        + [(f.start, (f.kind, text[f.start : f.end])) for f in findings], key=lambda e: e[0])
+        originals = [original for _, original in events]
         pieces: list[str] = []
         cursor = 0
         for finding in findings:
@@ -84,14 +96,26 @@ def scrub(text: str, detector: Detector | None = None) -> tuple[str, Counter[str
             counts[finding.kind] += 1
         pieces.append(text[cursor:])
         text = "".join(pieces)
+    if surrogates is None or not counts:
+        return text, counts
+    replacements = iter(originals)
+
+    def fake(match: re.Match[str]) -> str:
+        original = next(replacements)
+        return match.group() if original is None else surrogates(*original)
+
+    return _PLACEHOLDER.sub(fake, text), counts
 
 
-def scrub_record(record: ChatRecord, detector: Detector | None = None) -> tuple[ChatRecord, Counter[str]]:
+def scrub_record(
+    record: ChatRecord, detector: Detector | None = None, surrogates: Callable[[str, str], str] | None = None
+) -> tuple[ChatRecord, Counter[str]]:
     """Scrub every prompt turn and the completion of a training record.
 
     Args:
-        record: The record to scrub; roles are kept as they are.
+        record: The record to scrub; roles and the patient id are kept as they are.
         detector: Backend to use; the built-in RuleDetector when None.
+        surrogates: As for scrub; pass one mapping per record so a value gets the same fake in every turn.
 
     Returns:
         (scrubbed record, identifiers replaced per kind, summed over all turns).
@@ -99,10 +123,10 @@ def scrub_record(record: ChatRecord, detector: Detector | None = None) -> tuple[
     counts: Counter[str] = Counter()
     turns: list[tuple[str, str]] = []
     for role, content in record.prompt:
-        scrubbed, found = scrub(content, detector)
+        scrubbed, found = scrub(content, detector, surrogates)
         turns.append((role, scrubbed))
         counts.update(found)
-    completion, found = scrub(record.completion, detector)
+    completion, found = scrub(record.completion, detector, surrogates)
     counts.update(found)
     return dataclasses.replace(record, prompt=tuple(turns), completion=completion), counts
 
