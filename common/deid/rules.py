@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from common.deid.base import Finding
 from common.deid.words import (
     CITY_PREFIXES,
+    COUNTRIES,
+    COUNTRY_PHRASES,
     EPONYM_HEADS,
     EPONYMS,
     FIRST_NAMES,
@@ -25,6 +27,18 @@ _EPONYM_AFTER = re.compile(
 )
 
 _TITLES = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Miss|Mister|Doctor|Madam|Madame)"
+_SPAN_GAP = re.compile(r"\n|[ \t]{2,}")
+_SPAN_WORD = re.compile(r"[\w][\w'’.-]*")
+_CREDENTIAL_WORDS = frozenset({"MD", "RN", "NP", "DO", "PhD", "MBBS", "FRCP"})
+# Words a recognizer often takes into a name: relations, roles and honorifics of several languages.
+_CUE_WORDS = word_set(
+    "son daughter wife husband mum mom mother father dad brother sister partner parents parent grandson "
+    "granddaughter niece nephew aunt uncle friend neighbour neighbor carer guardian officer pc sr sister smt shri "
+    "sri frau herr dhr mevr sig sig.ra signora signor paciente patiente madame monsieur rev father fr master "
+    "miss baby nurse consultant registrar pharmacist physio chaplain interpreter seen reviewed discussed called",
+    lower=True,
+)
+_TITLE_WORDS = frozenset({"dr", "mr", "mrs", "ms", "mx", "prof", "miss", "mister", "doctor", "madam", "madame"})
 _UPPER = "A-ZÀ-ÖØ-Þ"
 _LOWER = "a-zß-öø-ÿ"
 # One name word: "Smith", "O'Brien", "McDonald", "DeLuca", "Smith-Jones", "José".
@@ -272,6 +286,7 @@ _STATE_NAMES = (
     "Virginia|Washington|West Virginia|Wisconsin|Wyoming|Puerto Rico"
 )
 _STATE = rf"(?:{'|'.join(_STATE_CODES)}|{_STATE_NAMES})"
+_STATE_ONLY = re.compile(rf"(?:the[ \t]+)?(?:{_STATE_NAMES})", re.IGNORECASE)
 _ZIP_VALUE = r"(?P<zip>\d{5}(?:-\d{4})?)(?![\w-])"
 _STATE_ZIP = re.compile(rf"(?<![\w]){_STATE}\.?,?[ \t]+{_ZIP_VALUE}")
 _CUED_ZIP = re.compile(rf"(?i:\b(?:zip(?:[ \t]*code)?|zipcode|postal[ \t]+code)\b)[ \t]*[:#]?[ \t]*{_ZIP_VALUE}")
@@ -527,6 +542,45 @@ def _listed(word: str) -> bool:
 
 def _is_eponym(text: str, end: int, words: list[str]) -> bool:
     return any(word.lower() in EPONYMS for word in words) or _EPONYM_AFTER.match(text, end) is not None
+
+
+def trim_name_or_place(text: str, start: int, end: int, kind: str) -> tuple[int, int] | None:
+    """A language model's NAME or ADDRESS span without titles and cue words, or None when it cannot be one.
+
+    Args:
+        text: The whole text.
+        start: The span's first character.
+        end: Just past its last character.
+        kind: "NAME" or "ADDRESS".
+
+    Returns:
+        (start, end) trimmed of leading titles, relation or role words ("Dr", "daughter", "Patient") and of
+        anything after a line break or a column gap; None for spans left with only stop words, eponyms
+        ("Parkinson", "Crohn's disease"), countries or US states.
+    """
+    gap = _SPAN_GAP.search(text, start, end)
+    if gap and gap.start() > start:
+        end = gap.start()
+    words = [match for match in _SPAN_WORD.finditer(text, start, end)]
+    while words and _ignorable(words[0].group()):
+        words.pop(0)
+    while words and (_ignorable(words[-1].group()) or words[-1].group() in _CREDENTIAL_WORDS):
+        words.pop()
+    if not words:
+        return None
+    start, end = words[0].start(), words[-1].end()
+    plain = [word.group().strip("'’").removesuffix("'s").removesuffix("’s") for word in words]
+    if kind == "NAME":
+        return None if _is_eponym(text, end, plain) else (start, end)
+    value = " ".join(text[start:end].lower().split())
+    if value in COUNTRY_PHRASES or all(word.lower() in COUNTRIES for word in plain):
+        return None
+    return None if _STATE_ONLY.fullmatch(value) else (start, end)
+
+
+def _ignorable(word: str) -> bool:
+    lowered = word.lower().rstrip(".")
+    return lowered in STOP_WORDS or lowered in _TITLE_WORDS or lowered in _CUE_WORDS
 
 
 def _names(text: str) -> Iterator[Finding]:

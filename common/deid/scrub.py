@@ -60,9 +60,11 @@ def scrub(
 ) -> tuple[str, Counter[str]]:
     """Replace every identifier in text by a typed placeholder such as "[DATE]", or by a surrogate.
 
-    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0] for placeholders.
+    Passes repeat until the detector finds nothing new, so scrub(scrub(x)[0])[0] == scrub(x)[0] for the rules.
     This ends: every pass turns at least one character outside placeholders into a placeholder and never touches
-    one. Surrogates replace the placeholders once the passes are done, so a fake value is never scanned again.
+    one. Passes after the first call a detector's find_again(text) where it has one: a language model reads the
+    text once (reading it again after replacement would double the cost for little gain). Surrogates replace
+    the placeholders once the passes are done, so a fake value is never scanned again.
 
     Args:
         text: The text to scrub.
@@ -79,8 +81,10 @@ def scrub(
     counts: Counter[str] = Counter()
     # The value behind each placeholder of the current text, in text order (None: it was there to begin with).
     originals: list[tuple[str, str] | None] = [None] * len(_PLACEHOLDER.findall(text))
+    backend: Detector = detector if detector is not None else _BUILT_IN
     while True:
-        findings = detect(text, detector)
+        findings = detect(text, backend)
+        backend = _Again(backend)  # type: ignore[assignment]
         if not findings:
             break
         existing = [match.start() for match in _PLACEHOLDER.finditer(text)]
@@ -134,6 +138,7 @@ def scrub_record(
 # Library backends, by the name a site configures; imported only when named (they pull in spaCy or NLTK data).
 BACKENDS: dict[str, str] = {
     "presidio": "common.deid.presidio:PresidioDetector",
+    "presidio-defaults": "common.deid.presidio:PresidioDefaults",
     "philter": "common.deid.philter:PhilterDetector",
 }
 
@@ -147,6 +152,19 @@ class Union:
     def find(self, text: str) -> list[Finding]:
         """Findings of every member detector, in no particular order."""
         return [finding for detector in self.detectors for finding in detector.find(text)]
+
+    def find_again(self, text: str) -> list[Finding]:
+        """Later scrub passes: each member's find_again where it has one (see scrub)."""
+        return [finding for detector in self.detectors for finding in _again(detector)(text)]
+
+
+def _again(detector: Detector) -> Callable[[str], list[Finding]]:
+    return getattr(detector, "find_again", detector.find)
+
+
+class _Again:
+    def __init__(self, detector: Detector) -> None:
+        self.find = _again(detector)
 
 
 def load_detector(spec: str) -> Detector:

@@ -149,3 +149,24 @@ CITY_PREFIXES = word_set(
 
 # Surname particles ("van der Berg", "de la Cruz").
 PARTICLES = word_set("van von de del della der den di da du la le dos das bin ibn al el")
+
+# Countries, continents and regions: not Safe Harbor identifiers (nor are US states, in rules._STATE_NAMES), so a
+# named-entity recognizer's "places" among them stay in the text.
+COUNTRIES = word_set(
+    """
+    afghanistan africa albania algeria america americas argentina asia australia austria bangladesh belgium
+    brazil britain bulgaria canada caribbean chile china colombia croatia cuba czechia denmark egypt england
+    ethiopia europe finland france germany ghana greece haiti hungary iceland india indonesia iran iraq ireland
+    israel italy jamaica japan jordan kenya korea lebanon libya malaysia mexico morocco nepal netherlands nigeria
+    norway pakistan peru philippines poland portugal romania russia scotland senegal serbia singapore somalia spain
+    sudan sweden switzerland syria taiwan tanzania thailand turkey uganda ukraine vietnam wales yemen zimbabwe
+    uk usa us u.s. u.s.a. uae eu europe scandinavia
+    """,
+    lower=True,
+)
+COUNTRY_PHRASES = frozenset(
+    {"united states", "united kingdom", "united states of america", "the united states", "the us", "the uk",
+     "south africa", "new zealand", "saudi arabia", "sri lanka", "north america", "south america", "latin america",
+     "middle east", "the netherlands", "hong kong", "great britain", "northern ireland", "south korea",
+     "north korea", "east africa", "west africa", "sub-saharan africa", "southeast asia", "south asia", "east asia"}
+)
