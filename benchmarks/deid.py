@@ -37,6 +37,9 @@ CANDIDATES = ("rules", "philter", "philter+rules", "presidio", "presidio+rules")
 _MARK = re.compile(r"\{\{(?P<optional>~?)(?P<kind>[A-Z]+)\|(?P<text>[^{}]*)\}\}")
 _ALNUM = re.compile(r"[^\W_]")
 _WORD = re.compile(r"[^\W\d_]+")
+_WORD_OR_NUMBER = re.compile(r"[^\W_]+")
+# Words inside a labelled span that identify nothing ("the 9th", "in January"): leaving them is no leak.
+_FUNCTION_WORDS = frozenset({"the", "of", "in", "at", "on", "and"})
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,8 @@ def evaluate(detector: Detector, records: Iterable[Labelled]) -> Score:
     """Score a detector on labelled records.
 
     An identifier is recalled when every letter and digit of it lies inside a detected span of any kind (a
-    half-removed name still leaks). Precision is on characters: of the letters and digits the detector removed,
+    half-removed name still leaks), function words ("the 9th", "in January") excepted. Precision is on
+    characters: of the letters and digits the detector removed,
     the share inside a required or optional labelled span. Spans are those scrub applies (common.deid.detect).
     """
     score = Score()
@@ -220,7 +224,8 @@ def evaluate(detector: Detector, records: Iterable[Labelled]) -> Score:
             if not span.required:
                 continue
             score.total[span.kind] += 1
-            chars = [i for i in range(span.start, span.end) if _ALNUM.match(record.text[i])]
+            chars = [i for word in _WORD_OR_NUMBER.finditer(record.text, span.start, span.end)
+                     if word.group().lower() not in _FUNCTION_WORDS for i in range(word.start(), word.end())]
             if all(mask[i] for i in chars):
                 score.recalled[span.kind] += 1
             else:

@@ -23,6 +23,7 @@ PHI_TYPES: tuple[str, ...] = (
     "IP",
     "ADDRESS",
     "ZIP",
+    "ID",  # a number or code of some record that no cue names (its shape alone: "K4471902", "943 476 5919")
     "OTHER",  # a backend's identifier of no kind above (Philter removes every word it does not know as safe)
 )
 
@@ -46,6 +47,7 @@ _PRIORITY: tuple[str, ...] = (
     "AGE",
     "ZIP",
     "ADDRESS",
+    "ID",
     "NAME",
     "OTHER",
 )
