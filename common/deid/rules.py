@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
-from common.deid import formats
+from common.deid import formats, names
 from common.deid.base import Finding
 from common.deid.words import (
     CITY_PREFIXES,
@@ -36,7 +36,8 @@ _CUE_WORDS = word_set(
     "son daughter wife husband mum mom mother father dad brother sister partner parents parent grandson "
     "granddaughter niece nephew aunt uncle friend neighbour neighbor carer guardian officer pc sr sister smt shri "
     "sri frau herr dhr mevr sig sig.ra signora signor paciente patiente madame monsieur rev father fr master "
-    "miss baby nurse consultant registrar pharmacist physio chaplain interpreter seen reviewed discussed called",
+    "miss baby nurse consultant registrar pharmacist physio chaplain interpreter seen reviewed discussed called "
+    "paramedic worker carer amhp anp ot physiotherapist dietitian student rx",
     lower=True,
 )
 _TITLE_WORDS = frozenset({"dr", "mr", "mrs", "ms", "mx", "prof", "miss", "mister", "doctor", "madam", "madame"})
@@ -333,6 +334,16 @@ class RuleDetector:
         # Dates carry the weekday before them and an "at" time after them; scores shaped like dates are dropped.
         findings = [formats.widen(text, f) if f.kind == "DATE" else f for f in findings
                     if f.kind != "DATE" or not formats.not_a_date(text, f.start)]
+        # Names lose the titles and cue words the rules took in ("Officer Ramirez", "Frau Müller").
+        trimmed = []
+        for finding in findings:
+            if finding.kind == "NAME":
+                span = trim_name_or_place(text, finding.start, finding.end, "NAME", stop_words=False)
+                if span is None:
+                    continue
+                finding = Finding("NAME", *span)
+            trimmed.append(finding)
+        findings = trimmed
         return sorted(findings, key=lambda finding: (finding.start, finding.end, finding.kind))
 
 
@@ -548,7 +559,9 @@ def _is_eponym(text: str, end: int, words: list[str]) -> bool:
     return any(word.lower() in EPONYMS for word in words) or _EPONYM_AFTER.match(text, end) is not None
 
 
-def trim_name_or_place(text: str, start: int, end: int, kind: str) -> tuple[int, int] | None:
+def trim_name_or_place(
+    text: str, start: int, end: int, kind: str, *, stop_words: bool = True
+) -> tuple[int, int] | None:
     """A language model's NAME or ADDRESS span without titles and cue words, or None when it cannot be one.
 
     Args:
@@ -556,6 +569,7 @@ def trim_name_or_place(text: str, start: int, end: int, kind: str) -> tuple[int,
         start: The span's first character.
         end: Just past its last character.
         kind: "NAME" or "ADDRESS".
+        stop_words: Also trim stop words ("Patient", "The"); the rules' own names keep them ("Dr Will Parker").
 
     Returns:
         (start, end) trimmed of leading titles, relation or role words ("Dr", "daughter", "Patient") and of
@@ -566,9 +580,12 @@ def trim_name_or_place(text: str, start: int, end: int, kind: str) -> tuple[int,
     if gap and gap.start() > start:
         end = gap.start()
     words = [match for match in _SPAN_WORD.finditer(text, start, end)]
-    while words and _ignorable(words[0].group()):
+    # Places keep a capitalised first word that is also a stop word: "New Delhi", "Old Airport Road".
+    lead_stop = stop_words and kind == "NAME"
+    while words and (_ignorable(words[0].group(), lead_stop or words[0].group().islower())):
         words.pop(0)
-    while words and (_ignorable(words[-1].group()) or words[-1].group() in _CREDENTIAL_WORDS):
+    while words and (_ignorable(words[-1].group(), stop_words) or words[-1].group() in _CREDENTIAL_WORDS
+                     or len(words[-1].group()) == 1):
         words.pop()
     if not words:
         return None
@@ -582,12 +599,45 @@ def trim_name_or_place(text: str, start: int, end: int, kind: str) -> tuple[int,
     return None if _STATE_ONLY.fullmatch(value) else (start, end)
 
 
-def _ignorable(word: str) -> bool:
+_HEAD_WORDS = frozenset(EPONYM_HEADS)
+_DISEASE_END = re.compile(rf"(?i:{_DISEASE_WORD}|[a-z]*(?:plasia|trophy|emia|aemia|uria|algia|ectomy|otomy|scopy))$")
+
+
+def plausible_entity(value: str, kind: str) -> bool:
+    """Whether a language model's NAME or ADDRESS span looks like one in clinical text.
+
+    Names and places hold no digits and no disease words ("atresia", "Hypoplasia"); lower-case spans and
+    spans in capitals count only when fedcare's name list knows a word of them (the model reads "Hb 68",
+    "DIFF TOXIN" or "amox + clari" as names); a single word is a name only when listed, or a role word
+    ("Paediatrician") is not one.
+    """
+    words = re.findall(r"[^\W\d_][\w'’-]*", value)
+    if not words or any(character.isdigit() for character in value) or len(value.strip(". ")) < 2:
+        return False
+    if any(_DISEASE_END.match(word) or word.lower() in _HEAD_WORDS or word.lower().rstrip("s") in EPONYMS
+           for word in words):
+        return False
+    # A name or place of several words has every word capitalised ("Rohit Verma", "Cape Town"; not "L flank").
+    if len(words) > 1 and not all(word[:1].isupper() or word.lower() in PARTICLES for word in words):
+        return False
+    known = names.listed()
+    is_listed = any(names._listed_word(names._plain(word), known) for word in words)
+    if all(word.islower() for word in words) or all(word.isupper() for word in words):
+        return is_listed and len(words) > 1 if all(word.isupper() for word in words) else is_listed
+    if any(names._ROLE_WORD.match(word) or word.lower() in STOP_WORDS for word in words if len(words) == 1):
+        return False
+    if kind == "NAME" and len(words) == 1:
+        return is_listed
+    return not (kind == "ADDRESS" and _is_eponym(value, len(value), words))
+
+
+def _ignorable(word: str, stop_words: bool = True) -> bool:
     lowered = word.lower().rstrip(".")
-    return lowered in STOP_WORDS or lowered in _TITLE_WORDS or lowered in _CUE_WORDS
+    return (stop_words and lowered in STOP_WORDS) or lowered in _TITLE_WORDS or lowered in _CUE_WORDS
 
 
 def _names(text: str) -> Iterator[Finding]:
+    yield from names.names(text, STOP_WORDS, _is_eponym)
     yield from _title_names(text)
     yield from _cued_names(text)
     yield from _listed_names(text)
