@@ -28,7 +28,7 @@ _RELATION = (r"son|daughter|wife|husband|mum|mom|mother|father|dad|brother|siste
              r"nok|interpreter|pharmacist|physio|chaplain|paramedic|registrar|consultant|nurse|"
              r"anp|hca|f1|f2|fy1|fy2|spr|sho|named|participant|initials|signed[ \t]+by|seen[ \t]+by|seen[ \t]+with|"
              r"spoke[ \t]+(?:to|with)|discussed[ \t]+with|reviewed[ \t]+by|called|rang|phoned|"
-             r"collateral[ \t]+from|ex|thanks|thank[ \t]+you|regards|wishes|cheers|sincerely")
+             r"collateral[ \t]+from|ex|pt|w/|thanks|thank[ \t]+you|regards|wishes|cheers|sincerely")
 _CUE = re.compile(rf"(?<![\w])(?:(?P<title>(?i:{_TITLE}))\.?|(?P<relation>(?i:{_RELATION})))(?![\w'’])"
                   r"[ \t]*[(:,]?[ \t]*(?=\S)")
 _ROLE_WORD = re.compile(r"(?i:.*(?:ician|ologist|ology|iatrist|aedic|aedics|edic|edics|ist|ists|ics|ery|ary))$")
@@ -79,8 +79,10 @@ def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Fi
         lowered = _plain(word)
         if not _listed_word(lowered, names_) or lowered in ordinary or len(lowered) < 3:
             continue
-        if word.isupper() and len(word) < 4:
-            continue
+        if word.isupper() and (len(word) < 4 or not _mostly_capitals(text, match.start())):
+            continue  # "NASH" in ordinary text is an acronym; "SON DAVID" in a note in capitals is a name
+        if word.islower() and not _BOUNDARY_BEFORE.search(text, max(0, match.start() - 4), match.start()):
+            continue  # "aloe vera"; a lower-case name counts at the start of a sentence or after a cue
         if _NOT_A_PERSON_AFTER.match(text, match.end()) or _NOT_A_PERSON_BEFORE.search(
             text, max(0, match.start() - 8), match.start()
         ):
@@ -95,7 +97,9 @@ def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Fi
             start = before.start("word")
         # The words after a listed name that are also names, or capitalised like it: "Isla Mae Fraser".
         run = _run(text, end, ordinary, names_, after_title=False, same_case_as=word)
-        if run and run[0] - end <= 2 and not is_eponym(text, run[1], run[2]):  # type: ignore[operator]
+        if run and run[0] - end <= 2:
+            if is_eponym(text, run[1], run[2]) or _TEST_AFTER.match(text, run[1]):  # type: ignore[operator]
+                continue  # "Cornelia de Lange syndrome"
             end = run[1]
         yield Finding("NAME", *_strip_possessive(text, start, end))
     for match in _CAPS_LAST_FIRST.finditer(text):
@@ -124,6 +128,14 @@ _BEFORE_NAME = re.compile(
 _NOT_BEFORE = frozenset({"dr", "mr", "mrs", "ms", "the", "a", "an", "and", "or", "with", "by", "to", "from", "of",
                          "in", "on", "at", "for", "dear", "hi", "hello", "thanks", "seen", "saw", "pt", "patient"})
 _CAPS_NOT_NAMES = frozenset({"MD", "MRN", "DOB", "NHS", "RN", "ID", "UR", "DO", "NP", "PA", "MBBS", "FRCP"})
+
+
+_BOUNDARY_BEFORE = re.compile(r"(?:^|[.:;,!?\n]|\bw/|\bpt)[ \t]*$")
+
+
+def _mostly_capitals(text: str, position: int) -> bool:
+    letters = [c for c in text[max(0, position - 40) : position + 40] if c.isalpha()]
+    return sum(c.isupper() for c in letters) >= 0.8 * len(letters)
 
 
 def _plain(word: str) -> str:
@@ -168,7 +180,7 @@ def _run(
             break
         word = word_match.group()
         lowered = _plain(word)
-        if lowered in _PARTICLES and (words or after_title):
+        if lowered in _PARTICLES and (words or after_title or same_case_as):
             if start is None:
                 start = word_match.start()
             cursor = word_match.end()
@@ -177,9 +189,9 @@ def _run(
             break
         if lowered in ordinary:
             # "Dr Will Parker": after a title, a capitalised ordinary word starts a name when one follows it.
-            following = re.compile(r"[ \t]+([A-Z][a-z'’-]+)").match(text, word_match.end())
+            following = re.compile(r"[ \t]+([^\W\d_][\w'’-]+)").match(text, word_match.end())
             if not (after_title and not words and word[:1].isupper() and following
-                    and _plain(following.group(1)) not in ordinary):
+                    and following.group(1)[:1].isupper() and _plain(following.group(1)) not in ordinary):
                 break
             words.append(word)
             start = word_match.start() if start is None else start

@@ -1,0 +1,35 @@
+"""The library backends as they run at a site: Presidio with fedcare's selection, offline, combined with the rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.deid import detect, load_detector, scrub
+
+pytest.importorskip("presidio_analyzer")
+
+
+@pytest.fixture(scope="module")
+def default():  # noqa: ANN201 - the default data.deid detector
+    return load_detector("presidio+rules")
+
+
+def test_presidio_plus_rules_finds_names_places_and_structured_identifiers(default) -> None:
+    text = "Seen with Chidi Eze at home in Harrogate. NHS No: 943 476 5919, tel 07700 900461, on 14/07/2023."
+    scrubbed, counts = scrub(text, default)
+    for value in ("Chidi", "Eze", "Harrogate", "943 476 5919", "07700 900461", "14/07/2023"):
+        assert value not in scrubbed
+    assert counts["NAME"] >= 1 and counts["DATE"] == 1
+
+
+def test_presidio_spans_that_are_not_names_are_dropped(default) -> None:
+    text = ("Hb 68 -> 81. Started Sertraline and Keppra. Parkinson's disease. Crohn's disease, "
+            "2/3 blood culture bottles.")
+    assert [text[f.start : f.end] for f in detect(text, default)] == []
+
+
+def test_library_backends_are_built_once_and_read_the_text_once(default) -> None:
+    assert load_detector("presidio") is load_detector("presidio")
+    presidio = load_detector("presidio")
+    assert presidio.find_again("Seen by Dr Okafor") == []  # type: ignore[attr-defined]
+    assert presidio.find("Seen by Ingrid Okafor today.")
