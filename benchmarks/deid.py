@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import subprocess
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     timed = speed_records(frozen, args.speed)
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", str(FROZEN)], capture_output=True,
                             text=True, cwd=HERE, check=False).stdout.strip() or "unknown"
-    print(f"frozen set: {len(frozen)} records, commit {commit}; "
+    digest = hashlib.sha256(FROZEN.read_bytes()).hexdigest()[:16]
+    print(f"frozen set: {len(frozen)} records, commit {commit}, sha256 {digest}...; "
           + "; ".join(f"{name}: {len(records)} records" for name, records in sets.items()))
 
     results: dict[str, dict[str, Score]] = {name: {} for name in sets}

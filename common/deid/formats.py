@@ -292,12 +292,12 @@ def addresses(text: str, ordinary: frozenset[str]) -> Iterator[Finding]:
     for pattern in (_STREET, _STREET_PREFIXED, _LOWER_STREET):
         for match in pattern.finditer(text):
             start = match.start()
-            words = list(re.finditer(r"[A-Za-z][\w'’-]*", match.group()))
+            parts = list(re.finditer(r"[A-Za-z][\w'’-]*", match.group()))
             # Leading ordinary words ("The", "Patient") are not part of the street.
-            while len(words) > 1 and words[0].group().lower() in _LEAD_WORDS and not re.match(r"\d", text[start:]):
-                words.pop(0)
-                start = match.start() + words[0].start()
-            if len(words) < 2 and not re.search(r"\d", match.group()):
+            while len(parts) > 1 and parts[0].group().lower() in _LEAD_WORDS and not re.match(r"\d", text[start:]):
+                parts.pop(0)
+                start = match.start() + parts[0].start()
+            if len(parts) < 2 and not re.search(r"\d", match.group()):
                 continue
             end = match.end()
             after = _AFTER_PLACE.match(text, end)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 from common.deid.base import Finding
 from common.deid.rules import plausible_entity, trim_name_or_place
@@ -87,15 +88,16 @@ class PresidioDetector:
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         self._analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
-        if lean:
-            nlp = engine.nlp["en"]
+        models: Any = engine.nlp  # {language: spaCy Language}, filled by the engine's load()
+        if lean and models:
+            nlp = models["en"]
             for name in nlp.pipe_names:
                 if name not in LEAN_PIPES:
                     nlp.disable_pipe(name)
         supported = set(self._analyzer.get_supported_entities("en"))
         self._entities = sorted(set(entities if entities is not None else KINDS) & set(KINDS) & supported)
         self.score_threshold = score_threshold
-        from drug_named_entity_recognition import find_drugs
+        from drug_named_entity_recognition import find_drugs  # type: ignore[import-untyped]
 
         self._find_drugs = find_drugs
 

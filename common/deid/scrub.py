@@ -84,7 +84,7 @@ def scrub(
     backend: Detector = detector if detector is not None else _BUILT_IN
     while True:
         findings = detect(text, backend)
-        backend = _Again(backend)  # type: ignore[assignment]
+        backend = _Again(backend)
         if not findings:
             break
         existing = [match.start() for match in _PLACEHOLDER.finditer(text)]

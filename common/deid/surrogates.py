@@ -44,7 +44,7 @@ class Surrogates:
     def _fake(self, kind: str, original: str) -> str:
         fake = self._faker
         if kind == "NAME":
-            return fake.last_name() if len(original.split()) == 1 else f"{fake.first_name()} {fake.last_name()}"
+            return str(fake.last_name()) if len(original.split()) == 1 else f"{fake.first_name()} {fake.last_name()}"
         if kind == "DATE":
             day = fake.date_between(start_date="-80y", end_date="today")
             if _NUMERIC_DATE.fullmatch(original.strip()):
@@ -54,11 +54,11 @@ class Surrogates:
         if kind == "AGE":
             return str(self._rng.randint(90, 99))
         if kind == "EMAIL":
-            return fake.email()
+            return str(fake.email())
         if kind == "URL":
-            return fake.domain_name()
+            return str(fake.domain_name())
         if kind == "ADDRESS":
-            return fake.city() if len(original.split()) == 1 else fake.street_address().replace("\n", ", ")
+            return str(fake.city()) if len(original.split()) == 1 else str(fake.street_address()).replace("\n", ", ")
         if kind in _DIGIT_KINDS:
             return self._same_shape(original)
         return f"[{kind}]"
