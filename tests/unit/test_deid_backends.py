@@ -32,4 +32,4 @@ def test_library_backends_are_built_once_and_read_the_text_once(default) -> None
     assert load_detector("presidio") is load_detector("presidio")
     presidio = load_detector("presidio")
     assert presidio.find_again("Seen by Dr Okafor") == []  # type: ignore[attr-defined]
-    assert [f.kind for f in presidio.find("Write to jane.doe@example.org please.")] == ["EMAIL"]
+    assert "EMAIL" in [f.kind for f in presidio.find("Write to jane.doe@example.org please.")]
