@@ -45,7 +45,7 @@ class PhilterDetector:
     def _pos(self, text: str) -> list[tuple[str, str]]:
         from spacy.tokens import Doc
 
-        cleaned = self._philter._get_clean(text)  # type: ignore[no-untyped-call]
+        cleaned = self._philter._get_clean(text)
         words = [word if word.strip() else " " for word in cleaned]
         doc = Doc(self._tagger.vocab, words=words, spaces=[False] * len(words))
         for _, component in self._tagger.pipeline:
