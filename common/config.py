@@ -155,8 +155,10 @@ class DataConfig:
     max_records_per_site: int = 0  # cap per site after loading, 0 = no cap
     eval_fraction: float = 0.2  # share of each site's records held out for evaluation
     seed: int = 0  # seed of generation, splitting and sampling
-    deid: str = "presidio+rules"  # de-identification before tokenization (common.deid.load_detector): "rules",
-    # "presidio", "philter", several joined by "+", a "module:Class" backend, or "off"
+    # De-identification before tokenization (common.deid.load_detector): "rules", "presidio", "philter", several
+    # joined by "+", a "module:Class" backend, or "off". The default kind (synthetic) uses the fast rules; the
+    # data groups for real text (conf/data/files.yaml, medquad.yaml) set "presidio+rules".
+    deid: str = "rules"
     deid_replace: str = "placeholder"  # identifiers become "[NAME]"-style placeholders, or "surrogate" fakes
     patient_field: str = ""  # files: field with each record's patient id (needed for privacy.unit=patient)
     # files, one path: > 0 splits it into num_sites sites, each partition_field value's records spread
