@@ -26,6 +26,7 @@ test: install lint browser
 
 lint:
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
 check: lint test

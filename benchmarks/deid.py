@@ -118,9 +118,18 @@ def load_frozen(path: Path = FROZEN) -> list[Labelled]:
 # Presidio's synthetic set labels general PII; Safe Harbor does not cover organisations, nationalities,
 # titles, countries or ages under 90, so those are optional here, as are its DATE_TIMEs that hold no day or month.
 _PRESIDIO_KINDS = {
-    "PERSON": "NAME", "STREET_ADDRESS": "ADDRESS", "ZIP_CODE": "ADDRESS", "PHONE_NUMBER": "PHONE",
-    "EMAIL_ADDRESS": "EMAIL", "DOMAIN_NAME": "URL", "CREDIT_CARD": "ID", "IBAN_CODE": "ID", "US_SSN": "ID",
-    "IP_ADDRESS": "ID", "US_DRIVER_LICENSE": "ID", "DATE_TIME": "DATE",
+    "PERSON": "NAME",
+    "STREET_ADDRESS": "ADDRESS",
+    "ZIP_CODE": "ADDRESS",
+    "PHONE_NUMBER": "PHONE",
+    "EMAIL_ADDRESS": "EMAIL",
+    "DOMAIN_NAME": "URL",
+    "CREDIT_CARD": "ID",
+    "IBAN_CODE": "ID",
+    "US_SSN": "ID",
+    "IP_ADDRESS": "ID",
+    "US_DRIVER_LICENSE": "ID",
+    "DATE_TIME": "DATE",
 }
 
 
@@ -145,10 +154,26 @@ def load_presidio_synth(path: Path = PRESIDIO_SYNTH) -> list[Labelled]:
 # i2b2 2014 tags in the notes shipped with philter-lite. Hospitals, organisations, professions, states and
 # countries are optional (not Safe Harbor identifiers), as are ages under 90.
 _I2B2_KINDS = {
-    "PATIENT": "NAME", "DOCTOR": "NAME", "USERNAME": "ID", "DATE": "DATE", "PHONE": "PHONE", "FAX": "PHONE",
-    "EMAIL": "EMAIL", "URL": "URL", "IPADDR": "ID", "MEDICALRECORD": "ID", "IDNUM": "ID", "DEVICE": "ID",
-    "BIOID": "ID", "HEALTHPLAN": "ID", "ACCOUNT": "ID", "LICENSE": "ID", "STREET": "ADDRESS", "CITY": "ADDRESS",
-    "ZIP": "ADDRESS", "LOCATION-OTHER": "ADDRESS",
+    "PATIENT": "NAME",
+    "DOCTOR": "NAME",
+    "USERNAME": "ID",
+    "DATE": "DATE",
+    "PHONE": "PHONE",
+    "FAX": "PHONE",
+    "EMAIL": "EMAIL",
+    "URL": "URL",
+    "IPADDR": "ID",
+    "MEDICALRECORD": "ID",
+    "IDNUM": "ID",
+    "DEVICE": "ID",
+    "BIOID": "ID",
+    "HEALTHPLAN": "ID",
+    "ACCOUNT": "ID",
+    "LICENSE": "ID",
+    "STREET": "ADDRESS",
+    "CITY": "ADDRESS",
+    "ZIP": "ADDRESS",
+    "LOCATION-OTHER": "ADDRESS",
 }
 
 
@@ -225,8 +250,12 @@ def evaluate(detector: Detector, records: Iterable[Labelled]) -> Score:
             if not span.required:
                 continue
             score.total[span.kind] += 1
-            chars = [i for word in _WORD_OR_NUMBER.finditer(record.text, span.start, span.end)
-                     if word.group().lower() not in _FUNCTION_WORDS for i in range(word.start(), word.end())]
+            chars = [
+                i
+                for word in _WORD_OR_NUMBER.finditer(record.text, span.start, span.end)
+                if word.group().lower() not in _FUNCTION_WORDS
+                for i in range(word.start(), word.end())
+            ]
             if all(mask[i] for i in chars):
                 score.recalled[span.kind] += 1
             else:
@@ -318,11 +347,21 @@ def main(argv: list[str] | None = None) -> int:
     sets = {name: sets[name] for name in args.sets.split(",") if sets.get(name)}
     medquad, mts = medquad_answers(args.data, args.fp_texts), mts_texts(args.data, args.fp_texts)
     timed = speed_records(frozen, args.speed)
-    commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", str(FROZEN)], capture_output=True,
-                            text=True, cwd=HERE, check=False).stdout.strip() or "unknown"
+    commit = (
+        subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", str(FROZEN)],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=False,
+        ).stdout.strip()
+        or "unknown"
+    )
     digest = hashlib.sha256(FROZEN.read_bytes()).hexdigest()[:16]
-    print(f"frozen set: {len(frozen)} records, commit {commit}, sha256 {digest}...; "
-          + "; ".join(f"{name}: {len(records)} records" for name, records in sets.items()))
+    print(
+        f"frozen set: {len(frozen)} records, commit {commit}, sha256 {digest}...; "
+        + "; ".join(f"{name}: {len(records)} records" for name, records in sets.items())
+    )
 
     results: dict[str, dict[str, Score]] = {name: {} for name in sets}
     summary: dict[str, dict[str, object]] = {}
@@ -334,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, records in sets.items():
             score = evaluate(detector, records)
             results[name][spec] = score
-            row[name] = {"recall": score.recall, "precision": score.precision,
-                         "per_type": {k: [score.recalled[k], score.total[k]] for k in TYPES if score.total[k]}}
+            row[name] = {
+                "recall": score.recall,
+                "precision": score.precision,
+                "per_type": {k: [score.recalled[k], score.total[k]] for k in TYPES if score.total[k]},
+            }
         for label, texts in (("medquad", medquad), ("mts", mts)):
             if texts:
                 flagged, total, touched = words_scrubbed(detector, texts)
@@ -345,15 +387,18 @@ def main(argv: list[str] | None = None) -> int:
         row["cpu_ms_per_record"] = round(1000 * cpu, 1)
         row["chars_per_record"] = round(sum(map(len, timed)) / max(1, len(timed)))
         summary[spec] = row
-        print(f"  measured {spec}: load {load_s:.1f} s, {rate:.1f} records/s, {1000 * cpu:.1f} ms CPU/record",
-              flush=True)
+        print(
+            f"  measured {spec}: load {load_s:.1f} s, {rate:.1f} records/s, {1000 * cpu:.1f} ms CPU/record", flush=True
+        )
 
     print()
     for name, scores in results.items():
         print(recall_table(f"{name}: recall per type (%), overall recall and character precision", scores))
         print()
-    header = ("| candidate | MedQuAD words scrubbed | MTS-Dialog words scrubbed | records/s (wall, 1 process) "
-              "| CPU ms/record | 10,000 records on 2 cores (CPU time / 2) |")
+    header = (
+        "| candidate | MedQuAD words scrubbed | MTS-Dialog words scrubbed | records/s (wall, 1 process) "
+        "| CPU ms/record | 10,000 records on 2 cores (CPU time / 2) |"
+    )
     size = next(iter(summary.values()))["chars_per_record"] if summary else 0
     print(f"**medical text wrongly scrubbed, throughput** (records of ~{size:,} characters)")
     print()
@@ -363,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for label in ("medquad", "mts"):
             data = row.get(label)
-            cells.append(f"{data['flagged']}/{data['words']} ({100 * data['flagged'] / data['words']:.2f}%)"
-                         if isinstance(data, dict) else "skipped (data absent)")
+            cells.append(
+                f"{data['flagged']}/{data['words']} ({100 * data['flagged'] / data['words']:.2f}%)"
+                if isinstance(data, dict)
+                else "skipped (data absent)"
+            )
         rate, cpu_ms = float(row["records_per_s"]), float(row["cpu_ms_per_record"])  # type: ignore[arg-type]
         minutes = 10_000 * cpu_ms / 2000 / 60
         print(f"| {spec} | {cells[0]} | {cells[1]} | {rate:.1f} | {cpu_ms:.1f} | {minutes:.1f} min |")

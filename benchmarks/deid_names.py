@@ -21,18 +21,107 @@ _LATIN = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿĀ-žḀ-ỿ'’-]+$")
 
 
 # Clinical abbreviations, units and eponyms of signs, fluids and devices that Faker also has as names.
-CLINICAL = frozenset({
-    "luts", "dex", "aki", "mol", "mmol", "hosp", "obs", "sats", "bd", "od",
-    "tds", "qds", "prn", "nbm", "cxr", "ecg", "abg", "fbc", "crp", "inr",
-    "esr", "wcc", "plt", "alt", "ast", "alp", "ggt", "egfr", "lft", "lfts",
-    "tft", "tfts", "hba", "mrsa", "cdiff", "icu", "itu", "hdu", "ccu", "mdt",
-    "anp", "acp", "spr", "sho", "nok", "lpa", "dols", "mca", "mha", "ngt",
-    "peg", "picc", "cvc", "hartmann", "zimmer", "barlow", "ortolani", "tinel", "phalen", "spurling",
-    "hoffmann", "rovsing", "lachman", "mcmurray", "finkelstein", "romberg", "hallpike", "epley", "snellen", "ishihara",
-    "korotkoff", "virchow", "courvoisier", "troisier", "cheyne", "guedel", "yankauer", "venturi", "ryles", "sengstaken",
-    "blakemore", "hickman", "seldinger", "billroth", "kocher", "pfannenstiel", "lanz", "mcburney", "calot", "apgar",
-    "barthel", "tinetti", "waterlow", "braden", "ghent", "breslow", "gleason",
-})
+CLINICAL = frozenset(
+    {
+        "luts",
+        "dex",
+        "aki",
+        "mol",
+        "mmol",
+        "hosp",
+        "obs",
+        "sats",
+        "bd",
+        "od",
+        "tds",
+        "qds",
+        "prn",
+        "nbm",
+        "cxr",
+        "ecg",
+        "abg",
+        "fbc",
+        "crp",
+        "inr",
+        "esr",
+        "wcc",
+        "plt",
+        "alt",
+        "ast",
+        "alp",
+        "ggt",
+        "egfr",
+        "lft",
+        "lfts",
+        "tft",
+        "tfts",
+        "hba",
+        "mrsa",
+        "cdiff",
+        "icu",
+        "itu",
+        "hdu",
+        "ccu",
+        "mdt",
+        "anp",
+        "acp",
+        "spr",
+        "sho",
+        "nok",
+        "lpa",
+        "dols",
+        "mca",
+        "mha",
+        "ngt",
+        "peg",
+        "picc",
+        "cvc",
+        "hartmann",
+        "zimmer",
+        "barlow",
+        "ortolani",
+        "tinel",
+        "phalen",
+        "spurling",
+        "hoffmann",
+        "rovsing",
+        "lachman",
+        "mcmurray",
+        "finkelstein",
+        "romberg",
+        "hallpike",
+        "epley",
+        "snellen",
+        "ishihara",
+        "korotkoff",
+        "virchow",
+        "courvoisier",
+        "troisier",
+        "cheyne",
+        "guedel",
+        "yankauer",
+        "venturi",
+        "ryles",
+        "sengstaken",
+        "blakemore",
+        "hickman",
+        "seldinger",
+        "billroth",
+        "kocher",
+        "pfannenstiel",
+        "lanz",
+        "mcburney",
+        "calot",
+        "apgar",
+        "barthel",
+        "tinetti",
+        "waterlow",
+        "braden",
+        "ghent",
+        "breslow",
+        "gleason",
+    }
+)
 
 
 def faker_names() -> set[str]:
@@ -56,8 +145,11 @@ def main() -> int:
 
     from common.deid.words import COUNTRIES, EPONYMS, STOP_WORDS
 
-    english = {line.strip().split("'")[0] for line in Path("/usr/share/dict/american-english").read_text().split()
-               if line.strip()[:1].islower()}
+    english = {
+        line.strip().split("'")[0]
+        for line in Path("/usr/share/dict/american-english").read_text().split()
+        if line.strip()[:1].islower()
+    }
     names = {name for name in faker_names() if len(name) >= 3}
     names -= english | STOP_WORDS | EPONYMS | COUNTRIES | CLINICAL
     candidates = sorted(names)

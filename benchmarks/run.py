@@ -117,13 +117,18 @@ def training_speed(setup: Setup, cache_dir: str) -> dict[str, Any]:
     lora = AdapterConfig()
     model = attach_lora(base, lora, seed=0)
     peer = attach_lora(copy.deepcopy(base), lora, seed=0) if _has_trainer() else None
-    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=setup.batch_size / len(examples),
-                    noise_seed=1)
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=setup.batch_size / len(examples), noise_seed=1)
 
     def fedcare(with_dp: bool, steps: int, seed: int) -> tuple[float, float, int]:
-        result = train_round(model, examples, dataclasses.replace(train_cfg, local_steps=steps), precision=precision,
-                             pad_id=tokenizer.pad_token_id, dp=dp if with_dp else None,
-                             rng=np.random.default_rng(seed))
+        result = train_round(
+            model,
+            examples,
+            dataclasses.replace(train_cfg, local_steps=steps),
+            precision=precision,
+            pad_id=tokenizer.pad_token_id,
+            dp=dp if with_dp else None,
+            rng=np.random.default_rng(seed),
+        )
         return result.seconds, result.seconds / result.steps, result.tokens
 
     runs: dict[str, Callable[[int, int], tuple[float, float, int]]] = {
@@ -131,8 +136,9 @@ def training_speed(setup: Setup, cache_dir: str) -> dict[str, Any]:
         "fedcare_no_dp": lambda steps, seed: fedcare(False, steps, seed),
     }
     if peer is not None:
-        runs["hf_trainer_peft_no_dp"] = lambda steps, seed: _hf_trainer(peer, examples, tokenizer, setup, precision,
-                                                                        steps, seed)
+        runs["hf_trainer_peft_no_dp"] = lambda steps, seed: _hf_trainer(
+            peer, examples, tokenizer, setup, precision, steps, seed
+        )
     for run in runs.values():  # warm-up: allocator, oneDNN kernels, Opacus hooks
         run(1, 0)
     samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in runs}
@@ -141,19 +147,31 @@ def training_speed(setup: Setup, cache_dir: str) -> dict[str, Any]:
             samples[name].append(run(setup.steps, 100 + rep))
     rows: dict[str, Any] = {}
     for name, got in samples.items():
-        rows[name] = {"tokens_per_s": statistics.median(tok / sec for sec, _, tok in got),
-                      "seconds_per_step": statistics.median(step for _, step, _ in got),
-                      "tokens_per_run": statistics.median(tok for _, _, tok in got)}
-    dp_ratio = statistics.median(d[1] / n[1] for d, n in zip(samples["fedcare_dp"], samples["fedcare_no_dp"],
-                                                            strict=True))
+        rows[name] = {
+            "tokens_per_s": statistics.median(tok / sec for sec, _, tok in got),
+            "seconds_per_step": statistics.median(step for _, step, _ in got),
+            "tokens_per_run": statistics.median(tok for _, _, tok in got),
+        }
+    dp_ratio = statistics.median(
+        d[1] / n[1] for d, n in zip(samples["fedcare_dp"], samples["fedcare_no_dp"], strict=True)
+    )
     flops_per_token = _training_flops_per_token(model)
-    return {"precision": precision, "data": source, "records": len(examples), "threads": torch.get_num_threads(),
-            "runs": rows, "dp_over_no_dp_step": dp_ratio,
-            "dp_over_peer_tokens_per_s": (rows["fedcare_dp"]["tokens_per_s"]
-                                          / rows["hf_trainer_peft_no_dp"]["tokens_per_s"]) if peer else None,
-            "training_flops_per_token": flops_per_token,
-            "dp_training_gflops": flops_per_token * rows["fedcare_dp"]["tokens_per_s"] / 1e9,
-            "adapter": adapter_bytes(model)}
+    return {
+        "precision": precision,
+        "data": source,
+        "records": len(examples),
+        "threads": torch.get_num_threads(),
+        "runs": rows,
+        "dp_over_no_dp_step": dp_ratio,
+        "dp_over_peer_tokens_per_s": (
+            rows["fedcare_dp"]["tokens_per_s"] / rows["hf_trainer_peft_no_dp"]["tokens_per_s"]
+        )
+        if peer
+        else None,
+        "training_flops_per_token": flops_per_token,
+        "dp_training_gflops": flops_per_token * rows["fedcare_dp"]["tokens_per_s"] / 1e9,
+        "adapter": adapter_bytes(model),
+    }
 
 
 def _has_trainer() -> bool:
@@ -165,8 +183,9 @@ def _has_trainer() -> bool:
     return True
 
 
-def _hf_trainer(model: Any, examples: list[Any], tokenizer: Any, setup: Setup, precision: str, steps: int,
-                seed: int) -> tuple[float, float, int]:
+def _hf_trainer(
+    model: Any, examples: list[Any], tokenizer: Any, setup: Setup, precision: str, steps: int, seed: int
+) -> tuple[float, float, int]:
     """Hugging Face Trainer + PEFT, defaults as FlowerTune's clients use them, on fedcare's padded batches."""
     import tempfile
 
@@ -197,12 +216,24 @@ def _hf_trainer(model: Any, examples: list[Any], tokenizer: Any, setup: Setup, p
             return super().training_step(model, inputs, *args, **kwargs)
 
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=setup.batch_size, max_steps=steps,
-                                 learning_rate=2e-3, bf16=precision == "bf16", use_cpu=True, report_to=[],
-                                 logging_strategy="no", save_strategy="no", disable_tqdm=True, seed=seed,
-                                 dataloader_num_workers=0, remove_unused_columns=False)
-        trainer = CountingTrainer(model=model, args=args, train_dataset=_ListDataset(examples), data_collator=collator,
-                                 callbacks=[Clock()])
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=setup.batch_size,
+            max_steps=steps,
+            learning_rate=2e-3,
+            bf16=precision == "bf16",
+            use_cpu=True,
+            report_to=[],
+            logging_strategy="no",
+            save_strategy="no",
+            disable_tqdm=True,
+            seed=seed,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        trainer = CountingTrainer(
+            model=model, args=args, train_dataset=_ListDataset(examples), data_collator=collator, callbacks=[Clock()]
+        )
         trainer.train()
     seconds = marks[-1] - marks[0]
     return seconds, seconds / steps, tokens
@@ -248,9 +279,14 @@ def adapter_bytes(model: Any) -> dict[str, int]:
         return sum(len(record[k].data) for k in record)
 
     count = sum(v.size for v in arrays.values())
-    return {"adapter_parameters": int(count), "model_parameters": int(full),
-            "adapter_bytes_fp32": wire(np.float32), "adapter_bytes_fp16": wire(np.float16),
-            "model_bytes_fp32": 4 * full, "model_bytes_bf16": 2 * full}
+    return {
+        "adapter_parameters": int(count),
+        "model_parameters": int(full),
+        "adapter_bytes_fp32": wire(np.float32),
+        "adapter_bytes_fp16": wire(np.float16),
+        "model_bytes_fp32": 4 * full,
+        "model_bytes_bf16": 2 * full,
+    }
 
 
 def aggregation_speed(num_updates: int = 1000, parameters: int = 1_000_000, tensors: int = 64) -> dict[str, float]:
@@ -264,9 +300,15 @@ def aggregation_speed(num_updates: int = 1000, parameters: int = 1_000_000, tens
     proto = rng.standard_normal((tensors, *shape), dtype=np.float32)
     weights = np.asarray([float(10 + i % 7) for i in range(num_updates)])
     # Distinct update arrays (what a round's replies hold): each a scaled copy of the prototype.
-    replies = [RecordDict({"arrays": ArrayRecord({f"t{j}": Array(proto[j] * (1 + 1e-3 * i)) for j in range(tensors)}),
-                           "metrics": MetricRecord({"num-examples": float(weights[i])})})
-               for i in range(num_updates)]
+    replies = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord({f"t{j}": Array(proto[j] * (1 + 1e-3 * i)) for j in range(tensors)}),
+                "metrics": MetricRecord({"num-examples": float(weights[i])}),
+            }
+        )
+        for i in range(num_updates)
+    ]
     update_bytes = parameters * 4
     tracemalloc.start()
     start = time.perf_counter()
@@ -278,8 +320,13 @@ def aggregation_speed(num_updates: int = 1000, parameters: int = 1_000_000, tens
     expected = proto[0] * float(np.sum(weights * (1 + 1e-3 * np.arange(num_updates))) / weights.sum())
     # Flower accumulates in float32 (the adapter's dtype): allow its rounding over many updates.
     assert np.allclose(mean["t0"], expected, rtol=1e-4), "aggregation benchmark: the mean is wrong"
-    return {"updates": num_updates, "parameters": parameters, "seconds": seconds,
-            "peak_extra_bytes": float(peak), "peak_extra_updates": peak / update_bytes}
+    return {
+        "updates": num_updates,
+        "parameters": parameters,
+        "seconds": seconds,
+        "peak_extra_bytes": float(peak),
+        "peak_extra_updates": peak / update_bytes,
+    }
 
 
 def site_memory(setup: Setup, cache_dir: str, sites: int = 20) -> dict[str, float]:
@@ -292,21 +339,38 @@ def site_memory(setup: Setup, cache_dir: str, sites: int = 20) -> dict[str, floa
     from common.config import AdapterConfig, DataConfig, RunConfig, TrainConfig, plan_for_round
 
     cfg, _, _ = _load(setup, cache_dir)
-    run = RunConfig(num_sites=sites, model=cfg, lora=AdapterConfig(),
-                    train=TrainConfig(local_steps=1, batch_size=setup.batch_size, max_seq_len=setup.max_seq_len),
-                    data=DataConfig(records_per_site=64))
+    run = RunConfig(
+        num_sites=sites,
+        model=cfg,
+        lora=AdapterConfig(),
+        train=TrainConfig(local_steps=1, batch_size=setup.batch_size, max_seq_len=setup.max_seq_len),
+        data=DataConfig(records_per_site=64),
+    )
     plan = plan_for_round(run, 1)
     model, tokenizer = runtime.model_for(plan.model, plan.lora, plan.seed)
     loaded = _rss_bytes()
     for index in range(sites):
         data = runtime.examples_for(plan.data, index, sites, plan, tokenizer)
-        dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0,
-                        sample_rate=min(1.0, setup.batch_size / len(data.train)))
-        train_round(model, data.train, plan.train, precision=runtime.precision_for(plan.model),
-                    pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(index))
+        dp = DPSettings(
+            noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=min(1.0, setup.batch_size / len(data.train))
+        )
+        train_round(
+            model,
+            data.train,
+            plan.train,
+            precision=runtime.precision_for(plan.model),
+            pad_id=tokenizer.pad_token_id,
+            dp=dp,
+            rng=np.random.default_rng(index),
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"sites": sites, "rss_after_model_bytes": loaded, "rss_after_sites_bytes": _rss_bytes(),
-            "peak_rss_bytes": float(peak), "peak_rss_per_site_bytes": peak / sites}
+    return {
+        "sites": sites,
+        "rss_after_model_bytes": loaded,
+        "rss_after_sites_bytes": _rss_bytes(),
+        "peak_rss_bytes": float(peak),
+        "peak_rss_per_site_bytes": peak / sites,
+    }
 
 
 def _rss_bytes() -> float:
@@ -320,8 +384,13 @@ def demo_wall_seconds() -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "simulations.cli", "simulate", f"output_dir={out}"], cwd=out,
-                       env=os.environ | {"PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "simulations.cli", "simulate", f"output_dir={out}"],
+            cwd=out,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            check=True,
+            capture_output=True,
+        )
         return {"seconds": time.perf_counter() - start}
 
 
@@ -343,32 +412,44 @@ def _quiet() -> Iterator[None]:
 def table(result: dict[str, Any]) -> str:
     """The human-readable table of a ``run`` result."""
     t = result["training"]
-    lines = [f"fedcare speed ({t['precision']}, batch {result['setup']['batch_size']} x "
-             f"{result['setup']['max_seq_len']} tokens, {t['data']}, {t['threads']} threads; "
-             f"load average {result['load_before']:.1f} -> {result['load_after']:.1f})",
-             f"{'':34} {'tokens/s':>9} {'s/step':>8}"]
+    lines = [
+        f"fedcare speed ({t['precision']}, batch {result['setup']['batch_size']} x "
+        f"{result['setup']['max_seq_len']} tokens, {t['data']}, {t['threads']} threads; "
+        f"load average {result['load_before']:.1f} -> {result['load_after']:.1f})",
+        f"{'':34} {'tokens/s':>9} {'s/step':>8}",
+    ]
     for name, row in t["runs"].items():
         lines.append(f"{name:34} {row['tokens_per_s']:9.0f} {row['seconds_per_step']:8.2f}")
     peer = t["dp_over_peer_tokens_per_s"]
-    lines += [f"DP step / non-DP step                {t['dp_over_no_dp_step']:.3f}x",
-              f"fedcare DP tokens/s / peer's         {peer:.2f}x" if peer else "peer: transformers Trainer unavailable"]
+    lines += [
+        f"DP step / non-DP step                {t['dp_over_no_dp_step']:.3f}x",
+        f"fedcare DP tokens/s / peer's         {peer:.2f}x" if peer else "peer: transformers Trainer unavailable",
+    ]
     peak = result["matmul_peak_gflops"]
-    lines.append(f"matmul peak: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.0f} GFLOP/s; "
-                 f"DP training {t['dp_training_gflops']:.1f} GFLOP/s = "
-                 f"{100 * t['dp_training_gflops'] / peak['float32' if t['precision'] == 'fp32' else 'bfloat16']:.1f}%"
-                 " of peak")
+    lines.append(
+        f"matmul peak: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.0f} GFLOP/s; "
+        f"DP training {t['dp_training_gflops']:.1f} GFLOP/s = "
+        f"{100 * t['dp_training_gflops'] / peak['float32' if t['precision'] == 'fp32' else 'bfloat16']:.1f}%"
+        " of peak"
+    )
     a = t["adapter"]
     ratio = a["model_bytes_fp32"] / a["adapter_bytes_fp32"]
-    lines.append(f"bytes per round per site: adapter {a['adapter_bytes_fp32'] / 1e6:.2f} MB fp32 "
-                 f"({a['adapter_bytes_fp16'] / 1e6:.2f} MB fp16) vs full model {a['model_bytes_fp32'] / 1e6:.0f} MB "
-                 f"fp32 ({a['model_bytes_bf16'] / 1e6:.0f} MB bf16): {ratio:.0f}x less")
+    lines.append(
+        f"bytes per round per site: adapter {a['adapter_bytes_fp32'] / 1e6:.2f} MB fp32 "
+        f"({a['adapter_bytes_fp16'] / 1e6:.2f} MB fp16) vs full model {a['model_bytes_fp32'] / 1e6:.0f} MB "
+        f"fp32 ({a['model_bytes_bf16'] / 1e6:.0f} MB bf16): {ratio:.0f}x less"
+    )
     g = result["aggregation"]
-    lines.append(f"aggregate {g['updates']} updates x {g['parameters'] / 1e6:.0f}M params: {g['seconds']:.2f} s, "
-                 f"peak extra memory {g['peak_extra_bytes'] / 1e6:.0f} MB = {g['peak_extra_updates']:.1f} updates")
+    lines.append(
+        f"aggregate {g['updates']} updates x {g['parameters'] / 1e6:.0f}M params: {g['seconds']:.2f} s, "
+        f"peak extra memory {g['peak_extra_bytes'] / 1e6:.0f} MB = {g['peak_extra_updates']:.1f} updates"
+    )
     m = result["sites"]
-    lines.append(f"{m['sites']} virtual sites on one worker: peak RSS {m['peak_rss_bytes'] / 1e9:.2f} GB "
-                 f"({m['peak_rss_per_site_bytes'] / 1e6:.0f} MB per site; model loaded "
-                 f"{m['rss_after_model_bytes'] / 1e9:.2f} GB)")
+    lines.append(
+        f"{m['sites']} virtual sites on one worker: peak RSS {m['peak_rss_bytes'] / 1e9:.2f} GB "
+        f"({m['peak_rss_per_site_bytes'] / 1e6:.0f} MB per site; model loaded "
+        f"{m['rss_after_model_bytes'] / 1e9:.2f} GB)"
+    )
     if "demo" in result:
         lines.append(f"default demo (fedcare simulate): {result['demo']['seconds']:.0f} s wall")
     return "\n".join(lines)
@@ -379,9 +460,12 @@ def run(setup: Setup, *, demo: bool = False, cache_dir: str = "") -> dict[str, A
     import torch
 
     load_before = os.getloadavg()[0]
-    result: dict[str, Any] = {"setup": dataclasses.asdict(setup), "load_before": load_before,
-                              "matmul_peak_gflops": {d: matmul_peak_gflops(d) for d in ("float32", "bfloat16")},
-                              "torch_threads": torch.get_num_threads()}
+    result: dict[str, Any] = {
+        "setup": dataclasses.asdict(setup),
+        "load_before": load_before,
+        "matmul_peak_gflops": {d: matmul_peak_gflops(d) for d in ("float32", "bfloat16")},
+        "torch_threads": torch.get_num_threads(),
+    }
     with _quiet():
         result["training"] = training_speed(setup, cache_dir)
         result["aggregation"] = aggregation_speed(setup.aggregate_updates, setup.aggregate_parameters)
@@ -405,9 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="also time the default demo (several minutes)")
     parser.add_argument("--json", type=Path, help="write the JSON result here too")
     args = parser.parse_args(argv)
-    setup = Setup(model=args.model, precision=args.precision, batch_size=args.batch_size,
-                  max_seq_len=args.max_seq_len, steps=args.steps, repeats=args.repeats, sites=args.sites,
-                  aggregate_updates=args.aggregate_updates)
+    setup = Setup(
+        model=args.model,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        max_seq_len=args.max_seq_len,
+        steps=args.steps,
+        repeats=args.repeats,
+        sites=args.sites,
+        aggregate_updates=args.aggregate_updates,
+    )
     result = run(setup, demo=args.demo, cache_dir=os.environ.get("FEDCARE_CACHE", ""))
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.json:

@@ -48,18 +48,29 @@ print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "site_data_s": 
 
 def measure(model: str, cache_dir: str, steps: int, repeats: int) -> dict[str, float]:
     """Median seconds of each phase of one message in a fresh interpreter, plus the process start."""
-    env = os.environ | {"PYTHONPATH": str(ROOT), "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-                        "TRANSFORMERS_VERBOSITY": "error"}
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD, model, cache_dir, str(steps)], env=env, check=True,
-                             capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, model, cache_dir, str(steps)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - start
         phases = json.loads(out.stdout.strip().splitlines()[-1])
         phases["process_total_s"] = wall
-        phases["interpreter_start_s"] = wall - sum(phases[k] for k in ("imports_s", "model_load_s", "site_data_s",
-                                                                       "train_s"))
+        phases["interpreter_start_s"] = wall - sum(
+            phases[k] for k in ("imports_s", "model_load_s", "site_data_s", "train_s")
+        )
         samples.append(phases)
     got = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
     got["startup_fraction"] = 1 - got["train_steps_s"] / got["process_total_s"]
@@ -76,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     name = TINY_MODEL if args.model == "tiny" else args.model
     got = measure(name, os.environ.get("FEDCARE_CACHE", ""), args.steps, args.repeats)
-    print(f"one deployment message ({name}, {args.steps} DP steps), median of {args.repeats} fresh processes; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"one deployment message ({name}, {args.steps} DP steps), median of {args.repeats} fresh processes; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"  {'phase':22} {'wall s':>7} {'cpu s':>7}")
     for key in ("interpreter_start_s", "imports_s", "model_load_s", "site_data_s", "train_s", "process_total_s"):
         cpu = got.get(key.replace("_s", "_cpu_s"))

@@ -52,10 +52,14 @@ def run_row(label: str, extra: list[str], base: list[str], out_dir: Path) -> dic
     metrics = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()]
     by_site = metrics[-1]["eval_loss_by_site"]
     return {
-        "label": label, "by_site": by_site, "mean": sum(by_site.values()) / len(by_site),
-        "worst": max(by_site.items(), key=lambda kv: kv[1]), "round0": summary["eval_loss_by_round"][0],
+        "label": label,
+        "by_site": by_site,
+        "mean": sum(by_site.values()) / len(by_site),
+        "worst": max(by_site.items(), key=lambda kv: kv[1]),
+        "round0": summary["eval_loss_by_round"][0],
         "bytes_up": sum(summary["bytes_up_per_round"]) / len(summary["bytes_up_per_round"]),
-        "seconds": sum(m["seconds"] for m in metrics) / len(metrics), "wall": wall,
+        "seconds": sum(m["seconds"] for m in metrics) / len(metrics),
+        "wall": wall,
         "rejected": len(summary["rejected_updates"]),
         "epsilon": max(s.get("epsilon", 0.0) or 0.0 for s in summary["sites"]),
     }
@@ -66,19 +70,28 @@ def table(rows: list[dict[str, Any]], sites: list[str]) -> str:
     head = ["strategy", *[f"{s} loss" for s in sites], "mean", "worst site", "bytes up / round", "s / round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["label"], *[f"{r['by_site'].get(s, float('nan')):.4f}" for s in sites], f"{r['mean']:.4f}",
-                 f"{r['worst'][0]} ({r['worst'][1]:.4f})", f"{r['bytes_up']:,.0f}", f"{r['seconds']:.1f}"]
+        cells = [
+            r["label"],
+            *[f"{r['by_site'].get(s, float('nan')):.4f}" for s in sites],
+            f"{r['mean']:.4f}",
+            f"{r['worst'][0]} ({r['worst'][1]:.4f})",
+            f"{r['bytes_up']:,.0f}",
+            f"{r['seconds']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
     sites = sorted({s for r in results for s in r["by_site"]}, key=lambda s: int(s.split("-")[1]))
-    return (f"Strategy table: MedQuAD by source, {args.sites} sites x {args.rounds} rounds x {args.steps} DP-SGD "
-            f"steps, {args.records} records per site, model={args.model}, epsilon {args.epsilon:g} per site "
-            f"(max spent {max(r['epsilon'] for r in results):.2f}), seed {args.seed}, pinned DP noise. Held-out "
-            f"loss (nats/token) of the final global adapter; before training: {results[0]['round0']:.4f}.\n\n"
-            + table(results, sites) + "\n")
+    return (
+        f"Strategy table: MedQuAD by source, {args.sites} sites x {args.rounds} rounds x {args.steps} DP-SGD "
+        f"steps, {args.records} records per site, model={args.model}, epsilon {args.epsilon:g} per site "
+        f"(max spent {max(r['epsilon'] for r in results):.2f}), seed {args.seed}, pinned DP noise. Held-out "
+        f"loss (nats/token) of the final global adapter; before training: {results[0]['round0']:.4f}.\n\n"
+        + table(results, sites)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,9 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.getLogger("fedcare").setLevel(logging.WARNING)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    base = ["data=medquad", f"data.paths=[{data.resolve()}]", f"model={args.model}", f"num_sites={args.sites}",
-            f"num_rounds={args.rounds}", f"train.local_steps={args.steps}", f"data.max_records_per_site={args.records}",
-            "privacy=dp", f"privacy.target_epsilon={args.epsilon}", "privacy.noise_seed=1", f"seed={args.seed}"]
+    base = [
+        "data=medquad",
+        f"data.paths=[{data.resolve()}]",
+        f"model={args.model}",
+        f"num_sites={args.sites}",
+        f"num_rounds={args.rounds}",
+        f"train.local_steps={args.steps}",
+        f"data.max_records_per_site={args.records}",
+        "privacy=dp",
+        f"privacy.target_epsilon={args.epsilon}",
+        "privacy.noise_seed=1",
+        f"seed={args.seed}",
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -110,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, extra in rows_to_run(args.only):
             row = run_row(label, extra, base, Path(tmp))
             results.append(row)
-            print(f"{label}: mean held-out loss {row['mean']:.4f} (round 0: {row['round0']:.4f}), worst "
-                  f"{row['worst'][0]}, {row['bytes_up']:,.0f} B up/round, {row['seconds']:.1f} s/round", flush=True)
+            print(
+                f"{label}: mean held-out loss {row['mean']:.4f} (round 0: {row['round0']:.4f}), worst "
+                f"{row['worst'][0]}, {row['bytes_up']:,.0f} B up/round, {row['seconds']:.1f} s/round",
+                flush=True,
+            )
             out.write_text(_document(args, results), encoding="utf-8")  # after every row: partial runs keep theirs
     print("\n" + _document(args, results) + f"\nwritten to {out}")
     return 0

@@ -73,9 +73,14 @@ def answer(msg: Message, context: Context, work: Work, sites_dir: Path | None = 
         release = work(site, plan, received_adapter(msg))
         check_metrics(release.metrics, TRAIN_METRICS if kind == MessageType.TRAIN else EVAL_METRICS)
         epsilon = release.metrics.get("epsilon", math.inf)
-        entry = site.egress.append(message_type=kind, server_round=server_round, tensors=release.arrays,
-                                   metrics=release.metrics, epsilon=epsilon if math.isfinite(epsilon) else None,
-                                   run_id=plan.run_id)
+        entry = site.egress.append(
+            message_type=kind,
+            server_round=server_round,
+            tensors=release.arrays,
+            metrics=release.metrics,
+            epsilon=epsilon if math.isfinite(epsilon) else None,
+            run_id=plan.run_id,
+        )
         head = {"seq": int(entry["seq"]), "head": str(entry["hash"])}  # anchors the log outside the site
         check_egress(head)
         content = RecordDict({METRICS: MetricRecord(release.metrics), EGRESS: ConfigRecord(head)})
@@ -90,13 +95,23 @@ def answer(msg: Message, context: Context, work: Work, sites_dir: Path | None = 
     except Exception as err:  # noqa: BLE001 - anything else: keep details at the site
         # The message of a foreign exception may quote a record (a tokenizer or parser echoing its
         # input): log where it happened, never what it said.
-        log.error("site failed with %s (message withheld: it may quote records); stack:\n%s",
-                  type(err).__name__, "".join(traceback.format_tb(err.__traceback__)))
+        log.error(
+            "site failed with %s (message withheld: it may quote records); stack:\n%s",
+            type(err).__name__,
+            "".join(traceback.format_tb(err.__traceback__)),
+        )
         reason = f"{type(err).__name__} at the site; details are in the site's log"
         code = UNEXPECTED_ERROR
     if site is not None:
-        site.egress.append(message_type=kind, server_round=max(0, server_round), tensors=None, metrics={},
-                           epsilon=None, error=reason, run_id=run_id)
+        site.egress.append(
+            message_type=kind,
+            server_round=max(0, server_round),
+            tensors=None,
+            metrics={},
+            epsilon=None,
+            error=reason,
+            run_id=run_id,
+        )
     return Message(Error(code=code, reason=reason), reply_to=msg)
 
 

@@ -41,10 +41,12 @@ def write_runner(state_dir: Path, site_config: Path) -> Path:
     root = Path(__file__).resolve().parents[1]
     path = state_dir / "bin" / RUNNER_NAME
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(root)!r})\n"
-                    "from client.pinned_app import clientapp_main\n"
-                    f"raise SystemExit(clientapp_main({str(site_config.resolve())!r}, sys.argv[1:]))\n",
-                    encoding="utf-8")
+    path.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(root)!r})\n"
+        "from client.pinned_app import clientapp_main\n"
+        f"raise SystemExit(clientapp_main({str(site_config.resolve())!r}, sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
     path.chmod(0o700)
     return path
 
@@ -57,11 +59,15 @@ def check_bundle(content: bytes, claimed_hash: str, trusted: tuple[str, ...], si
     """
     digest = hashlib.sha256(content).hexdigest()
     if claimed_hash and claimed_hash != digest:
-        raise AppRefusedError(f"site {site_id} refused the app bundle: its content hashes to sha256 {digest}, "
-                              f"not the {claimed_hash} the SuperLink claims")
+        raise AppRefusedError(
+            f"site {site_id} refused the app bundle: its content hashes to sha256 {digest}, "
+            f"not the {claimed_hash} the SuperLink claims"
+        )
     if digest not in trusted:
-        raise AppRefusedError(f"site {site_id} refused the app bundle sha256 {digest}: not one of the apps its "
-                              "site.yaml trusts (trusted_apps); nothing of it was installed or run")
+        raise AppRefusedError(
+            f"site {site_id} refused the app bundle sha256 {digest}: not one of the apps its "
+            "site.yaml trusts (trusted_apps); nothing of it was installed or run"
+        )
     return digest
 
 
@@ -113,8 +119,11 @@ def superexec_main(site_config: str, argv: list[str]) -> int:
         raise AppRefusedError(f"{site_config}: trusted_apps is empty; the pinned runner would refuse every app")
     runner = write_runner(Path(cfg.state_dir), Path(site_config))
     constant.TASK_TYPE_TO_COMMAND[constant.TaskType.CLIENT_APP] = str(runner)
-    log.info("site %s: ClientApps run only from approved bundles %s", cfg.site_id,
-             ", ".join(h[:16] for h in cfg.trusted_apps))
+    log.info(
+        "site %s: ClientApps run only from approved bundles %s",
+        cfg.site_id,
+        ", ".join(h[:16] for h in cfg.trusted_apps),
+    )
     sys.argv = ["flower-superexec", *argv]
     flower_superexec()
     return 0

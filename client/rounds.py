@@ -100,44 +100,86 @@ def train(site: Site, plan: SitePlan, received: Arrays) -> Release:
         run = _run_request(plan, privacy, num_units)
 
         def plan_check_record(ledger):  # noqa: ANN001, ANN202 - under the ledger's lock
-            if ledger.was_released(plan.run_id, plan.server_round, received_sha) and site.state.find_released(
-                    plan.run_id, plan.server_round, received_sha) is not None:
+            if (
+                ledger.was_released(plan.run_id, plan.server_round, received_sha)
+                and site.state.find_released(plan.run_id, plan.server_round, received_sha) is not None
+            ):
                 return ledger, None
             return charge_round(ledger, run, plan.server_round, plan.train.local_steps, cfg.limits)
 
         charge = site.state.update_ledger(privacy, num_units, plan_check_record)
         if charge is None:
             arrays, metrics = site.state.find_released(plan.run_id, plan.server_round, received_sha)  # type: ignore[misc]
-            log.info("site %d round %d: asked again after a coordinator restart; re-sending the update "
-                     "already released (no new privacy cost)", site.index, plan.server_round)
+            log.info(
+                "site %d round %d: asked again after a coordinator restart; re-sending the update "
+                "already released (no new privacy cost)",
+                site.index,
+                plan.server_round,
+            )
             return Release(arrays, _typed(metrics))
-        log.info("site %d run %s round %d: noise multiplier %.3f, epsilon %.3f -> %.3f of lifetime %g "
-                 "(%.3f left after this round)", site.index, plan.run_id, plan.server_round, charge.noise_multiplier,
-                 charge.epsilon_before, charge.epsilon_after, charge.target_epsilon, charge.remaining)
-        dp = DPSettings(charge.noise_multiplier, privacy.max_grad_norm, charge.sample_rate,
-                        noise_seed=_seed(privacy, plan, site.index, "train", charge.attempt))
+        log.info(
+            "site %d run %s round %d: noise multiplier %.3f, epsilon %.3f -> %.3f of lifetime %g "
+            "(%.3f left after this round)",
+            site.index,
+            plan.run_id,
+            plan.server_round,
+            charge.noise_multiplier,
+            charge.epsilon_before,
+            charge.epsilon_after,
+            charge.target_epsilon,
+            charge.remaining,
+        )
+        dp = DPSettings(
+            charge.noise_multiplier,
+            privacy.max_grad_norm,
+            charge.sample_rate,
+            noise_seed=_seed(privacy, plan, site.index, "train", charge.attempt),
+        )
     load_adapter_arrays(model, received)
 
     def progress(step: int, total: int, loss: float) -> None:
         if step == total or step % max(1, total // 5) == 0:
             log.info("site %d round %d step %d/%d loss %.4f", site.index, plan.server_round, step, total, loss)
 
-    rng_seed = (_seed(privacy, plan, site.index, "sample", charge.attempt) if charge
-                else plan.seed * 1_000_003 + site.index * 1009 + plan.server_round)
+    rng_seed = (
+        _seed(privacy, plan, site.index, "sample", charge.attempt)
+        if charge
+        else plan.seed * 1_000_003 + site.index * 1009 + plan.server_round
+    )
     precision = runtime.precision_for(plan.model)
-    result = train_round(model, data.train, plan.train, precision=precision,
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(rng_seed), progress=progress,
-                         units=units, proximal_mu=plan.proximal_mu)
+    result = train_round(
+        model,
+        data.train,
+        plan.train,
+        precision=precision,
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(rng_seed),
+        progress=progress,
+        units=units,
+        proximal_mu=plan.proximal_mu,
+    )
     # Record-dependent numbers (loss of the secret batches, tokens, examples, time, identifiers
     # scrubbed) stay in the site's log: they are not covered by the budget (common.wire).
-    log.info("site %d (%s) round %d done: train loss %.4f, %d examples, %d tokens, %.1f s, %d identifiers "
-             "scrubbed", site.index, data.name, plan.server_round, result.train_loss, result.examples_seen,
-             result.tokens, result.seconds, sum(data.phi_counts.values()))
+    log.info(
+        "site %d (%s) round %d done: train loss %.4f, %d examples, %d tokens, %.1f s, %d identifiers scrubbed",
+        site.index,
+        data.name,
+        plan.server_round,
+        result.train_loss,
+        result.examples_seen,
+        result.tokens,
+        result.seconds,
+        sum(data.phi_counts.values()),
+    )
     metrics: dict[str, Any] = {
-        NUM_EXAMPLES: len(data.train), "site_index": site.index, "steps": result.steps,
+        NUM_EXAMPLES: len(data.train),
+        "site_index": site.index,
+        "steps": result.steps,
         "update_norm": result.update_norm,
         "sample_rate": dp.sample_rate if dp else min(1.0, plan.train.batch_size / num_units),
-        "bf16": 1.0 if precision == "bf16" else 0.0, **_budget(charge),
+        "bf16": 1.0 if precision == "bf16" else 0.0,
+        **_budget(charge),
     }
     arrays = adapter_arrays(model)
     if charge is not None:
@@ -158,8 +200,13 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
     model, tokenizer = runtime.model_for(site_model(plan, cfg), plan.lora, plan.seed)
     data = runtime.examples_for(cfg.data, cfg.data_slot, cfg.data_sites, plan, tokenizer)
     load_adapter_arrays(model, received)
-    losses = evaluate_example_losses(model, data.eval, batch_size=plan.train.eval_batch_size,
-                                     precision=runtime.precision_for(plan.model), pad_id=tokenizer.pad_token_id)
+    losses = evaluate_example_losses(
+        model,
+        data.eval,
+        batch_size=plan.train.eval_batch_size,
+        precision=runtime.precision_for(plan.model),
+        pad_id=tokenizer.pad_token_id,
+    )
     privacy = cfg.privacy
     exact = float(np.mean(losses))
     charge: Charge | None = None
@@ -167,24 +214,45 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         train_units = _units(privacy, data.train_units)
         num_train = len(set(train_units)) if train_units is not None else len(data.train)
         run = _run_request(plan, privacy, num_train)
-        charge = site.state.update_ledger(privacy, num_train,
-                                          lambda ledger: charge_query(ledger, run, plan.server_round, cfg.limits))
+        charge = site.state.update_ledger(
+            privacy, num_train, lambda ledger: charge_query(ledger, run, plan.server_round, cfg.limits)
+        )
         per_unit = unit_means(np.clip(losses, 0.0, privacy.eval_loss_clip), _units(privacy, data.eval_units))
         seed = _seed(privacy, plan, site.index, "evaluate", charge.attempt)
-        noisy = release_sums({"loss": np.array(per_unit.sum())}, privacy.eval_loss_clip, charge.noise_multiplier,
-                             np.random.default_rng(seed))["loss"]
+        noisy = release_sums(
+            {"loss": np.array(per_unit.sum())},
+            privacy.eval_loss_clip,
+            charge.noise_multiplier,
+            np.random.default_rng(seed),
+        )["loss"]
         # Clamping to the clip range is post-processing of the released value: free, and never negative.
         eval_loss = min(max(float(noisy) / len(per_unit), 0.0), privacy.eval_loss_clip)
-        log.info("site %d round %d: held-out loss %.4f exact (stays here), released %.4f with noise std %.4f "
-                 "(epsilon %.3f -> %.3f)", site.index, plan.server_round, exact, eval_loss,
-                 charge.noise_multiplier * privacy.eval_loss_clip / len(per_unit), charge.epsilon_before,
-                 charge.epsilon_after)
+        log.info(
+            "site %d round %d: held-out loss %.4f exact (stays here), released %.4f with noise std %.4f "
+            "(epsilon %.3f -> %.3f)",
+            site.index,
+            plan.server_round,
+            exact,
+            eval_loss,
+            charge.noise_multiplier * privacy.eval_loss_clip / len(per_unit),
+            charge.epsilon_before,
+            charge.epsilon_after,
+        )
     else:
         eval_loss = exact
-        log.info("site %d round %d eval loss %.4f on %d held-out records (DP off: exact)", site.index,
-                 plan.server_round, exact, len(data.eval))
-    metrics: dict[str, Any] = {NUM_EXAMPLES: len(data.eval), "site_index": site.index, "eval_loss": eval_loss,
-                               **_budget(charge)}
+        log.info(
+            "site %d round %d eval loss %.4f on %d held-out records (DP off: exact)",
+            site.index,
+            plan.server_round,
+            exact,
+            len(data.eval),
+        )
+    metrics: dict[str, Any] = {
+        NUM_EXAMPLES: len(data.eval),
+        "site_index": site.index,
+        "eval_loss": eval_loss,
+        **_budget(charge),
+    }
     return Release(None, metrics)
 
 
@@ -199,16 +267,33 @@ def unit_means(values: np.ndarray, units: Sequence[int] | None) -> np.ndarray:
 
 def _budget(charge: Charge | None) -> dict[str, float]:
     if charge is None:
-        return {"dp_enabled": 0.0, "epsilon": math.inf, "target_epsilon": math.inf, "epsilon_remaining": math.inf,
-                "delta": 0.0, "noise_multiplier": 0.0}
-    return {"dp_enabled": 1.0, "epsilon": charge.epsilon_after, "target_epsilon": charge.target_epsilon,
-            "epsilon_remaining": charge.remaining, "delta": charge.delta, "noise_multiplier": charge.noise_multiplier}
+        return {
+            "dp_enabled": 0.0,
+            "epsilon": math.inf,
+            "target_epsilon": math.inf,
+            "epsilon_remaining": math.inf,
+            "delta": 0.0,
+            "noise_multiplier": 0.0,
+        }
+    return {
+        "dp_enabled": 1.0,
+        "epsilon": charge.epsilon_after,
+        "target_epsilon": charge.target_epsilon,
+        "epsilon_remaining": charge.remaining,
+        "delta": charge.delta,
+        "noise_multiplier": charge.noise_multiplier,
+    }
 
 
 def _run_request(plan: SitePlan, privacy: PrivacyConfig, num_units: int) -> RunRequest:
-    return RunRequest(run_id=plan.run_id, num_units=num_units, batch_size=plan.train.batch_size,
-                      planned_steps=plan.num_rounds * plan.train.local_steps,
-                      target_epsilon=plan.privacy.target_epsilon, eval_noise_multiplier=privacy.eval_noise_multiplier)
+    return RunRequest(
+        run_id=plan.run_id,
+        num_units=num_units,
+        batch_size=plan.train.batch_size,
+        planned_steps=plan.num_rounds * plan.train.local_steps,
+        target_epsilon=plan.privacy.target_epsilon,
+        eval_noise_multiplier=privacy.eval_noise_multiplier,
+    )
 
 
 def _units(privacy: PrivacyConfig, units: list[int] | None) -> list[int] | None:

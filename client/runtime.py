@@ -52,9 +52,14 @@ def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tup
                 torch.set_num_threads(model_cfg.num_threads)
             base, tokenizer = load_model_and_tokenizer(model_cfg)
             _model = (key, attach_lora(base, lora_cfg, seed=seed), tokenizer)
-            log.info("loaded base model %s (%s on %s) with LoRA r=%d on %s", model_cfg.name_or_path,
-                     precision_for(model_cfg), resolve_device(model_cfg.device), lora_cfg.rank,
-                     ",".join(lora_cfg.target_modules))
+            log.info(
+                "loaded base model %s (%s on %s) with LoRA r=%d on %s",
+                model_cfg.name_or_path,
+                precision_for(model_cfg),
+                resolve_device(model_cfg.device),
+                lora_cfg.rank,
+                ",".join(lora_cfg.target_modules),
+            )
         return _model[1], _model[2]
 
 
@@ -78,8 +83,12 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
                     clean, found = scrub_record(record, detector, fakes)
                     records.append(clean)
                     counts.update(found)
-                log.info("site %s: de-identification replaced %d identifiers (%s)", data.name, sum(counts.values()),
-                         ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none found")
+                log.info(
+                    "site %s: de-identification replaced %d identifiers (%s)",
+                    data.name,
+                    sum(counts.values()),
+                    ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none found",
+                )
             examples = tokenize_records(records, tokenizer, plan.train.max_seq_len, source=data.name)
             seed = data_cfg.seed + site_index
             if all(r.patient_id is not None for r in data.records):
@@ -91,7 +100,12 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
             else:
                 train_idx, eval_idx = (list(a) for a in split_indices(len(examples), data_cfg.eval_fraction, seed))
                 train_units = eval_units = None
-            _sites[key] = SiteExamples(data.name, [examples[i] for i in train_idx],
-                                       [examples[i] for i in eval_idx], dict(counts), train_units,
-                                       eval_units)
+            _sites[key] = SiteExamples(
+                data.name,
+                [examples[i] for i in train_idx],
+                [examples[i] for i in eval_idx],
+                dict(counts),
+                train_units,
+                eval_units,
+            )
         return _sites[key]

@@ -92,13 +92,19 @@ class SecureSite(NumPyClient):
         except FedcareError as err:
             raise SiteError(str(err)) from None
         if len(parameters) != len(names):
-            raise SiteError(str(AdapterLayoutError(
-                f"round message: {len(parameters)} tensors, the adapter has {len(names)}"))) from None
-        content = RecordDict({
-            ARRAYS: ArrayRecord(array_dict={name: Array.from_numpy_ndarray(np.asarray(a))
-                                            for name, a in zip(names, parameters, strict=True)}),
-            PLAN: ConfigRecord(flat),
-        })
+            raise SiteError(
+                str(AdapterLayoutError(f"round message: {len(parameters)} tensors, the adapter has {len(names)}"))
+            ) from None
+        content = RecordDict(
+            {
+                ARRAYS: ArrayRecord(
+                    array_dict={
+                        name: Array.from_numpy_ndarray(np.asarray(a)) for name, a in zip(names, parameters, strict=True)
+                    }
+                ),
+                PLAN: ConfigRecord(flat),
+            }
+        )
         # A reply-shaped Message needs no task identity (simulation workers have none); only its
         # content and message type are read by the site logic.
         work: Work = _train if kind == "train" else _evaluate
@@ -136,8 +142,14 @@ def secagg_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     stage = configs.get(SecAggKey.STAGE)
     reason = ""
     if stage == Stage.SETUP:
-        sites, shares, threshold = (int(configs.get(k, 0)) for k in (  # type: ignore[call-overload]
-            SecAggKey.SAMPLE_NUMBER, SecAggKey.SHARE_NUMBER, SecAggKey.THRESHOLD))
+        sites, shares, threshold = (
+            int(configs.get(k, 0))
+            for k in (  # type: ignore[call-overload]
+                SecAggKey.SAMPLE_NUMBER,
+                SecAggKey.SHARE_NUMBER,
+                SecAggKey.THRESHOLD,
+            )
+        )
         if sites < 3:
             reason = f"secure aggregation over {sites} sites (fewer than 3 reveals the others' sum)"
         elif not shares / 2 < threshold <= shares:

@@ -43,8 +43,9 @@ class SiteState:
         with self._locked():
             return self._load()
 
-    def update_ledger(self, privacy: PrivacyConfig, num_units: int,
-                      change: Callable[[PrivacyLedger], tuple[PrivacyLedger, T]]) -> T:
+    def update_ledger(
+        self, privacy: PrivacyConfig, num_units: int, change: Callable[[PrivacyLedger], tuple[PrivacyLedger, T]]
+    ) -> T:
         """Load (or create) the ledger, apply ``change`` and save what it returns, all under one exclusive lock.
 
         ``change`` is a pure function such as ``lambda l: charge_round(l, ...)``; when it raises, nothing
@@ -57,8 +58,12 @@ class SiteState:
         """
         with self._locked():
             ledger = self._load() or PrivacyLedger.create(
-                target_epsilon=privacy.target_epsilon, target_delta=privacy.target_delta, num_records=num_units,
-                accountant=privacy.accountant, unit=privacy.unit)
+                target_epsilon=privacy.target_epsilon,
+                target_delta=privacy.target_delta,
+                num_records=num_units,
+                accountant=privacy.accountant,
+                unit=privacy.unit,
+            )
             ledger.check_compatible(accountant=privacy.accountant, unit=privacy.unit)
             ledger.target_epsilon = privacy.target_epsilon  # the site's budget of today wins
             new, result = change(ledger)
@@ -83,13 +88,16 @@ class SiteState:
                 raise SiteStateError(
                     f"{self.ledger_path}: missing, but this state dir already released "
                     f"({'updates in released/' if released else 'entries in egress.jsonl'}); restore the ledger from "
-                    "your backup: the site will not start a fresh budget")
+                    "your backup: the site will not start a fresh budget"
+                )
             return None
         try:
             return PrivacyLedger.from_dict(json.loads(self.ledger_path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise SiteStateError(f"{self.ledger_path}: corrupt privacy ledger ({type(err).__name__}); restore it "
-                                 "from your backup: the site will not start a fresh budget") from None
+            raise SiteStateError(
+                f"{self.ledger_path}: corrupt privacy ledger ({type(err).__name__}); restore it "
+                "from your backup: the site will not start a fresh budget"
+            ) from None
 
     def _save(self, ledger: PrivacyLedger) -> None:
         _write_durably(self.ledger_path, json.dumps(ledger.to_dict(), indent=2, sort_keys=True).encode("utf-8"))
@@ -99,21 +107,26 @@ class SiteState:
     def released_path(self, run_id: str, server_round: int, received_sha: str) -> Path:
         return self.released_dir / f"{run_id}-round-{server_round:03d}-{received_sha[:16]}.npz"
 
-    def keep_released(self, run_id: str, server_round: int, received_sha: str, arrays: dict[str, np.ndarray],
-                      metrics: dict[str, Any]) -> None:
+    def keep_released(
+        self, run_id: str, server_round: int, received_sha: str, arrays: dict[str, np.ndarray], metrics: dict[str, Any]
+    ) -> None:
         """Keep an update (and its reply metrics) before it is sent."""
         path = self.released_path(run_id, server_round, received_sha)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{f"a:{k}": v for k, v in arrays.items()},
-                     **{f"m:{k}": np.asarray(v, dtype=np.float64) for k, v in metrics.items()})
+            np.savez(
+                fh,
+                **{f"a:{k}": v for k, v in arrays.items()},
+                **{f"m:{k}": np.asarray(v, dtype=np.float64) for k, v in metrics.items()},
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def find_released(self, run_id: str, server_round: int,
-                      received_sha: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    def find_released(
+        self, run_id: str, server_round: int, received_sha: str
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """The update this round already released from the same global adapter, or None."""
         path = self.released_path(run_id, server_round, received_sha)
         if not path.exists():

@@ -21,8 +21,17 @@ def supernode_command(cfg: SiteConfig, config_path: Path) -> list[str]:
     """
     if not cfg.coordinator:
         raise ConfigError("site.coordinator: the SuperLink address host:port is required to start a site daemon")
-    cmd = ["flower-supernode", "--superlink", cfg.coordinator, "--host", "127.0.0.1", "--port", str(cfg.runtime_port),
-           "--node-config", f'site-config="{config_path.resolve()}"']
+    cmd = [
+        "flower-supernode",
+        "--superlink",
+        cfg.coordinator,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(cfg.runtime_port),
+        "--node-config",
+        f'site-config="{config_path.resolve()}"',
+    ]
     if cfg.trusted_apps:  # the site runs the ClientApp process itself (superexec_command), never Flower's default
         cmd += ["--isolation", "process"]
     if cfg.insecure:
@@ -40,12 +49,20 @@ def superexec_command(cfg: SiteConfig, config_path: Path) -> list[str]:
     through the pinned runner, which refuses any app bundle not in ``trusted_apps``."""
     import sys
 
-    return [sys.executable, "-m", "client.pinned_app", str(config_path.resolve()),
-            "--runtime-api-address", f"127.0.0.1:{cfg.runtime_port}", "--insecure"]
+    return [
+        sys.executable,
+        "-m",
+        "client.pinned_app",
+        str(config_path.resolve()),
+        "--runtime-api-address",
+        f"127.0.0.1:{cfg.runtime_port}",
+        "--insecure",
+    ]
 
 
-def run_daemon(cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: int | None = None,
-               helper: list[str] | None = None) -> int:
+def run_daemon(
+    cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: int | None = None, helper: list[str] | None = None
+) -> int:
     """Keep the SuperNode running: restart it when it exits with an error (coordinator unreachable,
     a previous session of this site not yet expired, ...). SIGINT/SIGTERM stop it and the daemon.
     ``helper`` (the pinned-app SuperExec) runs beside it and is restarted with it.
@@ -85,6 +102,5 @@ def run_daemon(cmd: list[str], *, restart_delay_s: float = 10.0, max_restarts: i
         if max_restarts is not None and restarts >= max_restarts:
             return code
         restarts += 1
-        log.warning("SuperNode exited with code %d; restarting in %.0f s (restart %d)", code, restart_delay_s,
-                    restarts)
+        log.warning("SuperNode exited with code %d; restarting in %.0f s (restart %d)", code, restart_delay_s, restarts)
         time.sleep(restart_delay_s)

@@ -59,8 +59,9 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pre
     labels = batch["labels"][:, 1:].to(device)
     rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)  # position t predicts token t + 1
     with autocast(precision, device):
-        hidden = base.get_decoder()(input_ids=batch["input_ids"].to(device),
-                                    attention_mask=batch["attention_mask"].to(device), use_cache=False)[0]
+        hidden = base.get_decoder()(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
+        )[0]
         logits = head(hidden[rows, cols])  # [answer tokens, vocab]
     cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma-2 style logit capping
     if cap:
@@ -109,8 +110,7 @@ def train_round(
     before = adapter_arrays(model)  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None  # FedProx: the global adapter
-    optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
-                                                         weight_decay=cfg.weight_decay)
+    optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     num_units = len(set(units)) if units is not None else len(examples)
     sample_rate = dp.sample_rate if dp else min(1.0, cfg.batch_size / num_units)
     if units is not None:
@@ -123,10 +123,14 @@ def train_round(
         trainer = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         seed = dp.noise_seed if dp.noise_seed is not None else int.from_bytes(os.urandom(8), "little")
         noise = torch.Generator(device).manual_seed(seed)  # unpredictable unless a test pins it
-        optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
-                                max_grad_norm=dp.max_grad_norm,
-                                expected_batch_size=max(1, round(dp.sample_rate * num_units)),
-                                loss_reduction="mean", generator=noise)
+        optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=max(1, round(dp.sample_rate * num_units)),
+            loss_reduction="mean",
+            generator=noise,
+        )
     losses: list[float] = []
     seen = tokens = 0
     # Opacus hooks on a frozen base warn on every backward that no *input* needs a gradient:
@@ -172,8 +176,14 @@ def train_round(
     update_norm = float(np.sqrt(sum(float(np.sum((after[k] - before[k]) ** 2)) for k in after)))
     if update_norm == 0.0:
         raise FedcareError("training: the LoRA adapter did not change in a round (see opacus#820)")
-    return RoundResult(train_loss=float(np.mean(losses)) if losses else float("nan"), steps=len(batches),
-                       examples_seen=seen, tokens=tokens, seconds=seconds, update_norm=update_norm)
+    return RoundResult(
+        train_loss=float(np.mean(losses)) if losses else float("nan"),
+        steps=len(batches),
+        examples_seen=seen,
+        tokens=tokens,
+        seconds=seconds,
+        update_norm=update_norm,
+    )
 
 
 @torch.no_grad()
@@ -190,8 +200,9 @@ def grad_samples_to_fp32(params: Sequence[torch.nn.Parameter]) -> None:
 
 
 @torch.no_grad()
-def add_proximal_gradient(params: Sequence[torch.nn.Parameter], anchor: Sequence[torch.Tensor], mu: float, *,
-                          per_sample: bool) -> None:
+def add_proximal_gradient(
+    params: Sequence[torch.nn.Parameter], anchor: Sequence[torch.Tensor], mu: float, *, per_sample: bool
+) -> None:
     """Add FedProx's gradient mu (w - anchor) to each parameter's gradient, or to each of its per-sample rows.
 
     Per sample (DP-SGD), every row of ``grad_sample`` is one example's loss gradient: adding the
@@ -218,29 +229,33 @@ def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units
     counts = torch.bincount(index, minlength=len(order)).clamp(min=1)
     for p in params:
         rows = p.grad_sample  # type: ignore[attr-defined]
-        summed = torch.zeros((len(order), *rows.shape[1:]), dtype=rows.dtype,
-                             device=rows.device).index_add_(0, index.to(rows.device), rows)
+        summed = torch.zeros((len(order), *rows.shape[1:]), dtype=rows.dtype, device=rows.device).index_add_(
+            0, index.to(rows.device), rows
+        )
         p.grad_sample = summed / counts.view(-1, *([1] * (rows.dim() - 1))).to(rows)  # type: ignore[attr-defined]
     return len(order)
 
 
 @torch.no_grad()
-def evaluate_example_losses(model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int,
-                            precision: str, pad_id: int) -> np.ndarray:
+def evaluate_example_losses(
+    model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int, precision: str, pad_id: int
+) -> np.ndarray:
     """Per-example answer-token loss on ``examples`` (nats per token), shape [examples]."""
     model.eval()
     out = []
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id)
+        batch = collate(examples[start : start + batch_size], pad_id)
         out.append(per_example_loss(model, batch, precision).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def evaluate_loss(model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int,
-                  precision: str, pad_id: int) -> float:
+def evaluate_loss(
+    model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int, precision: str, pad_id: int
+) -> float:
     """Mean per-example answer-token loss on ``examples`` (nats per token)."""
-    return float(evaluate_example_losses(model, examples, batch_size=batch_size, precision=precision,
-                                         pad_id=pad_id).mean())
+    return float(
+        evaluate_example_losses(model, examples, batch_size=batch_size, precision=precision, pad_id=pad_id).mean()
+    )
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -248,4 +263,3 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if resolve_precision(precision, str(device)) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-

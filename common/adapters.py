@@ -42,8 +42,14 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
     import torch
     from peft import LoraConfig, get_peft_model
 
-    peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    peft_cfg = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, peft_cfg)
@@ -124,9 +130,10 @@ def check_adapter_dir(adapter_dir: Path) -> None:
     except (ValueError, RecursionError):
         raise AdapterLayoutError(f"{name}/{ADAPTER_CONFIG}: not valid JSON") from None
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        raise AdapterLayoutError(f"{name}/{ADAPTER_CONFIG}: not a LoRA adapter config (expected peft_type \"LORA\")")
-    with open_regular(Path(adapter_dir) / ADAPTER_WEIGHTS, "adapter weights file", MAX_ADAPTER_BYTES,
-                      AdapterLayoutError) as handle:
+        raise AdapterLayoutError(f'{name}/{ADAPTER_CONFIG}: not a LoRA adapter config (expected peft_type "LORA")')
+    with open_regular(
+        Path(adapter_dir) / ADAPTER_WEIGHTS, "adapter weights file", MAX_ADAPTER_BYTES, AdapterLayoutError
+    ) as handle:
         size = os.fstat(handle.fileno()).st_size
         head = handle.read(8)
         # safetensors: an 8-byte little-endian header length, a JSON header, then the tensor bytes.

@@ -40,8 +40,7 @@ def check_layout(arrays: Arrays, reference: Arrays, who: str = "update") -> None
         got = arrays[name]
         if got.shape != ref.shape or got.dtype != ref.dtype:
             raise AdapterLayoutError(
-                f"{who}: tensor {name!r} is {got.dtype}{list(got.shape)}, "
-                f"expected {ref.dtype}{list(ref.shape)}"
+                f"{who}: tensor {name!r} is {got.dtype}{list(got.shape)}, expected {ref.dtype}{list(ref.shape)}"
             )
 
 
@@ -56,8 +55,9 @@ def non_finite(arrays: Arrays) -> str | None:
 
 def update_norm(arrays: Arrays, reference: Arrays) -> float:
     """L2 norm of ``arrays - reference`` over all tensors (float64 accumulation)."""
-    return math.sqrt(sum(float(np.sum((arrays[k].astype(np.float64) - reference[k].astype(np.float64)) ** 2))
-                         for k in reference))
+    return math.sqrt(
+        sum(float(np.sum((arrays[k].astype(np.float64) - reference[k].astype(np.float64)) ** 2)) for k in reference)
+    )
 
 
 def norm_outliers(norms: Mapping[str, float], factor: float) -> dict[str, str]:
@@ -75,8 +75,10 @@ def norm_outliers(norms: Mapping[str, float], factor: float) -> dict[str, str]:
     for key, norm in norms.items():
         others = float(np.median([n for k, n in norms.items() if k != key]))
         if norm > factor * others:
-            out[key] = (f"update norm {norm:.4g} is more than strategy.norm_outlier_factor={factor:g} x the "
-                        f"median of the round's other updates ({others:.4g})")
+            out[key] = (
+                f"update norm {norm:.4g} is more than strategy.norm_outlier_factor={factor:g} x the "
+                f"median of the round's other updates ({others:.4g})"
+            )
     return out
 
 

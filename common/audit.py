@@ -25,19 +25,21 @@ except ImportError:  # pragma: no cover - Windows has no flock; one writer per l
     fcntl = None  # type: ignore[assignment]
 
 GENESIS_HASH = "0" * 64
-ENTRY_FIELDS = frozenset({
-    "seq",
-    "time",
-    "message_type",
-    "server_round",
-    "tensors",
-    "tensor_bytes",
-    "metrics",
-    "epsilon",
-    "error",
-    "prev_hash",
-    "hash",
-})
+ENTRY_FIELDS = frozenset(
+    {
+        "seq",
+        "time",
+        "message_type",
+        "server_round",
+        "tensors",
+        "tensor_bytes",
+        "metrics",
+        "epsilon",
+        "error",
+        "prev_hash",
+        "hash",
+    }
+)
 OPTIONAL_FIELDS = frozenset({"run"})  # the run id the entry answers (entries written since fedcare names them)
 TENSOR_FIELDS = frozenset({"name", "shape", "dtype", "sha256"})
 
@@ -242,11 +244,13 @@ def verify_log(path: str | Path, anchors: list[tuple[int, str]] | None = None) -
     entries = _read_verified(Path(path))
     for seq, head in anchors or []:
         if seq > len(entries):
-            raise AuditError(f"{path}: anchored entry {seq} is missing: the log was truncated to "
-                             f"{len(entries)} entries")
+            raise AuditError(
+                f"{path}: anchored entry {seq} is missing: the log was truncated to {len(entries)} entries"
+            )
         if entries[seq - 1]["hash"] != head:
-            raise AuditError(f"{path}: entry {seq} does not match the head hash recorded outside the site: "
-                             "the log was rewritten")
+            raise AuditError(
+                f"{path}: entry {seq} does not match the head hash recorded outside the site: the log was rewritten"
+            )
     return len(entries)
 
 

@@ -14,12 +14,30 @@ from common.records import ChatRecord
 # Obviously fictional name parts, so a canary can never be mistaken for (or collide with) a real patient.
 # Short enough that a canary fits train.max_seq_len=128 even with the tiny model's byte-level tokenizer.
 _FIRST_NAMES: tuple[str, ...] = (
-    "Zorblax", "Quillon", "Vexalia", "Murgle", "Fizzbin", "Ondrella", "Krumple", "Xanthor", "Glimmer", "Yubbly",
-    "Tharnock", "Wobblina",
+    "Zorblax",
+    "Quillon",
+    "Vexalia",
+    "Murgle",
+    "Fizzbin",
+    "Ondrella",
+    "Krumple",
+    "Xanthor",
+    "Glimmer",
+    "Yubbly",
+    "Tharnock",
+    "Wobblina",
 )
 _LAST_NAMES: tuple[str, ...] = (
-    "Quintavius", "Snorkel", "Plinkerton", "Vorpalsson", "Grumbwick", "Fandangle", "Zibberish", "Moonwhisk",
-    "Crumpet", "Bazoozle",
+    "Quintavius",
+    "Snorkel",
+    "Plinkerton",
+    "Vorpalsson",
+    "Grumbwick",
+    "Fandangle",
+    "Zibberish",
+    "Moonwhisk",
+    "Crumpet",
+    "Bazoozle",
 )
 
 

@@ -36,10 +36,15 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1.3x step time
 
     def __post_init__(self) -> None:
-        _check(self.precision in ("auto", "bf16", "fp32"), "model.precision", "'auto', 'bf16' or 'fp32'",
-               self.precision)
-        _check(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
-               "model.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
+        _check(
+            self.precision in ("auto", "bf16", "fp32"), "model.precision", "'auto', 'bf16' or 'fp32'", self.precision
+        )
+        _check(
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            "model.device",
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            self.device,
+        )
         _check(self.num_threads >= 0, "model.num_threads", ">= 0", self.num_threads)
 
 
@@ -113,11 +118,22 @@ class SiteLimits:
 
     def __post_init__(self) -> None:
         _check(self.max_run_epsilon >= 0, "limits.max_run_epsilon", ">= 0", self.max_run_epsilon)
-        _check(0 < self.min_noise_multiplier <= self.max_noise_multiplier, "limits.min_noise_multiplier",
-               "in (0, limits.max_noise_multiplier]", self.min_noise_multiplier)
+        _check(
+            0 < self.min_noise_multiplier <= self.max_noise_multiplier,
+            "limits.min_noise_multiplier",
+            "in (0, limits.max_noise_multiplier]",
+            self.min_noise_multiplier,
+        )
         _check(0 < self.max_sample_rate < 1, "limits.max_sample_rate", "in (0, 1)", self.max_sample_rate)
-        for key in ("max_eval_queries", "max_rounds", "max_local_steps", "max_batch_size", "max_eval_batch_size",
-                    "max_seq_len", "max_threads"):
+        for key in (
+            "max_eval_queries",
+            "max_rounds",
+            "max_local_steps",
+            "max_batch_size",
+            "max_eval_batch_size",
+            "max_seq_len",
+            "max_threads",
+        ):
             _check(getattr(self, key) >= 0, f"limits.{key}", ">= 0", getattr(self, key))
         _check(len(self.models) > 0, "limits.models", "at least one model", self.models)
 
@@ -171,26 +187,50 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.kind in ("synthetic", "files"), "data.kind", "'synthetic' or 'files'", self.kind)
         _check(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", "in (0, 1)", self.eval_fraction)
-        _check(4 <= self.records_per_site <= 1_000_000, "data.records_per_site", "in [4, 1000000]",
-               self.records_per_site)
+        _check(
+            4 <= self.records_per_site <= 1_000_000, "data.records_per_site", "in [4, 1000000]", self.records_per_site
+        )
         _check(0 <= self.seed < 2**32, "data.seed", "in [0, 2^32)", self.seed)
-        _check(self.deid_replace in ("placeholder", "surrogate"), "data.deid_replace", "'placeholder' or 'surrogate'",
-               self.deid_replace)
+        _check(
+            self.deid_replace in ("placeholder", "surrogate"),
+            "data.deid_replace",
+            "'placeholder' or 'surrogate'",
+            self.deid_replace,
+        )
         _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
         if self.kind == "files":
             _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)
         _check(self.dirichlet_alpha >= 0, "data.dirichlet_alpha", ">= 0", self.dirichlet_alpha)
         if self.dirichlet_alpha > 0:
-            _check(self.kind == "files" and len(self.paths) == 1, "data.dirichlet_alpha",
-                   "data.kind=files with exactly one file in data.paths", self.paths)
+            _check(
+                self.kind == "files" and len(self.paths) == 1,
+                "data.dirichlet_alpha",
+                "data.kind=files with exactly one file in data.paths",
+                self.paths,
+            )
         if self.prompt_column or self.completion_column:
-            _check(bool(self.prompt_column and self.completion_column), "data.prompt_column",
-                   "set together with data.completion_column", self.prompt_column)
+            _check(
+                bool(self.prompt_column and self.completion_column),
+                "data.prompt_column",
+                "set together with data.completion_column",
+                self.prompt_column,
+            )
 
 
 # Flower strategies (flwr.serverapp.strategy) the coordinator can run, by strategy.name.
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "fedtrimmedavg",
-              "krum", "multikrum", "bulyan")
+STRATEGIES = (
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedavgm",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+)
 
 
 @dataclass(frozen=True)
@@ -239,13 +279,16 @@ class StrategyConfig:
         _check(self.num_nodes_to_select >= 1, "strategy.num_nodes_to_select", ">= 1", self.num_nodes_to_select)
         if self.secure_aggregation:  # the coordinator only ever holds the sum: a weighted mean, nothing else
             _check(self.name == "fedavg", "strategy.name", "'fedavg' with strategy.secure_aggregation", self.name)
-        _check(0.0 < self.secagg_num_shares <= 1.0, "strategy.secagg_num_shares", "in (0, 1]",
-               self.secagg_num_shares)
+        _check(0.0 < self.secagg_num_shares <= 1.0, "strategy.secagg_num_shares", "in (0, 1]", self.secagg_num_shares)
         _check(0.0 < self.secagg_threshold <= 1.0, "strategy.secagg_threshold", "in (0, 1]", self.secagg_threshold)
         _check(self.secagg_clipping_range > 0, "strategy.secagg_clipping_range", "> 0", self.secagg_clipping_range)
         # Flower sums the sites' quantized values modulo 2^32: leave headroom for the sum.
-        _check(2 <= self.secagg_quantization_range <= 2**24, "strategy.secagg_quantization_range", "in [2, 2^24]",
-               self.secagg_quantization_range)
+        _check(
+            2 <= self.secagg_quantization_range <= 2**24,
+            "strategy.secagg_quantization_range",
+            "in [2, 2^24]",
+            self.secagg_quantization_range,
+        )
         _check(self.secagg_max_weight > 0, "strategy.secagg_max_weight", "> 0", self.secagg_max_weight)
 
 
@@ -307,26 +350,45 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
-        _check(not self.coordinator.resume or bool(self.run_name), "coordinator.resume",
-               "run_name set to the run directory to resume", self.run_name)
+        _check(
+            not self.coordinator.resume or bool(self.run_name),
+            "coordinator.resume",
+            "run_name set to the run directory to resume",
+            self.run_name,
+        )
         _check(1 <= self.num_sites <= 1000, "num_sites", "in [1, 1000]", self.num_sites)
-        _check(self.run_name not in (".", "..") and not any(c in self.run_name for c in "/\\\0"), "run_name",
-               "a folder name (no '/', not '.' or '..')", self.run_name)
+        _check(
+            self.run_name not in (".", "..") and not any(c in self.run_name for c in "/\\\0"),
+            "run_name",
+            "a folder name (no '/', not '.' or '..')",
+            self.run_name,
+        )
         _check(0 <= self.seed < 2**32, "seed", "in [0, 2^32)", self.seed)
         _check(self.num_rounds >= 1, "num_rounds", ">= 1", self.num_rounds)
-        _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites",
-               self.strategy.min_sites)
+        _check(self.strategy.min_sites <= self.num_sites, "strategy.min_sites", "<= num_sites", self.strategy.min_sites)
         if self.strategy.secure_aggregation:  # SecAgg+ needs >= 2 sites and has no checkpoint to resume from
             _check(self.num_sites >= 2, "num_sites", ">= 2 with strategy.secure_aggregation", self.num_sites)
-            _check(not self.coordinator.resume, "coordinator.resume", "false with strategy.secure_aggregation",
-                   self.coordinator.resume)
+            _check(
+                not self.coordinator.resume,
+                "coordinator.resume",
+                "false with strategy.secure_aggregation",
+                self.coordinator.resume,
+            )
         if self.strategy.name == "bulyan":  # Flower's Bulyan skips aggregation below 4f + 3 replies
             need = 4 * self.strategy.num_malicious_nodes + 3
-            _check(self.num_sites >= need, "num_sites", f">= 4 x strategy.num_malicious_nodes + 3 = {need} for Bulyan",
-                   self.num_sites)
+            _check(
+                self.num_sites >= need,
+                "num_sites",
+                f">= 4 x strategy.num_malicious_nodes + 3 = {need} for Bulyan",
+                self.num_sites,
+            )
         if self.data.kind == "files" and not self.data.partition_field and not self.data.dirichlet_alpha:
-            _check(len(self.data.paths) == self.num_sites, "data.paths",
-                   f"one file per site (num_sites={self.num_sites})", len(self.data.paths))
+            _check(
+                len(self.data.paths) == self.num_sites,
+                "data.paths",
+                f"one file per site (num_sites={self.num_sites})",
+                len(self.data.paths),
+            )
 
 
 @dataclass(frozen=True)
@@ -347,10 +409,18 @@ class SitePlan:
 
     def __post_init__(self) -> None:
         # The run id names files at the site (released updates): no separators, no "..", bounded.
-        _check(bool(RUN_ID.fullmatch(self.run_id)) and ".." not in self.run_id, "run_id",
-               "1-64 characters of [A-Za-z0-9._-], starting with a letter or digit, without '..'", self.run_id)
-        _check(1 <= self.server_round <= self.num_rounds or self.server_round == 0, "server_round",
-               "in [0, num_rounds]", self.server_round)
+        _check(
+            bool(RUN_ID.fullmatch(self.run_id)) and ".." not in self.run_id,
+            "run_id",
+            "1-64 characters of [A-Za-z0-9._-], starting with a letter or digit, without '..'",
+            self.run_id,
+        )
+        _check(
+            1 <= self.server_round <= self.num_rounds or self.server_round == 0,
+            "server_round",
+            "in [0, num_rounds]",
+            self.server_round,
+        )
 
 
 # Keys Flower's strategies add to the round's ConfigRecord, and the SitePlan field each maps to.
@@ -371,9 +441,18 @@ def run_config_from_dict(raw: dict[str, Any]) -> RunConfig:
 
 def plan_for_round(cfg: RunConfig, server_round: int, run_id: str = "run") -> SitePlan:
     """The plan sent to every site in ``server_round`` (1-based; 0 = evaluation before training)."""
-    return SitePlan(run_id=run_id, server_round=server_round, num_rounds=cfg.num_rounds, num_sites=cfg.num_sites,
-                    seed=cfg.seed, model=cfg.model, lora=cfg.lora, privacy=cfg.privacy,
-                    train=cfg.train, data=cfg.data)
+    return SitePlan(
+        run_id=run_id,
+        server_round=server_round,
+        num_rounds=cfg.num_rounds,
+        num_sites=cfg.num_sites,
+        seed=cfg.seed,
+        model=cfg.model,
+        lora=cfg.lora,
+        privacy=cfg.privacy,
+        train=cfg.train,
+        data=cfg.data,
+    )
 
 
 def plan_to_flat(plan: SitePlan) -> dict[str, Any]:
@@ -400,8 +479,10 @@ def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
     flower = {FLOWER_CONFIG_KEYS[k]: v for k, v in flat.items() if k in FLOWER_CONFIG_KEYS}
     flat = {k: v for k, v in flat.items() if k not in FLOWER_CONFIG_KEYS}
     if "server_round" in flower and flower["server_round"] != flat.get("server_round"):
-        raise ConfigError(f"round plan: server-round {flower['server_round']!r} differs from server_round "
-                          f"{flat.get('server_round')!r}")
+        raise ConfigError(
+            f"round plan: server-round {flower['server_round']!r} differs from server_round "
+            f"{flat.get('server_round')!r}"
+        )
     if "proximal_mu" in flower:
         flat["proximal_mu"] = float(flower["proximal_mu"])
     for key, value in flat.items():
@@ -410,8 +491,9 @@ def plan_from_flat(flat: dict[str, Any]) -> SitePlan:
             nested.setdefault(section, {})[name] = value
         else:
             nested[key] = value
-    missing = [f.name for f in dataclasses.fields(SitePlan)
-               if f.name not in nested and f.default is dataclasses.MISSING]
+    missing = [
+        f.name for f in dataclasses.fields(SitePlan) if f.name not in nested and f.default is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"round plan: missing keys {missing}")
     return build_dataclass(SitePlan, nested, "")
@@ -452,8 +534,11 @@ def build_dataclass(cls: type[T], raw: Any, where: str) -> T:
         more = f" (and {len(unknown) - 1} more)" if unknown[1:] else ""
         raise ConfigError(f"{where}{unknown[0]}: unknown key{more}; {hint}")
     kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
-    required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     missing = sorted(required - set(kwargs))
     if missing:
         raise ConfigError(f"{where or 'config'}: missing keys {missing}")

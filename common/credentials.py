@@ -273,9 +273,7 @@ def create_signing_keypair(out_dir: Path, name: str = "coordinator", *, overwrit
     _refuse_existing([private_path, public_path], overwrite)
 
     key = ed25519.Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     _write_private(private_path, _pkcs8(key, protect=True), overwrite)
     _write_public(public_path, public, overwrite)
     return private_path, public_path
@@ -401,8 +399,9 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
     except OSError as err:
         raise CredentialError(f"{key_path}: cannot read the CA key ({err.strerror})") from err
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise CredentialError(f"{key_path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is "
-                              "missing or wrong") from err
+        raise CredentialError(
+            f"{key_path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is missing or wrong"
+        ) from err
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -427,7 +426,8 @@ def key_passphrase() -> bytes | None:
 def _pkcs8(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey, *, protect: bool = False) -> bytes:
     secret = key_passphrase() if protect else None
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption())
+        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
+    )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 

@@ -43,8 +43,9 @@ def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData
                 f"'{cfg.partition_field}' values, fewer than num_sites={num_sites}"
             )
         value = values[site_index]
-        records = load_records(path, columns, where=(cfg.partition_field, value),
-                               patient_field=cfg.patient_field or None)
+        records = load_records(
+            path, columns, where=(cfg.partition_field, value), patient_field=cfg.patient_field or None
+        )
         name = value
     else:
         if site_index >= len(cfg.paths):
@@ -56,16 +57,21 @@ def load_site_data(cfg: DataConfig, site_index: int, num_sites: int) -> SiteData
     return SiteData(name, records)
 
 
-def _dirichlet_site(cfg: DataConfig, columns: ColumnMapping | None, site_index: int,
-                    num_sites: int) -> tuple[list[ChatRecord], str]:
+def _dirichlet_site(
+    cfg: DataConfig, columns: ColumnMapping | None, site_index: int, num_sites: int
+) -> tuple[list[ChatRecord], str]:
     """Site ``site_index``'s share of ``paths[0]`` under a Dirichlet(alpha) split over ``partition_field``."""
     path = cfg.paths[0]
     values = field_values(path, cfg.partition_field) if cfg.partition_field else [None]
     records: list[ChatRecord] = []
     labels: list[str | None] = []
     for value in values:
-        part = load_records(path, columns, where=(cfg.partition_field, value) if value is not None else None,
-                            patient_field=cfg.patient_field or None)
+        part = load_records(
+            path,
+            columns,
+            where=(cfg.partition_field, value) if value is not None else None,
+            patient_field=cfg.patient_field or None,
+        )
         records += part
         labels += [value] * len(part)
     parts = dirichlet_partition(labels, num_sites, cfg.dirichlet_alpha, seed=cfg.seed, min_size=2)
@@ -81,6 +87,8 @@ def check_trainable(site: SiteData, cfg: DataConfig, batch_size: int) -> None:
     """
     n_train = len(split_indices(len(site.records), cfg.eval_fraction, 0)[0])
     if batch_size > n_train:
-        raise ConfigError(f"train.batch_size: {batch_size} is more than site {printable(site.name)}'s {n_train} "
-                          f"training records ({len(site.records)} records, data.eval_fraction={cfg.eval_fraction:g}); "
-                          f"lower train.batch_size to at most {n_train} or give the site more records")
+        raise ConfigError(
+            f"train.batch_size: {batch_size} is more than site {printable(site.name)}'s {n_train} "
+            f"training records ({len(site.records)} records, data.eval_fraction={cfg.eval_fraction:g}); "
+            f"lower train.batch_size to at most {n_train} or give the site more records"
+        )

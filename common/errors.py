@@ -38,5 +38,6 @@ def printable(text: object) -> str:
     value = str(text)
     if value.isprintable():
         return value
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in value)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in value
+    )

@@ -88,8 +88,9 @@ def load_task(path: str | Path, spec: TaskSpec = TaskSpec()) -> Task:
     return task_from_rows(Path(path).name, read_rows(path), spec, path)
 
 
-def task_from_rows(name: str, rows: list[tuple[int, dict[str, Any]]], spec: TaskSpec = TaskSpec(),
-                   path: str | Path | None = None) -> Task:
+def task_from_rows(
+    name: str, rows: list[tuple[int, dict[str, Any]]], spec: TaskSpec = TaskSpec(), path: str | Path | None = None
+) -> Task:
     """A task from (row number, row) pairs; generation tasks also need the file ``path`` (record shapes).
 
     Raises:
@@ -130,8 +131,11 @@ def site_task(data: Any, site_index: int) -> Task | None:
         from common.synthetic import generate_site_task
 
         rows = list(enumerate(generate_site_task(site_index, data.task_items_per_site, seed=data.seed), start=1))
-        return task_from_rows("synthetic triage", rows, TaskSpec(kind="choice", group_column=(
-            data.group_field)), None) if rows else None
+        return (
+            task_from_rows("synthetic triage", rows, TaskSpec(kind="choice", group_column=(data.group_field)), None)
+            if rows
+            else None
+        )
     if site_index < len(data.task_paths):
         return load_task(data.task_paths[site_index], spec)
     return None
@@ -139,7 +143,7 @@ def site_task(data: Any, site_index: int) -> Task | None:
 
 def _with_options(item: TaskItem, options: tuple[str, ...]) -> TaskItem:
     """Close the prompt with the options to answer from (the text lm-evaluation-harness would score)."""
-    (role, text), = item.prompt
+    ((role, text),) = item.prompt
     return TaskItem(((role, f"{text}\nAnswer with one of: {', '.join(options)}."),), item.answer, options, item.group)
 
 
@@ -177,8 +181,11 @@ def _choice_item(row: dict[str, Any], spec: TaskSpec, where: str) -> TaskItem:
     gold = row.get(gold_key)
     if own is not None and not spec.choices:
         options = row[own]
-        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip()
-                                                                        for o in options):
+        if (
+            not isinstance(options, list)
+            or len(options) < 2
+            or not all(isinstance(o, str) and o.strip() for o in options)
+        ):
             raise DataError(f"{where}: field {own!r} must be a list of at least 2 non-empty texts")
         choices = tuple(o.strip() for o in options)
         if isinstance(gold, int) and not isinstance(gold, bool):  # an index into the options
@@ -198,8 +205,10 @@ def _generation_items(path: str | Path, spec: TaskSpec, rows: list[tuple[int, di
     columns = ColumnMapping(spec.prompt_column, spec.answer_column) if spec.prompt_column else None
     records: list[ChatRecord] = load_records(path, columns)[: len(rows)]
     name = Path(path).name
-    return [TaskItem(r.prompt, r.completion, (), _group(row, spec, f"{name} row {number}"))
-            for r, (number, row) in zip(records, rows, strict=True)]
+    return [
+        TaskItem(r.prompt, r.completion, (), _group(row, spec, f"{name} row {number}"))
+        for r, (number, row) in zip(records, rows, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +231,11 @@ def prompt_ids(tokenizer: Any, turns: Sequence[tuple[str, str]], max_prompt_toke
     """The prompt after the chat template with the assistant header, cut from the left to the cap."""
     messages = [{"role": role, "content": content} for role, content in turns]
     if getattr(tokenizer, "chat_template", None):
-        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"])
+        ids = list(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
     else:
         ids = list(tokenizer("\n".join(c for _, c in turns) + "\n")["input_ids"])
     return ids[-max_prompt_tokens:]
@@ -285,10 +297,17 @@ def generate_answer(model: Any, tokenizer: Any, item: TaskItem, max_prompt_token
 
     ids = prompt_ids(tokenizer, item.prompt, max_prompt_tokens)
     with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tokenizer.pad_token_id)
-    return str(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)).strip()
+        out = model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return str(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)).strip()
 
 
 @dataclass(frozen=True)
@@ -300,16 +319,30 @@ class EvalSettings:
     max_seq_len: int = 1024  # prompt + answer tokens for the answer-token loss
 
 
-def score_task(model: Any, tokenizer: Any, task: Task, settings: EvalSettings = EvalSettings(), *,
-               desc: str = "", progress: bool = True) -> list[ItemScore]:
+def score_task(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    desc: str = "",
+    progress: bool = True,
+) -> list[ItemScore]:
     """Score every item of ``task`` with ``model`` (deterministic: no sampling, fixed order)."""
     from tqdm import tqdm
 
     model.eval()
     scores = []
     # In a log file (not a terminal) a bar line every 30 s is enough.
-    for item in tqdm(task.items, desc=desc or task.name, unit="item", disable=not progress, file=sys.stderr,
-                     leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0):
+    for item in tqdm(
+        task.items,
+        desc=desc or task.name,
+        unit="item",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    ):
         if task.kind == "choice":
             scores.append(score_choice(model, tokenizer, item, settings.max_prompt_tokens))
         else:
@@ -317,8 +350,9 @@ def score_task(model: Any, tokenizer: Any, task: Task, settings: EvalSettings = 
             loss, n = answer_loss(model, tokenizer, item, settings.max_seq_len)
             scores.append(ItemScore(predicted=text, loss=loss, answer_tokens=n))
     if task.kind == "generation":
-        for score, value in zip(scores, rouge_l([i.answer for i in task.items], [s.predicted for s in scores]),
-                                strict=True):
+        for score, value in zip(
+            scores, rouge_l([i.answer for i in task.items], [s.predicted for s in scores]), strict=True
+        ):
             score.rouge_l = value
     return scores
 
@@ -332,8 +366,10 @@ def summarize_scores(task: Task, scores: Sequence[ItemScore]) -> dict[str, Any]:
             groups.setdefault(item.group, []).append(i)
     result: dict[str, Any] = {"metrics": metrics}
     if groups:
-        by_group = {g: _metrics(task, [task.items[i] for i in idx], [scores[i] for i in idx])
-                    for g, idx in sorted(groups.items())}
+        by_group = {
+            g: _metrics(task, [task.items[i] for i in idx], [scores[i] for i in idx])
+            for g, idx in sorted(groups.items())
+        }
         result["groups"] = by_group
         result["fairness"] = group_gaps(by_group, primary_metric(task.kind))
     return result
@@ -347,23 +383,35 @@ def primary_metric(kind: str) -> str:
 def _metrics(task: Task, items: list[TaskItem], scores: list[ItemScore]) -> dict[str, Any]:
     if task.kind == "choice":
         gold = [task.label_of(i, i.answer) for i in items]
-        out = classification_metrics(gold, [task.label_of(i, s.predicted) for i, s in zip(items, scores, strict=True)],
-                                     task.labels)
-        norm = classification_metrics(gold, [task.label_of(i, s.predicted_norm)
-                                             for i, s in zip(items, scores, strict=True)], task.labels)
+        out = classification_metrics(
+            gold, [task.label_of(i, s.predicted) for i, s in zip(items, scores, strict=True)], task.labels
+        )
+        norm = classification_metrics(
+            gold, [task.label_of(i, s.predicted_norm) for i, s in zip(items, scores, strict=True)], task.labels
+        )
         out["accuracy_norm"] = norm["accuracy"]
         out["macro_f1_norm"] = norm["macro_f1"]
         return out
     tokens = sum(s.answer_tokens for s in scores)
     total = sum(s.loss * s.answer_tokens for s in scores)
-    return {"n": len(items), "rouge_l": float(sum(s.rouge_l for s in scores) / len(scores)),
-            "loss": float(sum(s.loss for s in scores) / len(scores)),
-            "perplexity": float(math.exp(total / max(1, tokens)))}
+    return {
+        "n": len(items),
+        "rouge_l": float(sum(s.rouge_l for s in scores) / len(scores)),
+        "loss": float(sum(s.loss for s in scores) / len(scores)),
+        "perplexity": float(math.exp(total / max(1, tokens))),
+    }
 
 
-def evaluate_models(base: Any, tokenizer: Any, task: Task, adapters: Sequence[tuple[str, str | Path]],
-                    settings: EvalSettings = EvalSettings(), *, include_base: bool = True,
-                    progress: bool = True) -> dict[str, Any]:
+def evaluate_models(
+    base: Any,
+    tokenizer: Any,
+    task: Task,
+    adapters: Sequence[tuple[str, str | Path]],
+    settings: EvalSettings = EvalSettings(),
+    *,
+    include_base: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate the base model and each adapter on ``task``; returns the JSON-ready result.
 
     The base model is wrapped once by PEFT; each adapter is loaded under its own name and selected
@@ -382,7 +430,8 @@ def evaluate_models(base: Any, tokenizer: Any, task: Task, adapters: Sequence[tu
         for extra_name, extra_path in adapters[1:]:
             model.load_adapter(str(extra_path), adapter_name=extra_name)
     entries: list[tuple[str, str | None]] = ([("base", None)] if include_base else []) + [
-        (n, str(p)) for n, p in adapters]
+        (n, str(p)) for n, p in adapters
+    ]
     for name, where in entries:
         start = time.perf_counter()
         if where is None and adapters:
@@ -398,8 +447,15 @@ def evaluate_models(base: Any, tokenizer: Any, task: Task, adapters: Sequence[tu
     return result
 
 
-def evaluate_sites(base: Any, tokenizer: Any, tasks: dict[str, Task], adapter: str | Path,
-                   settings: EvalSettings = EvalSettings(), *, progress: bool = True) -> dict[str, Any]:
+def evaluate_sites(
+    base: Any,
+    tokenizer: Any,
+    tasks: dict[str, Task],
+    adapter: str | Path,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Base model vs ``adapter`` on each site's task, and on all sites' items pooled (``evaluation.json``).
 
     All tasks must be of one kind with one label set. Returns ``{"task", "kind", "metric", "labels",
@@ -412,16 +468,23 @@ def evaluate_sites(base: Any, tokenizer: Any, tasks: dict[str, Task], adapter: s
     if any(t.kind != first.kind or t.labels != first.labels for t in tasks.values()):
         raise DataError("evaluation: every site's task must have the same kind and options")
     model = PeftModel.from_pretrained(base, str(adapter), adapter_name="final")
-    pooled = Task("all sites", first.kind, [i for t in tasks.values() for i in t.items], first.labels,
-                  first.own_choices)
+    pooled = Task(
+        "all sites", first.kind, [i for t in tasks.values() for i in t.items], first.labels, first.own_choices
+    )
     scores: dict[str, dict[str, list[ItemScore]]] = {"base": {}, "final": {}}
     for site, task in tasks.items():
         with model.disable_adapter():
             scores["base"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} base", progress=progress)
         scores["final"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} final", progress=progress)
     model.unload()  # leave ``base`` as it was
-    result: dict[str, Any] = {"task": first.name, "kind": first.kind, "metric": primary_metric(first.kind),
-                              "labels": list(first.labels), "sites": {}, "pooled": {}}
+    result: dict[str, Any] = {
+        "task": first.name,
+        "kind": first.kind,
+        "metric": primary_metric(first.kind),
+        "labels": list(first.labels),
+        "sites": {},
+        "pooled": {},
+    }
     if first.kind == "choice":
         result["baselines"] = baselines([pooled.label_of(i, i.answer) for i in pooled.items], pooled.labels)
     for site, task in tasks.items():
@@ -436,8 +499,11 @@ def format_results(result: dict[str, Any]) -> str:
     task = result["task"]
     models = result["models"]
     kind = task["kind"]
-    keys = (["accuracy", "accuracy_norm", "macro_precision", "macro_recall", "macro_f1"] if kind == "choice"
-            else ["rouge_l", "loss", "perplexity"])
+    keys = (
+        ["accuracy", "accuracy_norm", "macro_precision", "macro_recall", "macro_f1"]
+        if kind == "choice"
+        else ["rouge_l", "loss", "perplexity"]
+    )
     names = [m["name"] for m in models]
     width = max(10, *(len(n) for n in names))
     lines = [f"{task['name']}: {task['n']} items, {kind} task"]
@@ -446,9 +512,11 @@ def format_results(result: dict[str, Any]) -> str:
         lines.append(f"{key:<16}" + "".join(f"{m['metrics'][key]:>{width + 2}.4f}" for m in models))
     if kind == "choice":
         base = result["baselines"]
-        lines.append(f"baselines: majority class '{base['majority']['label']}' accuracy "
-                     f"{base['majority']['accuracy']:.4f} (macro-F1 {base['majority']['macro_f1']:.4f}); "
-                     f"chance accuracy {base['chance']['accuracy']:.4f} (macro-F1 {base['chance']['macro_f1']:.4f})")
+        lines.append(
+            f"baselines: majority class '{base['majority']['label']}' accuracy "
+            f"{base['majority']['accuracy']:.4f} (macro-F1 {base['majority']['macro_f1']:.4f}); "
+            f"chance accuracy {base['chance']['accuracy']:.4f} (macro-F1 {base['chance']['macro_f1']:.4f})"
+        )
         labels = task["labels"]
         for m in models:
             lines.append(f"\n{m['name']}: per class (precision / recall / F1 / support)")
@@ -463,9 +531,12 @@ def format_results(result: dict[str, Any]) -> str:
     for m in models:
         if "fairness" in m:
             f = m["fairness"]
-            lines.append(f"\n{m['name']}: {f['metric']} by group: " + ", ".join(
-                f"{g} {m['groups'][g][f['metric']]:.4f} (n={m['groups'][g]['n']})" for g in m["groups"]))
+            lines.append(
+                f"\n{m['name']}: {f['metric']} by group: "
+                + ", ".join(f"{g} {m['groups'][g][f['metric']]:.4f} (n={m['groups'][g]['n']})" for g in m["groups"])
+            )
             if f["best_group"] is not None:
-                lines.append(f"  worst group: {f['worst_group']}; largest gap {f['largest_gap']:.4f} "
-                             f"(vs {f['best_group']})")
+                lines.append(
+                    f"  worst group: {f['worst_group']}; largest gap {f['largest_gap']:.4f} (vs {f['best_group']})"
+                )
     return "\n".join(lines)

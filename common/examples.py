@@ -34,8 +34,11 @@ def tokenize_record(record: ChatRecord, tokenizer: Any, max_seq_len: int) -> Tok
     """
     turns = [{"role": role, "content": content} for role, content in record.prompt]
     if getattr(tokenizer, "chat_template", None):
-        prompt_ids = list(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True)["input_ids"])
+        prompt_ids = list(
+            tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
         full = turns + [{"role": "assistant", "content": record.completion}]
         full_ids = list(tokenizer.apply_chat_template(full, tokenize=True, return_dict=True)["input_ids"])
         if full_ids[: len(prompt_ids)] != prompt_ids:  # template re-renders earlier turns: fall back
@@ -46,17 +49,18 @@ def tokenize_record(record: ChatRecord, tokenizer: Any, max_seq_len: int) -> Tok
         prompt_ids = list(tokenizer(prompt_text)["input_ids"])
         answer_ids = tokenizer(record.completion, add_special_tokens=False)["input_ids"]
         full_ids = prompt_ids + list(answer_ids) + [tokenizer.eos_token_id]
-    answer = full_ids[len(prompt_ids):]
+    answer = full_ids[len(prompt_ids) :]
     keep_prompt = min(len(prompt_ids), max_seq_len - min(len(answer), max(1, max_seq_len // 4)))
-    prompt_part = prompt_ids[len(prompt_ids) - keep_prompt:] if keep_prompt > 0 else []
+    prompt_part = prompt_ids[len(prompt_ids) - keep_prompt :] if keep_prompt > 0 else []
     answer_part = answer[: max_seq_len - len(prompt_part)]
     ids = tuple(prompt_part + answer_part)
     labels = tuple([IGNORE_INDEX] * len(prompt_part) + answer_part)
     return TokenizedExample(input_ids=ids, labels=labels)
 
 
-def tokenize_records(records: Sequence[ChatRecord], tokenizer: Any, max_seq_len: int,
-                     source: str = "data") -> list[TokenizedExample]:
+def tokenize_records(
+    records: Sequence[ChatRecord], tokenizer: Any, max_seq_len: int, source: str = "data"
+) -> list[TokenizedExample]:
     """Tokenize every record; raises if one ends up with no answer token.
 
     Raises:
@@ -93,8 +97,9 @@ def poisson_batches(n: int, sample_rate: float, steps: int, rng: np.random.Gener
     return [np.flatnonzero(rng.random(n) < sample_rate) for _ in range(steps)]
 
 
-def poisson_unit_batches(units: Sequence[int], sample_rate: float, steps: int,
-                         rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+def poisson_unit_batches(
+    units: Sequence[int], sample_rate: float, steps: int, rng: np.random.Generator
+) -> list[npt.NDArray[np.int64]]:
     """Poisson sampling of privacy UNITS (patients): each unit is kept with ``sample_rate`` and brings
     all of its examples, so a patient's records are never split across a sampling decision.
 

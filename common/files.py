@@ -18,8 +18,13 @@ KIB = 1024
 MIB = 1024 * KIB
 SMALL_FILE_BYTES = 1 * MIB  # keys, certificates, manifests, site.yaml, adapter_config.json: far below this
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def open_regular(path: str | Path, what: str, max_bytes: int, error: type[FedcareError] = FedcareError) -> BinaryIO:
@@ -61,8 +66,9 @@ def open_regular(path: str | Path, what: str, max_bytes: int, error: type[Fedcar
         raise
 
 
-def read_regular(path: str | Path, what: str, max_bytes: int = SMALL_FILE_BYTES,
-                 error: type[FedcareError] = FedcareError) -> bytes:
+def read_regular(
+    path: str | Path, what: str, max_bytes: int = SMALL_FILE_BYTES, error: type[FedcareError] = FedcareError
+) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (see :func:`open_regular`).
 
     Raises:

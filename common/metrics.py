@@ -40,9 +40,13 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str], labels
     return {
         "n": len(gold),
         "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_precision": float(mp), "macro_recall": float(mr), "macro_f1": float(mf),
-        "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, lab in enumerate(labels)},
+        "macro_precision": float(mp),
+        "macro_recall": float(mr),
+        "macro_f1": float(mf),
+        "per_class": {
+            lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, lab in enumerate(labels)
+        },
         "confusion_matrix": {"labels": labels, "matrix": matrix.astype(int).tolist()},
     }
 
@@ -71,8 +75,9 @@ def rouge_l(references: Sequence[str], predictions: Sequence[str]) -> list[float
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [float(scorer.score(ref, pred)["rougeL"].fmeasure) for ref, pred in zip(references, predictions,
-                                                                                    strict=True)]
+    return [
+        float(scorer.score(ref, pred)["rougeL"].fmeasure) for ref, pred in zip(references, predictions, strict=True)
+    ]
 
 
 def group_gaps(by_group: dict[str, dict[str, Any]], metric: str, *, min_n: int = 1) -> dict[str, Any]:
@@ -87,11 +92,20 @@ def group_gaps(by_group: dict[str, dict[str, Any]], metric: str, *, min_n: int =
         ``{"metric", "worst_group", "best_group", "largest_gap", "ranked": [names...]}``;
         the groups are ``None`` and the gap 0 when fewer than two groups qualify.
     """
-    ranked = sorted((g for g, m in by_group.items() if m.get("n", 0) >= min_n),
-                    key=lambda g: (by_group[g][metric], g))
+    ranked = sorted((g for g, m in by_group.items() if m.get("n", 0) >= min_n), key=lambda g: (by_group[g][metric], g))
     if len(ranked) < 2:
-        return {"metric": metric, "worst_group": ranked[0] if ranked else None, "best_group": None,
-                "largest_gap": 0.0, "ranked": ranked}
+        return {
+            "metric": metric,
+            "worst_group": ranked[0] if ranked else None,
+            "best_group": None,
+            "largest_gap": 0.0,
+            "ranked": ranked,
+        }
     worst, best = ranked[0], ranked[-1]
-    return {"metric": metric, "worst_group": worst, "best_group": best,
-            "largest_gap": float(by_group[best][metric] - by_group[worst][metric]), "ranked": ranked}
+    return {
+        "metric": metric,
+        "worst_group": worst,
+        "best_group": best,
+        "largest_gap": float(by_group[best][metric] - by_group[worst][metric]),
+        "ranked": ranked,
+    }

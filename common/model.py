@@ -73,8 +73,10 @@ def _checked_model_path(name: str) -> str:
     if path.exists():
         raise ConfigError(f"model.name_or_path: {name} is a file; expected a model folder with config.json")
     if name.startswith(("/", ".", "~")) or name.count("/") != 1:
-        raise ConfigError(f"model.name_or_path: {name} does not exist; expected a model folder with config.json, "
-                          f"{DEFAULT_MODEL!r} or {TINY_MODEL!r}")
+        raise ConfigError(
+            f"model.name_or_path: {name} does not exist; expected a model folder with config.json, "
+            f"{DEFAULT_MODEL!r} or {TINY_MODEL!r}"
+        )
     return name
 
 
@@ -202,14 +204,24 @@ def build_tiny_model(out_dir: Path, *, hidden_size: int = 64, num_layers: int = 
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     core.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", bos_token="<|im_start|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     LlamaForCausalLM(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 

@@ -16,8 +16,15 @@ import numpy as np
 from common.errors import ConfigError
 
 
-def dirichlet_partition(labels: Sequence[Hashable], num_partitions: int, alpha: float, *, seed: int = 0,
-                        min_size: int = 1, max_tries: int = 100) -> list[list[int]]:
+def dirichlet_partition(
+    labels: Sequence[Hashable],
+    num_partitions: int,
+    alpha: float,
+    *,
+    seed: int = 0,
+    min_size: int = 1,
+    max_tries: int = 100,
+) -> list[list[int]]:
     """Disjoint index lists, one per partition, covering ``range(len(labels))``, label shares ~ Dir(alpha).
 
     Draws are redone (up to ``max_tries``) until every partition holds at least ``min_size`` items.
@@ -31,8 +38,9 @@ def dirichlet_partition(labels: Sequence[Hashable], num_partitions: int, alpha: 
     if not alpha > 0:
         raise ConfigError(f"dirichlet partition: alpha must be > 0, got {alpha}")
     if len(labels) < num_partitions * min_size:
-        raise ConfigError(f"dirichlet partition: {len(labels)} records cannot give {num_partitions} sites "
-                          f"{min_size} records each")
+        raise ConfigError(
+            f"dirichlet partition: {len(labels)} records cannot give {num_partitions} sites {min_size} records each"
+        )
     by_label: dict[Hashable, list[int]] = {}
     for i, label in enumerate(labels):
         by_label.setdefault(label, []).append(i)
@@ -48,5 +56,7 @@ def dirichlet_partition(labels: Sequence[Hashable], num_partitions: int, alpha: 
                 part.extend(int(i) for i in chunk)
         if min(len(p) for p in parts) >= min_size:
             return [sorted(p) for p in parts]
-    raise ConfigError(f"dirichlet partition: no draw in {max_tries} gave every one of {num_partitions} sites "
-                      f">= {min_size} records at alpha={alpha:g}; raise alpha or lower num_sites")
+    raise ConfigError(
+        f"dirichlet partition: no draw in {max_tries} gave every one of {num_partitions} sites "
+        f">= {min_size} records at alpha={alpha:g}; raise alpha or lower num_sites"
+    )

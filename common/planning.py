@@ -44,9 +44,16 @@ class PlanOption:
     epochs: float  # examples / records
 
 
-def plan_options(records: int, target_epsilon: float, num_rounds: int, *, target_delta: float = 0.0,
-                 accountant: str = "prv", batch_choices: tuple[int, ...] = BATCH_CHOICES,
-                 step_choices: tuple[int, ...] = STEP_CHOICES) -> list[PlanOption]:
+def plan_options(
+    records: int,
+    target_epsilon: float,
+    num_rounds: int,
+    *,
+    target_delta: float = 0.0,
+    accountant: str = "prv",
+    batch_choices: tuple[int, ...] = BATCH_CHOICES,
+    step_choices: tuple[int, ...] = STEP_CHOICES,
+) -> list[PlanOption]:
     """Every (batch, steps) choice with batch <= records / 2, calibrated with the site's accountant.
 
     Raises:
@@ -65,8 +72,18 @@ def plan_options(records: int, target_epsilon: float, num_rounds: int, *, target
         for steps in step_choices:
             total = steps * num_rounds
             sigma = calibrate_noise(target_epsilon, delta, q, total, accountant)
-            out.append(PlanOption(batch, steps, q, sigma, sigma / batch, sigma / (batch * math.sqrt(total)),
-                                  batch * total, batch * total / records))
+            out.append(
+                PlanOption(
+                    batch,
+                    steps,
+                    q,
+                    sigma,
+                    sigma / batch,
+                    sigma / (batch * math.sqrt(total)),
+                    batch * total,
+                    batch * total / records,
+                )
+            )
     if not out:
         raise ConfigError(f"plan: records: {records} is too few for a batch of {min(batch_choices)}")
     return out
@@ -78,19 +95,31 @@ def recommend(options: list[PlanOption], max_examples: int) -> PlanOption:
     return min(fitting, key=lambda o: (round(o.noise_per_run, 6), o.examples))
 
 
-def format_plan(options: list[PlanOption], chosen: PlanOption, records: int, target_epsilon: float,
-                num_rounds: int, max_examples: int) -> str:
+def format_plan(
+    options: list[PlanOption],
+    chosen: PlanOption,
+    records: int,
+    target_epsilon: float,
+    num_rounds: int,
+    max_examples: int,
+) -> str:
     """The console table, with the recommended row marked."""
-    lines = [f"{records} training records per site, epsilon {target_epsilon:g} over {num_rounds} rounds; "
-             f"compute budget {max_examples} examples per site",
-             f"{'batch':>6} {'steps/rnd':>9} {'q':>7} {'sigma':>7} {'sigma/B':>8} {'run noise':>9} "
-             f"{'examples':>8} {'epochs':>6}"]
+    lines = [
+        f"{records} training records per site, epsilon {target_epsilon:g} over {num_rounds} rounds; "
+        f"compute budget {max_examples} examples per site",
+        f"{'batch':>6} {'steps/rnd':>9} {'q':>7} {'sigma':>7} {'sigma/B':>8} {'run noise':>9} "
+        f"{'examples':>8} {'epochs':>6}",
+    ]
     for o in sorted(options, key=lambda o: (o.batch_size, o.local_steps)):
         mark = "  <- recommended" if o == chosen else ("" if o.examples <= max_examples else "  (over budget)")
-        lines.append(f"{o.batch_size:>6} {o.local_steps:>9} {o.sample_rate:>7.4f} {o.noise_multiplier:>7.3f} "
-                     f"{o.noise_per_step:>8.4f} {o.noise_per_run:>9.5f} {o.examples:>8} {o.epochs:>6.2f}{mark}")
-    lines.append(f"recommended: train.batch_size={chosen.batch_size} train.local_steps={chosen.local_steps} "
-                 f"(noise multiplier {chosen.noise_multiplier:.3f}, sigma/B {chosen.noise_per_step:.4f})")
+        lines.append(
+            f"{o.batch_size:>6} {o.local_steps:>9} {o.sample_rate:>7.4f} {o.noise_multiplier:>7.3f} "
+            f"{o.noise_per_step:>8.4f} {o.noise_per_run:>9.5f} {o.examples:>8} {o.epochs:>6.2f}{mark}"
+        )
+    lines.append(
+        f"recommended: train.batch_size={chosen.batch_size} train.local_steps={chosen.local_steps} "
+        f"(noise multiplier {chosen.noise_multiplier:.3f}, sigma/B {chosen.noise_per_step:.4f})"
+    )
     return "\n".join(lines)
 
 

@@ -115,8 +115,13 @@ def compute_epsilon(
 
 
 def calibrate_noise(
-    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv",
-    prior: list[tuple[float, float, int]] | None = None, epsilon_tolerance: float = 0.01,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "prv",
+    prior: list[tuple[float, float, int]] | None = None,
+    epsilon_tolerance: float = 0.01,
     max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
 ) -> float:
     """Smallest noise multiplier whose epsilon, over ``prior`` steps plus ``steps`` more, is within target.
@@ -142,7 +147,8 @@ def calibrate_noise(
         spent = compute_history_epsilon(history, delta, accountant)
         return PrivacyBudgetExceededError(
             f"privacy budget: {spent:.3f} of epsilon {target_epsilon:g} is already spent or reserved; no noise "
-            f"multiplier up to {max_noise_multiplier:g} allows {steps} more steps")
+            f"multiplier up to {max_noise_multiplier:g} allows {steps} more steps"
+        )
 
     high = min(2.0, max_noise_multiplier)
     e_high = eps(high)
@@ -251,11 +257,22 @@ class PrivacyLedger:
     entries: list[dict[str, Any]] = field(default_factory=list)  # one per release, see Charge
 
     @classmethod
-    def create(cls, *, target_epsilon: float, target_delta: float, num_records: int, accountant: str = "prv",
-               unit: str = "record") -> PrivacyLedger:
+    def create(
+        cls,
+        *,
+        target_epsilon: float,
+        target_delta: float,
+        num_records: int,
+        accountant: str = "prv",
+        unit: str = "record",
+    ) -> PrivacyLedger:
         """A new, empty ledger; delta is fixed for the site's life (see :func:`resolve_delta`)."""
-        return cls(target_epsilon=target_epsilon, delta=resolve_delta(target_delta, num_records),
-                   accountant=accountant, unit=unit)
+        return cls(
+            target_epsilon=target_epsilon,
+            delta=resolve_delta(target_delta, num_records),
+            accountant=accountant,
+            unit=unit,
+        )
 
     def history(self) -> list[tuple[float, float, int]]:
         """Recorded releases as accountant history entries."""
@@ -285,7 +302,8 @@ class PrivacyLedger:
                 raise ConfigError(
                     f"privacy.{key}: the site's ledger was kept with {key} {have!r}, the site now asks {want!r}; "
                     f"epsilon cannot be composed across them: set privacy.{key}: {have} again, or start a new "
-                    "state_dir (a new budget only if your privacy officer agrees)")
+                    "state_dir (a new budget only if your privacy officer agrees)"
+                )
 
     def mark_released(self, run_id: str, server_round: int, input_sha256: str) -> None:
         """Note that the last attempt at this round released its update, trained from ``input_sha256``."""
@@ -300,8 +318,13 @@ class PrivacyLedger:
 
         Sending that same update again is post-processing of a released output: no new privacy cost.
         """
-        return any(e["run"] == run_id and e["server_round"] == server_round and e["kind"] == "train"
-                   and e.get("released") == input_sha256 for e in self.entries)
+        return any(
+            e["run"] == run_id
+            and e["server_round"] == server_round
+            and e["kind"] == "train"
+            and e.get("released") == input_sha256
+            for e in self.entries
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": LEDGER_VERSION, **asdict(self)}
@@ -322,10 +345,14 @@ class PrivacyLedger:
             e["steps"] = int(e["steps"])
             if e["kind"] not in ("train", "evaluate"):
                 raise ValueError(f"ledger entry kind {e['kind']!r}")
-        ledger = cls(target_epsilon=float(raw["target_epsilon"]), delta=float(raw["delta"]),
-                     accountant=str(raw["accountant"]), unit=str(raw["unit"]),
-                     runs={str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in dict(raw["runs"]).items()},
-                     entries=entries)
+        ledger = cls(
+            target_epsilon=float(raw["target_epsilon"]),
+            delta=float(raw["delta"]),
+            accountant=str(raw["accountant"]),
+            unit=str(raw["unit"]),
+            runs={str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in dict(raw["runs"]).items()},
+            entries=entries,
+        )
         if not (0.0 < ledger.delta < 1.0 and ledger.target_epsilon > 0):
             raise ValueError("ledger delta or target_epsilon out of range")
         return ledger
@@ -339,48 +366,77 @@ def _calibrate_run(ledger: PrivacyLedger, run: RunRequest, limits: SiteLimits) -
     if limits.max_run_epsilon and run.target_epsilon > limits.max_run_epsilon:
         raise PrivacyBudgetExceededError(
             f"privacy.target_epsilon: the plan asks {run.target_epsilon:g} for this run, above the site's cap "
-            f"limits.max_run_epsilon={limits.max_run_epsilon:g}")
+            f"limits.max_run_epsilon={limits.max_run_epsilon:g}"
+        )
     if run.batch_size >= run.num_units:
         raise ConfigError(
             f"train.batch_size: expected < training units at the site ({run.num_units}) for "
-            f"DP-SGD with Poisson sampling, got {run.batch_size}")
+            f"DP-SGD with Poisson sampling, got {run.batch_size}"
+        )
     sample_rate = run.batch_size / run.num_units
     if sample_rate > limits.max_sample_rate:
         raise ConfigError(
             f"train.batch_size: the plan asks {run.batch_size}, a sampling rate of {sample_rate:.3f} over the site's "
             f"{run.num_units} units, above the site's cap limits.max_sample_rate={limits.max_sample_rate:g} "
-            f"(batch_size <= {int(limits.max_sample_rate * run.num_units)})")
+            f"(batch_size <= {int(limits.max_sample_rate * run.num_units)})"
+        )
     prior = ledger.history()
     spent = compute_history_epsilon(prior, ledger.delta, ledger.accountant)
     reserve = [(run.eval_noise_multiplier, 1.0, limits.max_eval_queries)] if limits.max_eval_queries else []
-    left = (f"{spent:.3f} of the site's lifetime epsilon {ledger.target_epsilon:g} is spent, "
-            f"{max(0.0, ledger.target_epsilon - spent):.3f} left")
-    how = ("to proceed: the site may raise privacy.target_epsilon in its site.yaml (its privacy officer's call), "
-           "or the coordinator may plan fewer rounds or local steps")
+    left = (
+        f"{spent:.3f} of the site's lifetime epsilon {ledger.target_epsilon:g} is spent, "
+        f"{max(0.0, ledger.target_epsilon - spent):.3f} left"
+    )
+    how = (
+        "to proceed: the site may raise privacy.target_epsilon in its site.yaml (its privacy officer's call), "
+        "or the coordinator may plan fewer rounds or local steps"
+    )
     # Two caps: the run's own releases spend at most what the plan asks for it, and the site's whole
     # history at most its lifetime budget. Each is checked on its own at every charge, so runs that
     # train at the same site at once cannot push each other over their run caps.
     try:
-        sigma = calibrate_noise(min(run.target_epsilon, ledger.target_epsilon), ledger.delta, sample_rate,
-                                run.planned_steps, ledger.accountant, prior=reserve,
-                                max_noise_multiplier=limits.max_noise_multiplier)
+        sigma = calibrate_noise(
+            min(run.target_epsilon, ledger.target_epsilon),
+            ledger.delta,
+            sample_rate,
+            run.planned_steps,
+            ledger.accountant,
+            prior=reserve,
+            max_noise_multiplier=limits.max_noise_multiplier,
+        )
         if spent > 0 and spent + run.target_epsilon > ledger.target_epsilon:  # the lifetime cap binds too
-            sigma = max(sigma, calibrate_noise(ledger.target_epsilon, ledger.delta, sample_rate, run.planned_steps,
-                                               ledger.accountant, prior=prior + reserve,
-                                               max_noise_multiplier=limits.max_noise_multiplier))
+            sigma = max(
+                sigma,
+                calibrate_noise(
+                    ledger.target_epsilon,
+                    ledger.delta,
+                    sample_rate,
+                    run.planned_steps,
+                    ledger.accountant,
+                    prior=prior + reserve,
+                    max_noise_multiplier=limits.max_noise_multiplier,
+                ),
+            )
     except PrivacyBudgetExceededError:
         raise PrivacyBudgetExceededError(
             f"privacy budget: {left}; {run.planned_steps} steps (and {limits.max_eval_queries} evaluation queries "
             f"reserved) would need a noise multiplier above the site's cap limits.max_noise_multiplier="
-            f"{limits.max_noise_multiplier:g}: training would learn only noise; {how}") from None
+            f"{limits.max_noise_multiplier:g}: training would learn only noise; {how}"
+        ) from None
     sigma = max(sigma, limits.min_noise_multiplier)
-    return {"noise_multiplier": sigma, "sample_rate": sample_rate, "planned_steps": float(run.planned_steps),
-            "target_epsilon": min(run.target_epsilon, ledger.target_epsilon), "epsilon_at_start": spent,
-            "eval_noise_multiplier": run.eval_noise_multiplier}
+    return {
+        "noise_multiplier": sigma,
+        "sample_rate": sample_rate,
+        "planned_steps": float(run.planned_steps),
+        "target_epsilon": min(run.target_epsilon, ledger.target_epsilon),
+        "epsilon_at_start": spent,
+        "eval_noise_multiplier": run.eval_noise_multiplier,
+    }
 
 
-def _charge(ledger: PrivacyLedger, run: RunRequest, server_round: int, kind: str, limits: SiteLimits,
-            steps: int) -> tuple[PrivacyLedger, Charge]:
+def _charge(
+    ledger: PrivacyLedger, run: RunRequest, server_round: int, kind: str, limits: SiteLimits, steps: int
+) -> tuple[PrivacyLedger, Charge]:
     new = copy.deepcopy(ledger)
     if run.run_id not in new.runs:
         new.runs[run.run_id] = _calibrate_run(new, run, limits)
@@ -399,21 +455,35 @@ def _charge(ledger: PrivacyLedger, run: RunRequest, server_round: int, kind: str
     if after > new.target_epsilon + 1e-9:
         raise PrivacyBudgetExceededError(
             f"privacy budget: {what} would raise the site's epsilon from {before:.3f} to {after:.3f}, above its "
-            f"lifetime budget {new.target_epsilon:g} (delta={new.delta:.3g}); the site refuses it")
+            f"lifetime budget {new.target_epsilon:g} (delta={new.delta:.3g}); the site refuses it"
+        )
     if run_after > cap + 1e-9:
         raise PrivacyBudgetExceededError(
             f"privacy budget: {what} would raise run {run.run_id!r}'s epsilon to {run_after:.3f}, above the "
-            f"{cap:g} this run may spend; the site refuses it")
-    attempt = sum(1 for e in new.entries if e["run"] == run.run_id and e["server_round"] == server_round
-                  and e["kind"] == kind)
-    new.entries.append({"run": run.run_id, "server_round": server_round, "kind": kind, "noise_multiplier": noise,
-                        "sample_rate": rate, "steps": steps, "released": ""})
-    return new, Charge(run.run_id, server_round, kind, noise, rate, steps, attempt, before, after,
-                       new.target_epsilon, cap, new.delta)
+            f"{cap:g} this run may spend; the site refuses it"
+        )
+    attempt = sum(
+        1 for e in new.entries if e["run"] == run.run_id and e["server_round"] == server_round and e["kind"] == kind
+    )
+    new.entries.append(
+        {
+            "run": run.run_id,
+            "server_round": server_round,
+            "kind": kind,
+            "noise_multiplier": noise,
+            "sample_rate": rate,
+            "steps": steps,
+            "released": "",
+        }
+    )
+    return new, Charge(
+        run.run_id, server_round, kind, noise, rate, steps, attempt, before, after, new.target_epsilon, cap, new.delta
+    )
 
 
-def charge_round(ledger: PrivacyLedger, run: RunRequest, server_round: int, steps: int,
-                 limits: SiteLimits) -> tuple[PrivacyLedger, Charge]:
+def charge_round(
+    ledger: PrivacyLedger, run: RunRequest, server_round: int, steps: int, limits: SiteLimits
+) -> tuple[PrivacyLedger, Charge]:
     """Plan, check and record one DP-SGD round; pure (returns a new ledger, ``ledger`` is untouched).
 
     The run is calibrated on its first release (training or evaluation): the smallest noise multiplier
@@ -432,8 +502,9 @@ def charge_round(ledger: PrivacyLedger, run: RunRequest, server_round: int, step
     return _charge(ledger, run, server_round, "train", limits, steps)
 
 
-def charge_query(ledger: PrivacyLedger, run: RunRequest, server_round: int,
-                 limits: SiteLimits) -> tuple[PrivacyLedger, Charge]:
+def charge_query(
+    ledger: PrivacyLedger, run: RunRequest, server_round: int, limits: SiteLimits
+) -> tuple[PrivacyLedger, Charge]:
     """Plan, check and record one Gaussian-mechanism query (an evaluate reply); pure.
 
     The query releases sums through :func:`release_sums` with the returned ``Charge.noise_multiplier``
@@ -447,7 +518,8 @@ def charge_query(ledger: PrivacyLedger, run: RunRequest, server_round: int,
         raise PrivacyBudgetExceededError(
             f"limits.max_eval_queries: the coordinator asked for evaluation query "
             f"{ledger.queries(run.run_id) + 1} of run {run.run_id!r}, above the site's cap of "
-            f"{limits.max_eval_queries} per run")
+            f"{limits.max_eval_queries} per run"
+        )
     return _charge(ledger, run, server_round, "evaluate", limits, 1)
 
 
@@ -465,8 +537,9 @@ def joint_sensitivity(bounds: Mapping[str, float]) -> float:
     return float(math.sqrt(sum(b * b for b in bounds.values())))
 
 
-def release_sums(sums: Mapping[str, np.ndarray], sensitivity: float, noise_multiplier: float,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def release_sums(
+    sums: Mapping[str, np.ndarray], sensitivity: float, noise_multiplier: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """The Gaussian mechanism: each sum plus N(0, (noise_multiplier x sensitivity)^2) per coordinate.
 
     ``sensitivity`` must bound the L2 norm of ONE privacy unit's contribution to all of ``sums``
@@ -479,7 +552,8 @@ def release_sums(sums: Mapping[str, np.ndarray], sensitivity: float, noise_multi
         ConfigError: on a non-positive sensitivity or noise multiplier (a release must be noised).
     """
     if not sensitivity > 0 or not noise_multiplier > 0:
-        raise ConfigError(f"release_sums: sensitivity and noise_multiplier must be > 0, got "
-                          f"{sensitivity!r} and {noise_multiplier!r}")
+        raise ConfigError(
+            f"release_sums: sensitivity and noise_multiplier must be > 0, got {sensitivity!r} and {noise_multiplier!r}"
+        )
     std = noise_multiplier * sensitivity
     return {k: np.asarray(v, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(v)) for k, v in sums.items()}

@@ -115,11 +115,7 @@ def load_records(
             continue
         where_text = f"{data.name} {data.unit} {number}"
         if columns is not None:
-            records.append(
-                _flat_record(
-                    row, columns.prompt, columns.completion, columns.system, where_text
-                )
-            )
+            records.append(_flat_record(row, columns.prompt, columns.completion, columns.system, where_text))
         else:
             records.append(_detected_record(row, where_text))
         if patient_field:
@@ -131,9 +127,7 @@ def load_records(
             records[-1] = dataclasses.replace(records[-1], patient_id=str(value))
     if not records:
         if where is not None:
-            raise DataError(
-                f"{data.name} contains no records with field {where[0]!r} equal to the requested value"
-            )
+            raise DataError(f"{data.name} contains no records with field {where[0]!r} equal to the requested value")
         raise DataError(f"{data.name} contains no records")
     return records
 
@@ -217,8 +211,9 @@ def _check_value(row: dict[str, Any], where: str) -> None:
         value, depth = stack.pop()
         if isinstance(value, str):
             if len(value) > MAX_FIELD_CHARS:
-                raise DataError(f"{where}: a text value has {len(value):,} characters, over the limit of "
-                                f"{MAX_FIELD_CHARS:,}")
+                raise DataError(
+                    f"{where}: a text value has {len(value):,} characters, over the limit of {MAX_FIELD_CHARS:,}"
+                )
             _check_text(value, where)
             continue
         if isinstance(value, dict | list):
@@ -239,11 +234,13 @@ def _check_text(text: str, where: str, what: str = "a text value") -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         # A lone surrogate (JSON "\\ud800") is valid JSON but no tokenizer can encode it.
-        raise DataError(f"{where}: {what} holds a lone surrogate (character {err.start + 1}), "
-                        "which is not valid Unicode text") from None
+        raise DataError(
+            f"{where}: {what} holds a lone surrogate (character {err.start + 1}), which is not valid Unicode text"
+        ) from None
     if "\x00" in text:
-        raise DataError(f"{where}: {what} holds a NUL character (character {text.index(chr(0)) + 1}); "
-                        "is this a binary file?")
+        raise DataError(
+            f"{where}: {what} holds a NUL character (character {text.index(chr(0)) + 1}); is this a binary file?"
+        )
 
 
 def _lines(handle: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
@@ -322,8 +319,9 @@ def _read_csv(handle: BinaryIO, name: str) -> _Rows:
         seen: dict[str, int] = {}
         for position, column in enumerate(first, start=1):
             if column in seen:  # header cells may be record text (a file without a header row): positions only
-                raise DataError(f"{name} line {start}: columns {seen[column]} and {position} of the header "
-                                "have the same name")
+                raise DataError(
+                    f"{name} line {start}: columns {seen[column]} and {position} of the header have the same name"
+                )
             seen[column] = position
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
@@ -338,8 +336,9 @@ def _read_csv(handle: BinaryIO, name: str) -> _Rows:
                 raise DataError(f"{name} line {start}: has {len(cells)} fields but the header has {len(first)}")
             yield start, dict(zip(first, cells, strict=True))
 
-    return _Rows(name=name, unit="line", rows=_capped(rows(), name, "line"), columns=tuple(header),
-                 header_line=header_line)
+    return _Rows(
+        name=name, unit="line", rows=_capped(rows(), name, "line"), columns=tuple(header), header_line=header_line
+    )
 
 
 def _next_cells(reader: Any, name: str, start: int) -> list[str] | None:
@@ -377,8 +376,10 @@ def _read_parquet(handle: BinaryIO, name: str) -> _Rows:
                 for batch in parquet.iter_batches(batch_size=256):
                     budget -= _decoded_bytes(batch)  # dictionaries expanded: what the rows will cost in memory
                     if budget < 0:
-                        raise DataError(f"{name}: more than {MAX_FILE_BYTES // MIB} MiB of decoded data "
-                                        f"(at row {number + 1}); split the file")
+                        raise DataError(
+                            f"{name}: more than {MAX_FILE_BYTES // MIB} MiB of decoded data "
+                            f"(at row {number + 1}); split the file"
+                        )
                     for item in batch.to_pylist():
                         number += 1
                         # Parquet fills columns a row does not have with null: leave them out of the row.
@@ -386,8 +387,9 @@ def _read_parquet(handle: BinaryIO, name: str) -> _Rows:
             except DataError:
                 raise
             except Exception as error:  # noqa: BLE001 - as above
-                raise DataError(f"{name} row {number + 1}: not a readable Parquet file ({type(error).__name__})") \
-                    from None
+                raise DataError(
+                    f"{name} row {number + 1}: not a readable Parquet file ({type(error).__name__})"
+                ) from None
 
     return _Rows(name=name, unit="row", rows=_capped(rows(), name, "row"), columns=tuple(schema.names))
 
@@ -400,8 +402,11 @@ def _decoded_bytes(batch: Any) -> int:
     for column in batch.columns:
         if pa.types.is_dictionary(column.type):
             values = column.dictionary
-            lengths = pc.binary_length(values) if pa.types.is_string(values.type) or pa.types.is_binary(
-                values.type) else pa.array([values.nbytes // max(len(values), 1)] * len(values), pa.int64())
+            lengths = (
+                pc.binary_length(values)
+                if pa.types.is_string(values.type) or pa.types.is_binary(values.type)
+                else pa.array([values.nbytes // max(len(values), 1)] * len(values), pa.int64())
+            )
             total += pc.sum(pc.take(lengths, column.indices)).as_py() or 0
         else:
             total += column.nbytes
@@ -426,8 +431,10 @@ def _check_columns(
     for column in wanted:
         if column not in header:
             # The header's own names may be record text (a CSV without a header row): count them, never show them.
-            raise DataError(f"{location}: column {column!r} is missing (the file has {len(header)} columns"
-                            + ("; is the first line a header row?)" if data.header_line else ")"))
+            raise DataError(
+                f"{location}: column {column!r} is missing (the file has {len(header)} columns"
+                + ("; is the first line a header row?)" if data.header_line else ")")
+            )
 
 
 def _matches(row: dict[str, Any], where: tuple[str, str]) -> bool:
@@ -440,8 +447,9 @@ def _detected_record(row: dict[str, Any], where: str) -> ChatRecord:
     chat = _CHAT_KEY in row
     if len(complete) + chat > 1:
         found = [f"{a}/{b}" for a, b in complete] + ([_CHAT_KEY] if chat else [])
-        raise DataError(f"{where}: ambiguous record shape (it has the fields of {' and '.join(found)}); "
-                        "use a column mapping")
+        raise DataError(
+            f"{where}: ambiguous record shape (it has the fields of {' and '.join(found)}); use a column mapping"
+        )
     if chat:
         return _chat_record(row[_CHAT_KEY], where)
     if complete:
@@ -451,13 +459,13 @@ def _detected_record(row: dict[str, Any], where: str) -> ChatRecord:
         # The row clearly means this shape, so report the missing field rather than "unrecognised".
         return _flat_record(row, *partial[0], "system", where)
     # Field names read from the file are data (some exports key records by patient): count them only.
-    raise DataError(f"{where}: no recognisable record shape ({len(row)} fields, none of them an accepted name); "
-                    f"accepted: {_SHAPES_TEXT}")
+    raise DataError(
+        f"{where}: no recognisable record shape ({len(row)} fields, none of them an accepted name); "
+        f"accepted: {_SHAPES_TEXT}"
+    )
 
 
-def _flat_record(
-    row: dict[str, Any], prompt: str, completion: str, system: str | None, where: str
-) -> ChatRecord:
+def _flat_record(row: dict[str, Any], prompt: str, completion: str, system: str | None, where: str) -> ChatRecord:
     prompt_text = _required_text(row, prompt, where)
     completion_text = _required_text(row, completion, where)
     turns: list[tuple[str, str]] = []
@@ -471,13 +479,9 @@ def _flat_record(
 
 def _chat_record(messages: Any, where: str) -> ChatRecord:
     if not isinstance(messages, list):
-        raise DataError(
-            f"{where}: field 'messages' is not a list (found {_kind(messages)})"
-        )
+        raise DataError(f"{where}: field 'messages' is not a list (found {_kind(messages)})")
     if len(messages) < 2:
-        raise DataError(
-            f"{where}: field 'messages' needs at least a user turn and an assistant answer"
-        )
+        raise DataError(f"{where}: field 'messages' needs at least a user turn and an assistant answer")
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages, start=1):
         location = f"{where} message {index}"
@@ -489,9 +493,7 @@ def _chat_record(messages: Any, where: str) -> ChatRecord:
             raise DataError(f"{location}: unknown role; accepted: {', '.join(ROLES)}")
         turns.append((role, _required_text(message, "content", location)))
     if turns[-1][0] != "assistant":
-        raise DataError(
-            f"{where}: the last message must have role 'assistant' (found {turns[-1][0]!r})"
-        )
+        raise DataError(f"{where}: the last message must have role 'assistant' (found {turns[-1][0]!r})")
     if not any(role == "user" for role, _ in turns[:-1]):
         raise DataError(f"{where}: no user message before the assistant answer")
     return ChatRecord(prompt=tuple(turns[:-1]), completion=turns[-1][1])
@@ -504,9 +506,7 @@ def _required_text(row: dict[str, Any], field: str, where: str) -> str:
     if value is None:
         raise DataError(f"{where}: field {field!r} is null")
     if not isinstance(value, str):
-        raise DataError(
-            f"{where}: field {field!r} is not a string (found {_kind(value)})"
-        )
+        raise DataError(f"{where}: field {field!r} is not a string (found {_kind(value)})")
     if not value.strip():
         raise DataError(f"{where}: field {field!r} is empty")
     return value
@@ -518,9 +518,7 @@ def _optional_text(row: dict[str, Any], field: str, where: str) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
-        raise DataError(
-            f"{where}: field {field!r} is not a string (found {_kind(value)})"
-        )
+        raise DataError(f"{where}: field {field!r} is not a string (found {_kind(value)})")
     return value
 
 

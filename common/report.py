@@ -80,12 +80,17 @@ def _loss_plot(summary: dict[str, Any], rows: list[dict[str, Any]], folder: Path
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sites = sorted({s for r in rows for s in (r.get("eval_loss_by_site") or {})}, key=_site_key)
     for site in sites:
-        points = [(r["round"], r["eval_loss_by_site"][site]) for r in rows
-                  if site in (r.get("eval_loss_by_site") or {})]
+        points = [
+            (r["round"], r["eval_loss_by_site"][site]) for r in rows if site in (r.get("eval_loss_by_site") or {})
+        ]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=site)
     ax.plot(range(len(by_round)), by_round, color="black", linestyle="--", marker="s", label="all sites (weighted)")
-    ax.set(xlabel="round (0 = base model)", ylabel="held-out loss (nats/token)", title="Held-out loss per site",
-           xticks=range(len(by_round)))
+    ax.set(
+        xlabel="round (0 = base model)",
+        ylabel="held-out loss (nats/token)",
+        title="Held-out loss per site",
+        xticks=range(len(by_round)),
+    )
     ax.legend(fontsize=8)
     return _save(fig, folder, "loss.png")
 
@@ -97,13 +102,20 @@ def _epsilon_plot(summary: dict[str, Any], rows: list[dict[str, Any]], folder: P
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for entry in summary.get("sites", []):
         site = entry["site_id"]
-        points = [(0, 0.0)] + [(r["round"], r["sites"][site]["epsilon"]) for r in rows
-                               if site in (r.get("sites") or {}) and r["sites"][site].get("epsilon") is not None]
+        points = [(0, 0.0)] + [
+            (r["round"], r["sites"][site]["epsilon"])
+            for r in rows
+            if site in (r.get("sites") or {}) and r["sites"][site].get("epsilon") is not None
+        ]
         line = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{site} spent")[0]
         if entry.get("target_epsilon") is not None:
             ax.axhline(entry["target_epsilon"], color=line.get_color(), linestyle=":", label=f"{site} target")
-    ax.set(xlabel="round", ylabel="epsilon (whole run so far)", title="Privacy budget spent per site",
-           xticks=range(len(rows) + 1))
+    ax.set(
+        xlabel="round",
+        ylabel="epsilon (whole run so far)",
+        title="Privacy budget spent per site",
+        xticks=range(len(rows) + 1),
+    )
     ax.legend(fontsize=8)
     return _save(fig, folder, "epsilon.png")
 
@@ -128,9 +140,11 @@ def _task_plot(evaluation: dict[str, Any], folder: Path) -> str:
     sites = sorted(evaluation["sites"], key=_site_key)
     names = [*sites, "pooled"]
     base = [evaluation["sites"][s]["base"]["metrics"][metric] for s in sites] + [
-        evaluation["pooled"]["base"]["metrics"][metric]]
+        evaluation["pooled"]["base"]["metrics"][metric]
+    ]
     final = [evaluation["sites"][s]["final"]["metrics"][metric] for s in sites] + [
-        evaluation["pooled"]["final"]["metrics"][metric]]
+        evaluation["pooled"]["final"]["metrics"][metric]
+    ]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     xs = list(range(len(names)))
     ax.bar([x - 0.2 for x in xs], base, width=0.4, label="base model")
@@ -152,8 +166,13 @@ def _confusion_plot(evaluation: dict[str, Any], folder: Path) -> str:
             for j, v in enumerate(row):
                 dark = v > max(max(r) for r in matrix) / 2
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=9, color="white" if dark else "black")
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="gold",
-               title=f"{'base model' if which == 'base' else 'final adapter'} (all sites)")
+        ax.set(
+            xticks=range(len(labels)),
+            yticks=range(len(labels)),
+            xlabel="predicted",
+            ylabel="gold",
+            title=f"{'base model' if which == 'base' else 'final adapter'} (all sites)",
+        )
         ax.set_xticklabels(labels, rotation=30, fontsize=8)
         ax.set_yticklabels(labels, fontsize=8)
     return _save(fig, folder, "confusion.png")
@@ -180,14 +199,18 @@ def _fairness_html(evaluation: dict[str, Any]) -> str:
     out = [_table(["unit", "name", "n", f"base {metric}", f"final {metric}", "change"], rows)]
     lost = [f"{r[0]} {r[1]} ({r[5]:+.3f})" for r in rows if r[5] < 0]
     gained = [f"{r[0]} {r[1]} ({r[5]:+.3f})" for r in rows if r[5] > 0]
-    out.append(f"<p><b>Lost:</b> {html.escape(', '.join(lost) or 'none')}. "
-               f"<b>Gained:</b> {html.escape(', '.join(gained) or 'none')}.</p>")
+    out.append(
+        f"<p><b>Lost:</b> {html.escape(', '.join(lost) or 'none')}. "
+        f"<b>Gained:</b> {html.escape(', '.join(gained) or 'none')}.</p>"
+    )
     for which in ("base", "final"):
         g = gaps[which]
         if g and g.get("best_group") is not None:
-            out.append(f"<p>{'Base model' if which == 'base' else 'Final adapter'}: worst group "
-                       f"<b>{html.escape(str(g['worst_group']))}</b>, largest gap {g['largest_gap']:.3f} "
-                       f"({html.escape(metric)}, vs {html.escape(str(g['best_group']))}).</p>")
+            out.append(
+                f"<p>{'Base model' if which == 'base' else 'Final adapter'}: worst group "
+                f"<b>{html.escape(str(g['worst_group']))}</b>, largest gap {g['largest_gap']:.3f} "
+                f"({html.escape(metric)}, vs {html.escape(str(g['best_group']))}).</p>"
+            )
     if not any(gaps.values()):
         out.append("<p>No subgroup field was set (<code>data.group_field</code>): sites only.</p>")
     return "\n".join(out)
@@ -204,11 +227,33 @@ def _privacy_html(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]
         if log_path.exists():
             train = [e for e in EgressLog(log_path).entries() if "sample_rate" in e.get("metrics", {})]
             sample_rate = train[-1]["metrics"]["sample_rate"] if train else None
-        rows.append([entry["site_id"], entry.get("examples"), entry.get("epsilon"), entry.get("target_epsilon"),
-                     entry.get("delta"), entry.get("noise_multiplier"), sample_rate,
-                     privacy.get("accountant", "-") if summary.get("dp_enabled") else "DP off"])
-    parts = [_table(["site", "training records", "epsilon spent", "target epsilon", "delta", "noise multiplier",
-                     "sample rate", "accountant"], rows)]
+        rows.append(
+            [
+                entry["site_id"],
+                entry.get("examples"),
+                entry.get("epsilon"),
+                entry.get("target_epsilon"),
+                entry.get("delta"),
+                entry.get("noise_multiplier"),
+                sample_rate,
+                privacy.get("accountant", "-") if summary.get("dp_enabled") else "DP off",
+            ]
+        )
+    parts = [
+        _table(
+            [
+                "site",
+                "training records",
+                "epsilon spent",
+                "target epsilon",
+                "delta",
+                "noise multiplier",
+                "sample rate",
+                "accountant",
+            ],
+            rows,
+        )
+    ]
     for entry in summary.get("sites", []):
         log_path = run_dir / "egress" / entry["site_id"] / "egress.jsonl"
         if not log_path.exists():
@@ -217,8 +262,9 @@ def _privacy_html(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]
             text = summarize(log_path)
         except AuditError as err:
             text = f"egress log FAILED verification: {err}"
-        parts.append(f"<h3>What left {html.escape(entry['site_id'])} (its egress log)</h3>"
-                     f"<pre>{html.escape(text)}</pre>")
+        parts.append(
+            f"<h3>What left {html.escape(entry['site_id'])} (its egress log)</h3><pre>{html.escape(text)}</pre>"
+        )
     return "\n".join(parts)
 
 
@@ -227,17 +273,28 @@ def _compare_html(compare: dict[str, Any]) -> str:
     metric = compare.get("metric")
     header = ["site"] + [f"{a} loss" for a in arms] + ([f"{a} {metric}" for a in arms] if metric else [])
     header += ["gain fed vs local (loss)"]
-    rows = [[site, *[r["loss"].get(a) for a in arms], *([r["task"].get(a) for a in arms] if metric else []),
-             r.get("gain_vs_local")] for site, r in sorted(compare["sites"].items(), key=lambda kv: _site_key(kv[0]))]
+    rows = [
+        [
+            site,
+            *[r["loss"].get(a) for a in arms],
+            *([r["task"].get(a) for a in arms] if metric else []),
+            r.get("gain_vs_local"),
+        ]
+        for site, r in sorted(compare["sites"].items(), key=lambda kv: _site_key(kv[0]))
+    ]
     verdict = "yes" if compare.get("no_site_worse_off") else "no"
-    return (_table(header, rows) + f"<p>Worst site: <b>{html.escape(str(compare.get('worst_site')))}</b>. "
-            f"No site worse off than alone: <b>{verdict}</b>.</p>")
+    return (
+        _table(header, rows) + f"<p>Worst site: <b>{html.escape(str(compare.get('worst_site')))}</b>. "
+        f"No site worse off than alone: <b>{verdict}</b>.</p>"
+    )
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}th{background:#f3f3f3}img{max-width:100%;display:block;margin:0.5em 0}"
-        "pre{background:#f7f7f7;padding:0.6em;overflow-x:auto;font-size:12px}")
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}img{max-width:100%;display:block;margin:0.5em 0}"
+    "pre{background:#f7f7f7;padding:0.6em;overflow-x:auto;font-size:12px}"
+)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -257,42 +314,55 @@ def write_report(run_dir: str | Path) -> Path:
     folder = run_dir / PLOTS
     losses = summary.get("eval_loss_by_round") or []
     title = f"fedcare run {run_dir.name}"
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f"<p>{len(summary.get('sites', []))} sites, {summary.get('rounds')} rounds, model "
-            f"{html.escape(str((config.get('model') or {}).get('name_or_path', '?')))}, DP "
-            f"{'on' if summary.get('dp_enabled') else 'OFF'}; held-out loss "
-            f"{' &rarr; '.join(_fmt(x, 3) for x in losses)}; {_fmt(summary.get('wall_seconds'), 0)} s.</p>"]
-    plots = [("Held-out loss", _loss_plot(summary, rows, folder)),
-             ("Privacy budget", _epsilon_plot(summary, rows, folder)),
-             ("Traffic", _bytes_plot(summary, folder))]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(summary.get('sites', []))} sites, {summary.get('rounds')} rounds, model "
+        f"{html.escape(str((config.get('model') or {}).get('name_or_path', '?')))}, DP "
+        f"{'on' if summary.get('dp_enabled') else 'OFF'}; held-out loss "
+        f"{' &rarr; '.join(_fmt(x, 3) for x in losses)}; {_fmt(summary.get('wall_seconds'), 0)} s.</p>",
+    ]
+    plots = [
+        ("Held-out loss", _loss_plot(summary, rows, folder)),
+        ("Privacy budget", _epsilon_plot(summary, rows, folder)),
+        ("Traffic", _bytes_plot(summary, folder)),
+    ]
     for heading, src in plots:
         if src:
-            body.append(f"<h2>{heading}</h2><img src=\"{src}\" alt=\"{heading}\">")
+            body.append(f'<h2>{heading}</h2><img src="{src}" alt="{heading}">')
     if evaluation:
         body.append(f"<h2>Task metrics ({html.escape(evaluation['task'])}, {html.escape(evaluation['kind'])})</h2>")
-        body.append(f"<img src=\"{_task_plot(evaluation, folder)}\" alt=\"task metrics\">")
-        keys = (["accuracy", "macro_precision", "macro_recall", "macro_f1"] if evaluation["kind"] == "choice"
-                else ["rouge_l", "loss", "perplexity"])
+        body.append(f'<img src="{_task_plot(evaluation, folder)}" alt="task metrics">')
+        keys = (
+            ["accuracy", "macro_precision", "macro_recall", "macro_f1"]
+            if evaluation["kind"] == "choice"
+            else ["rouge_l", "loss", "perplexity"]
+        )
         table_rows = []
         for site in [*sorted(evaluation["sites"], key=_site_key), "pooled"]:
             entry = evaluation["pooled"] if site == "pooled" else evaluation["sites"][site]
             for which in ("base", "final"):
-                table_rows.append([site, which, entry[which]["metrics"]["n"],
-                                   *[entry[which]["metrics"][k] for k in keys]])
+                table_rows.append(
+                    [site, which, entry[which]["metrics"]["n"], *[entry[which]["metrics"][k] for k in keys]]
+                )
         body.append(_table(["site", "model", "n", *keys], table_rows))
         if evaluation.get("baselines"):
             b = evaluation["baselines"]
-            body.append(f"<p>Baselines (all sites): majority class '{html.escape(str(b['majority']['label']))}' "
-                        f"accuracy {b['majority']['accuracy']:.3f}; chance accuracy {b['chance']['accuracy']:.3f}.</p>")
+            body.append(
+                f"<p>Baselines (all sites): majority class '{html.escape(str(b['majority']['label']))}' "
+                f"accuracy {b['majority']['accuracy']:.3f}; chance accuracy {b['chance']['accuracy']:.3f}.</p>"
+            )
         if evaluation["kind"] == "choice":
-            body.append(f"<h2>Confusion matrix</h2><img src=\"{_confusion_plot(evaluation, folder)}\" "
-                        "alt=\"confusion matrix\">")
+            body.append(
+                f'<h2>Confusion matrix</h2><img src="{_confusion_plot(evaluation, folder)}" alt="confusion matrix">'
+            )
         body.append("<h2>Fairness</h2>" + _fairness_html(evaluation))
     if compare:
         body.append("<h2>Baselines: federated vs alone vs pooled</h2>" + _compare_html(compare))
     body.append("<h2>Privacy</h2>" + _privacy_html(run_dir, summary, config))
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     path = run_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -308,14 +378,18 @@ def sweep_points(sweep_dir: str | Path) -> list[dict[str, Any]]:
         privacy = config.get("privacy", {})
         evaluation = _read_json(run / "evaluation.json")
         losses = summary.get("eval_loss_by_round") or [math.nan]
-        points.append({
-            "run": str(run), "dp_enabled": bool(summary.get("dp_enabled")),
-            "target_epsilon": privacy.get("target_epsilon") if summary.get("dp_enabled") else None,
-            "epsilon": max((s.get("epsilon") or 0.0 for s in summary.get("sites", [])), default=None),
-            "base_loss": losses[0], "final_loss": losses[-1],
-            "metric": evaluation["metric"] if evaluation else None,
-            "final_metric": evaluation["pooled"]["final"]["metrics"][evaluation["metric"]] if evaluation else None,
-        })
+        points.append(
+            {
+                "run": str(run),
+                "dp_enabled": bool(summary.get("dp_enabled")),
+                "target_epsilon": privacy.get("target_epsilon") if summary.get("dp_enabled") else None,
+                "epsilon": max((s.get("epsilon") or 0.0 for s in summary.get("sites", [])), default=None),
+                "base_loss": losses[0],
+                "final_loss": losses[-1],
+                "metric": evaluation["metric"] if evaluation else None,
+                "final_metric": evaluation["pooled"]["final"]["metrics"][evaluation["metric"]] if evaluation else None,
+            }
+        )
     return sorted(points, key=lambda p: (p["target_epsilon"] is None, p["target_epsilon"] or 0.0))
 
 
@@ -338,18 +412,35 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     for p in points:
         if not p["dp_enabled"]:
             ax.axhline(p["final_loss"], color="green", linestyle="--", label="no DP")
-    ax.set(xscale="log", xlabel="target epsilon per site (log scale)", ylabel="held-out loss (nats/token)",
-           title="Privacy-utility curve")
+    ax.set(
+        xscale="log",
+        xlabel="target epsilon per site (log scale)",
+        ylabel="held-out loss (nats/token)",
+        title="Privacy-utility curve",
+    )
     ax.legend(fontsize=8)
     src = _save(fig, sweep_dir / PLOTS, "privacy_utility.png")
-    rows = [[p["target_epsilon"], p["epsilon"], p["base_loss"], p["final_loss"], p["final_metric"],
-             Path(p["run"]).relative_to(sweep_dir).as_posix()] for p in points]
+    rows = [
+        [
+            p["target_epsilon"],
+            p["epsilon"],
+            p["base_loss"],
+            p["final_loss"],
+            p["final_metric"],
+            Path(p["run"]).relative_to(sweep_dir).as_posix(),
+        ]
+        for p in points
+    ]
     metric = next((p["metric"] for p in points if p["metric"]), "task metric")
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fedcare sweep</title>"
-            f"<style>{_CSS}</style></head><body><h1>Privacy-utility sweep: {html.escape(sweep_dir.name)}</h1>"
-            f"<img src=\"{src}\" alt=\"privacy-utility curve\">"
-            + _table(["target epsilon", "epsilon spent (max site)", "base loss", "final loss", f"final {metric}",
-                      "run"], rows) + "</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fedcare sweep</title>'
+        f"<style>{_CSS}</style></head><body><h1>Privacy-utility sweep: {html.escape(sweep_dir.name)}</h1>"
+        f'<img src="{src}" alt="privacy-utility curve">'
+        + _table(
+            ["target epsilon", "epsilon spent (max site)", "base loss", "final loss", f"final {metric}", "run"], rows
+        )
+        + "</body></html>\n"
+    )
     path = sweep_dir / "sweep.html"
     path.write_text(page, encoding="utf-8")
     return path

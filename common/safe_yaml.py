@@ -34,8 +34,9 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _Refused("YAML anchors and aliases (&name, *name) are not accepted; write the values out",
-                           event.start_mark)
+            raise _Refused(
+                "YAML anchors and aliases (&name, *name) are not accepted; write the values out", event.start_mark
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:

@@ -111,11 +111,16 @@ def verify_adapter(adapter_dir: Path, public_key_path: Path) -> dict:
 
     signed: dict[str, str] = manifest["files"]
     actual = _hash_files(adapter_dir)
-    problems = [f"{name} was modified after signing" for name in sorted(signed.keys() & actual.keys())
-                if signed[name] != actual[name]]
+    problems = [
+        f"{name} was modified after signing"
+        for name in sorted(signed.keys() & actual.keys())
+        if signed[name] != actual[name]
+    ]
     problems += [f"{name} is missing (it was signed)" for name in sorted(signed.keys() - actual.keys())]
-    problems += [f"{name} is not covered by the signature (added after signing)"
-                 for name in sorted(actual.keys() - signed.keys())]
+    problems += [
+        f"{name} is not covered by the signature (added after signing)"
+        for name in sorted(actual.keys() - signed.keys())
+    ]
     if problems:
         raise SignatureError(f"{adapter_dir}: " + "; ".join(problems))
     _check_facts(adapter_dir, manifest.get("facts"))
@@ -135,7 +140,8 @@ def _check_facts(adapter_dir: Path, facts: Any) -> None:
         if facts.get("run_id") != run_id or facts.get("round") != int(match.group(1)):
             raise SignatureError(
                 f"{adapter_dir}: signed for run {facts.get('run_id')!r} round {facts.get('round')!r}, but it sits "
-                f"in run {run_id!r} round {int(match.group(1))}: an adapter copied from another run")
+                f"in run {run_id!r} round {int(match.group(1))}: an adapter copied from another run"
+            )
 
 
 def describe_facts(manifest: dict[str, Any]) -> str:
@@ -146,9 +152,11 @@ def describe_facts(manifest: dict[str, Any]) -> str:
     lines = [f"run {facts.get('run_id')} round {facts.get('round')} strategy {facts.get('strategy')}"]
     for site_id, site in sorted(dict(facts.get("sites") or {}).items()):
         if site.get("dp_enabled"):
-            lines.append(f"  {site_id}: DP on, epsilon {site.get('epsilon'):.4g} of {site.get('target_epsilon'):g}, "
-                         f"delta {site.get('delta'):.3g}, noise multiplier {site.get('noise_multiplier'):.4g}, "
-                         f"egress log head {str(site.get('egress_head') or '-')[:16]} (seq {site.get('egress_seq')})")
+            lines.append(
+                f"  {site_id}: DP on, epsilon {site.get('epsilon'):.4g} of {site.get('target_epsilon'):g}, "
+                f"delta {site.get('delta'):.3g}, noise multiplier {site.get('noise_multiplier'):.4g}, "
+                f"egress log head {str(site.get('egress_head') or '-')[:16]} (seq {site.get('egress_seq')})"
+            )
         else:
             lines.append(f"  {site_id}: DP OFF (no privacy guarantee)")
     return "\n".join(lines)
@@ -216,8 +224,9 @@ def _load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, key_passphrase())
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SignatureError(f"{path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is missing "
-                             "or wrong") from None
+        raise SignatureError(
+            f"{path}: not a PEM private key, or encrypted and ${PASSPHRASE_ENV} is missing or wrong"
+        ) from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 private key (got {type(key).__name__})")
     return key

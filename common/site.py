@@ -48,8 +48,9 @@ class SiteConfig:
     def __post_init__(self) -> None:
         if self.site_index < 0:
             raise ConfigError(f"site.site_index: expected >= 0, got {self.site_index}")
-        if self.data_sites == 1 and (self.data.kind != "files" or len(self.data.paths) != 1
-                                     or self.data.partition_field):
+        if self.data_sites == 1 and (
+            self.data.kind != "files" or len(self.data.paths) != 1 or self.data.partition_field
+        ):
             raise ConfigError("site.data: expected kind 'files' with exactly one file in paths")
         if not 0 <= self.data_slot < self.data_sites:
             raise ConfigError(f"site.data_slot: expected in [0, {self.data_sites}), got {self.data_slot}")
@@ -57,8 +58,10 @@ class SiteConfig:
         if bad:
             raise ConfigError(f"site.trusted_apps: expected SHA-256 hex digests (from `fedcare app build`), got {bad}")
         if self.privacy.noise_seed and os.environ.get(TEST_SEEDS_ENV) != "1":
-            raise ConfigError("site.privacy.noise_seed: must be 0 (noise and sampling from OS entropy); a fixed "
-                              "seed makes the DP noise predictable and is allowed only in fedcare's tests")
+            raise ConfigError(
+                "site.privacy.noise_seed: must be 0 (noise and sampling from OS entropy); a fixed "
+                "seed makes the DP noise predictable and is allowed only in fedcare's tests"
+            )
 
     @property
     def ledger_path(self) -> Path:
@@ -94,8 +97,11 @@ def write_site_config(cfg: SiteConfig, path: Path) -> Path:
     """Write ``cfg`` as a site.yaml that :func:`load_site_config` reads back to an equal config."""
     raw = _plain(dataclasses.asdict(cfg))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text("# written by fedcare for a simulated hospital; a real site writes its own\n"
-                    + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        "# written by fedcare for a simulated hospital; a real site writes its own\n"
+        + yaml.safe_dump(raw, sort_keys=False),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -105,9 +111,18 @@ def write_simulated_sites(cfg: RunConfig, sites_dir: Path) -> list[Path]:
     paths = []
     for index in range(cfg.num_sites):
         folder = (sites_dir / f"site-{index}").resolve()
-        site = SiteConfig(site_id=f"site-{index}", site_index=index, state_dir=str(folder), data=cfg.data,
-                          insecure=True, model_cache=cfg.model.cache_dir, privacy=cfg.privacy, limits=cfg.limits,
-                          data_slot=index, data_sites=cfg.num_sites)
+        site = SiteConfig(
+            site_id=f"site-{index}",
+            site_index=index,
+            state_dir=str(folder),
+            data=cfg.data,
+            insecure=True,
+            model_cache=cfg.model.cache_dir,
+            privacy=cfg.privacy,
+            limits=cfg.limits,
+            data_slot=index,
+            data_sites=cfg.num_sites,
+        )
         paths.append(write_site_config(site, folder / SITE_FILE))
     return paths
 
@@ -129,14 +144,18 @@ def check_plan(plan: SitePlan, site: SiteConfig) -> None:
     ):
         cap = getattr(lim, cap_name)
         if asked > cap:
-            raise PlanRefusedError(f"{key}: the plan asks {asked}, above the site's cap {cap} "
-                                   f"(limits.{cap_name} in its site.yaml)")
+            raise PlanRefusedError(
+                f"{key}: the plan asks {asked}, above the site's cap {cap} (limits.{cap_name} in its site.yaml)"
+            )
     if plan.model.name_or_path not in lim.models:
-        raise PlanRefusedError(f"model.name_or_path: the plan asks {plan.model.name_or_path!r}, not one of the "
-                               f"site's models {list(lim.models)} (limits.models in its site.yaml)")
+        raise PlanRefusedError(
+            f"model.name_or_path: the plan asks {plan.model.name_or_path!r}, not one of the "
+            f"site's models {list(lim.models)} (limits.models in its site.yaml)"
+        )
     if plan.model.cache_dir and plan.model.cache_dir != site.model_cache:
-        raise PlanRefusedError("model.cache_dir: a plan may not name a folder at the site; the site uses its "
-                               "own model_cache")
+        raise PlanRefusedError(
+            "model.cache_dir: a plan may not name a folder at the site; the site uses its own model_cache"
+        )
 
 
 def site_model(plan: SitePlan, site: SiteConfig) -> ModelConfig:

@@ -323,9 +323,7 @@ _DATA: dict[str, _Specialty] = {
                 "tingling",
                 "take it at the first sign of pain",
             ),
-            _M(
-                "levetiracetam", "prevent seizures", "irritability", "do not miss doses"
-            ),
+            _M("levetiracetam", "prevent seizures", "irritability", "do not miss doses"),
             _M("levodopa", "improve movement", "nausea", "take it at regular times"),
             _M(
                 "gabapentin",
@@ -550,9 +548,7 @@ _DATA: dict[str, _Specialty] = {
                 "mouth sores",
                 "take folic acid as advised",
             ),
-            _M(
-                "allopurinol", "lower uric acid", "a skin rash", "drink plenty of water"
-            ),
+            _M("allopurinol", "lower uric acid", "a skin rash", "drink plenty of water"),
             _M(
                 "hydroxychloroquine",
                 "control autoimmune inflammation",
@@ -679,9 +675,7 @@ def site_name(site_index: int) -> str:
     return f"hospital-{_check_index(site_index):02d}-{_specialty_name(site_index)}"
 
 
-def generate_site_records(
-    site_index: int, num_records: int, *, seed: int = 0
-) -> list[ChatRecord]:
+def generate_site_records(site_index: int, num_records: int, *, seed: int = 0) -> list[ChatRecord]:
     """Generate a site's fake clinical chat records.
 
     Each site draws from its specialty's conditions, medications and labs and mixes clinical
@@ -705,13 +699,13 @@ def generate_site_records(
     specialty = _DATA[_specialty_name(site_index)]
     rng = np.random.default_rng([seed, site_index])
     builders = (_documentation, _communication, _question_answer)
-    kinds = rng.choice(
-        len(builders), size=num_records, p=np.asarray(specialty.task_mix)
-    )
+    kinds = rng.choice(len(builders), size=num_records, p=np.asarray(specialty.task_mix))
     # A share of closed-answer triage questions, the same kind the site's task set asks.
     triage = rng.random(num_records) < TRIAGE_SHARE
-    return [_triage_record(_triage(specialty, rng)) if t else builders[kind](specialty, rng)
-            for kind, t in zip(kinds, triage, strict=True)]
+    return [
+        _triage_record(_triage(specialty, rng)) if t else builders[kind](specialty, rng)
+        for kind, t in zip(kinds, triage, strict=True)
+    ]
 
 
 def generate_site_task(site_index: int, num_items: int, *, seed: int = 0) -> list[dict[str, str]]:
@@ -744,9 +738,7 @@ def write_jsonl(records: list[ChatRecord], path: str | Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with destination.open("w", encoding="utf-8", newline="\n") as handle:
         for record in records:
-            messages = [
-                {"role": role, "content": content} for role, content in record.prompt
-            ]
+            messages = [{"role": role, "content": content} for role, content in record.prompt]
             messages.append({"role": "assistant", "content": record.completion})
             handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
 
@@ -800,8 +792,7 @@ def _communication(specialty: _Specialty, rng: np.random.Generator) -> ChatRecor
         level = _pick(rng, tuple(_LEVELS))
         meaning, action = _LEVELS[level]
         prompt = (
-            f"Patient message: My {lab} result came back {level}. I take {medication.name}. "
-            "What does this mean for me?"
+            f"Patient message: My {lab} result came back {level}. I take {medication.name}. What does this mean for me?"
         )
         completion = (
             f"Thank you for your message. A {level} {lab} result means the value {meaning}. {action} "
@@ -820,8 +811,14 @@ def _communication(specialty: _Specialty, rng: np.random.Generator) -> ChatRecor
 TRIAGE_SHARE = 0.25  # share of training records that are triage questions
 TRIAGE_OPTIONS = ("no", "yes")
 _RED_FLAGS = (
-    "chest pain at rest", "fainting", "sudden weakness on one side of the body", "coughing up blood",
-    "severe shortness of breath", "confusion that started today", "a seizure", "vomiting blood",
+    "chest pain at rest",
+    "fainting",
+    "sudden weakness on one side of the body",
+    "coughing up blood",
+    "severe shortness of breath",
+    "confusion that started today",
+    "a seizure",
+    "vomiting blood",
 )
 
 

@@ -58,8 +58,9 @@ def log_run(run_dir: str | Path, cfg: TrackingConfig) -> list[str]:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("tracking.tensorboard: the 'tensorboard' package is not installed "
-                              "(pip install tensorboard)") from None
+            raise ConfigError(
+                "tracking.tensorboard: the 'tensorboard' package is not installed (pip install tensorboard)"
+            ) from None
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         for tag, value, step in scalars:
             writer.add_scalar(tag, value, step)
@@ -69,13 +70,21 @@ def log_run(run_dir: str | Path, cfg: TrackingConfig) -> list[str]:
         try:
             import mlflow
         except ImportError:
-            raise ConfigError("tracking.mlflow_uri: the 'mlflow' package is not installed "
-                              "(pip install mlflow)") from None
+            raise ConfigError(
+                "tracking.mlflow_uri: the 'mlflow' package is not installed (pip install mlflow)"
+            ) from None
         mlflow.set_tracking_uri(cfg.mlflow_uri)
         with mlflow.start_run(run_name=run_dir.name):
             config: dict[str, Any] = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-            mlflow.log_params({f"{k}.{kk}": vv for k, v in config.items() if isinstance(v, dict)
-                               for kk, vv in v.items() if isinstance(vv, (int, float, str, bool))})
+            mlflow.log_params(
+                {
+                    f"{k}.{kk}": vv
+                    for k, v in config.items()
+                    if isinstance(v, dict)
+                    for kk, vv in v.items()
+                    if isinstance(vv, (int, float, str, bool))
+                }
+            )
             for tag, value, step in scalars:
                 mlflow.log_metric(tag.replace("/", "."), value, step=step)
         written.append(cfg.mlflow_uri)

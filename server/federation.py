@@ -61,8 +61,9 @@ class LoopState:
     seconds_before: float = 0.0  # wall seconds of earlier (interrupted) invocations
 
 
-def federated_evaluation(grid: Grid, strategy: Screened, cfg: RunConfig, run_id: str, server_round: int,
-                         arrays: Arrays) -> Evaluation:
+def federated_evaluation(
+    grid: Grid, strategy: Screened, cfg: RunConfig, run_id: str, server_round: int, arrays: Arrays
+) -> Evaluation:
     """Held-out metrics of the global adapter ``arrays`` at every connected site (round 0: the initial one)."""
     plan = ConfigRecord(plan_to_flat(plan_for_round(cfg, server_round, run_id)))
     _seed_sampling(cfg, server_round, "evaluate")
@@ -72,8 +73,9 @@ def federated_evaluation(grid: Grid, strategy: Screened, cfg: RunConfig, run_id:
     return strategy.last_evaluation
 
 
-def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
-                   evaluate: EvaluateFn = federated_evaluation) -> dict[str, Any]:
+def run_federation(
+    grid: Grid, cfg: RunConfig, out: RunDirectory, evaluate: EvaluateFn = federated_evaluation
+) -> dict[str, Any]:
     """Run (or resume) ``cfg.num_rounds`` rounds on the sites connected to ``grid``; returns the summary.
 
     Raises:
@@ -96,13 +98,18 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
         state = LoopState()
         out.save_adapter(model, 0, cfg.coordinator.signing_key)
     global_arrays = adapter_arrays(model)
-    log.info("global adapter: %d LoRA tensors, %.2f MB; strategy %s", len(global_arrays),
-             nbytes(global_arrays) / 1e6, type(strategy).__name__.removeprefix("Screened"))
+    log.info(
+        "global adapter: %d LoRA tensors, %.2f MB; strategy %s",
+        len(global_arrays),
+        nbytes(global_arrays) / 1e6,
+        type(strategy).__name__.removeprefix("Screened"),
+    )
     _wait_for_nodes(grid, cfg.strategy.min_sites, cfg.num_sites, cfg.coordinator.node_wait_s)
 
     if not state.eval_losses:
-        state.eval_losses.append(evaluate(grid, strategy, cfg, run_id, 0, global_arrays).metrics.get(
-            "eval_loss", math.nan))
+        state.eval_losses.append(
+            evaluate(grid, strategy, cfg, run_id, 0, global_arrays).metrics.get("eval_loss", math.nan)
+        )
         log.info("round 0 (before training): eval loss %.4f", state.eval_losses[0])
         _checkpoint(out, state, start)
     for server_round in range(state.completed_round + 1, cfg.num_rounds + 1):
@@ -123,8 +130,12 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
             site_id = f"site-{idx}"
             state.sites[site_id] = site_entry(state.sites.get(site_id), m, outcome.egress.get(site_id))
         # The signature binds what the adapter is: run, round, strategy, each site's privacy and log head.
-        out.save_adapter(model, server_round, cfg.coordinator.signing_key,
-                         adapter_facts(run_id, server_round, cfg.strategy.name, state.sites))
+        out.save_adapter(
+            model,
+            server_round,
+            cfg.coordinator.signing_key,
+            adapter_facts(run_id, server_round, cfg.strategy.name, state.sites),
+        )
         evaluation = evaluate(grid, strategy, cfg, run_id, server_round, global_arrays)
         state.eval_losses.append(evaluation.metrics.get("eval_loss", math.nan))
         state.rejected += [{"round": server_round, "site": s, "reason": r} for s, r in outcome.rejected.items()]
@@ -133,31 +144,53 @@ def run_federation(grid: Grid, cfg: RunConfig, out: RunDirectory,
         state.bytes_up.append(outcome.bytes_up)
         state.bytes_down.append(bytes_down)
         seconds = time.perf_counter() - t0
-        out.append_metrics({
-            "round": server_round, "seconds": seconds, "sites_trained": len(trained),
-            "sites_failed": len(outcome.failed), "sites_rejected": len(outcome.rejected),
-            "rejected": outcome.rejected, "bytes_up": outcome.bytes_up, "bytes_down": bytes_down,
-            "eval_loss": state.eval_losses[-1], "eval_loss_by_site": _eval_losses(evaluation),
-            "eval": evaluation.metrics, "sites": per_site_round(trained),
-        })
+        out.append_metrics(
+            {
+                "round": server_round,
+                "seconds": seconds,
+                "sites_trained": len(trained),
+                "sites_failed": len(outcome.failed),
+                "sites_rejected": len(outcome.rejected),
+                "rejected": outcome.rejected,
+                "bytes_up": outcome.bytes_up,
+                "bytes_down": bytes_down,
+                "eval_loss": state.eval_losses[-1],
+                "eval_loss_by_site": _eval_losses(evaluation),
+                "eval": evaluation.metrics,
+                "sites": per_site_round(trained),
+            }
+        )
         out.save_strategy_state(server_round, strategy.state_arrays())
         state.completed_round = server_round
         _checkpoint(out, state, start)
         epsilons = [m["epsilon"] for m in trained.values() if "epsilon" in m]
-        log.info("round %d/%d done in %.1f s: %d updates accepted, %d rejected; eval loss %.4f, "
-                 "max epsilon %.3f, %.2f MB up", server_round, cfg.num_rounds, seconds, len(trained),
-                 len(outcome.rejected), state.eval_losses[-1], max(epsilons, default=math.nan),
-                 outcome.bytes_up / 1e6)
+        log.info(
+            "round %d/%d done in %.1f s: %d updates accepted, %d rejected; eval loss %.4f, "
+            "max epsilon %.3f, %.2f MB up",
+            server_round,
+            cfg.num_rounds,
+            seconds,
+            len(trained),
+            len(outcome.rejected),
+            state.eval_losses[-1],
+            max(epsilons, default=math.nan),
+            outcome.bytes_up / 1e6,
+        )
         log_site_budgets(server_round, trained)
     summary = {
         # What the sites did, not what was asked: a site daemon's own privacy settings win.
-        "rounds": cfg.num_rounds, "strategy": cfg.strategy.name,
+        "rounds": cfg.num_rounds,
+        "strategy": cfg.strategy.name,
         "dp_enabled": all(s["dp_enabled"] for s in state.sites.values()),
         "sites": [state.sites[k] for k in sorted(state.sites, key=lambda s: int(s.split("-")[1]))],
-        "eval_loss_by_round": state.eval_losses, "bytes_up_per_round": state.bytes_up,
-        "bytes_down_per_round": state.bytes_down, "rejected_updates": state.rejected,
-        "failed_sites": state.failed, "adapter_dir": str(out.adapter_dir(cfg.num_rounds)),
-        "run_dir": str(out.path), "signed": bool(cfg.coordinator.signing_key),
+        "eval_loss_by_round": state.eval_losses,
+        "bytes_up_per_round": state.bytes_up,
+        "bytes_down_per_round": state.bytes_down,
+        "rejected_updates": state.rejected,
+        "failed_sites": state.failed,
+        "adapter_dir": str(out.adapter_dir(cfg.num_rounds)),
+        "run_dir": str(out.path),
+        "signed": bool(cfg.coordinator.signing_key),
         "wall_seconds": state.seconds_before + time.perf_counter() - start,
     }
     out.write_summary(summary)
@@ -198,6 +231,7 @@ def _wait_for_nodes(grid: Grid, min_sites: int, wanted: int, timeout_s: float) -
         if len(nodes) >= wanted or (time.monotonic() > deadline and len(nodes) >= min_sites):
             return nodes
         if time.monotonic() > deadline:
-            raise FedcareError(f"only {len(nodes)} sites connected within {timeout_s:.0f} s; "
-                               f"strategy.min_sites={min_sites}")
+            raise FedcareError(
+                f"only {len(nodes)} sites connected within {timeout_s:.0f} s; strategy.min_sites={min_sites}"
+            )
         time.sleep(1.0)

@@ -26,33 +26,48 @@ def log_site_budgets(server_round: int, trained: Mapping[int, Mapping[str, float
     """One console line per site: the epsilon it has spent and what its lifetime budget still allows."""
     for idx, m in sorted(trained.items()):
         if m.get("dp_enabled"):
-            log.info("round %d: site-%d epsilon %.3f of %g spent, %.3f left (noise multiplier %.2f)", server_round,
-                     idx, m["epsilon"], m["target_epsilon"], m["epsilon_remaining"], m["noise_multiplier"])
+            log.info(
+                "round %d: site-%d epsilon %.3f of %g spent, %.3f left (noise multiplier %.2f)",
+                server_round,
+                idx,
+                m["epsilon"],
+                m["target_epsilon"],
+                m["epsilon_remaining"],
+                m["noise_multiplier"],
+            )
         else:
             log.info("round %d: site-%d trained WITHOUT DP (its own choice)", server_round, idx)
 
 
 def adapter_facts(run_id: str, server_round: int, strategy: str, sites: Mapping[str, Mapping[str, Any]]) -> dict:
     """What a global adapter's signature binds: run, round, strategy, each site's privacy and egress-log head."""
-    return {"run_id": run_id, "round": server_round, "strategy": strategy,
-            "sites": {sid: {k: _json_safe(site.get(k)) for k in FACT_KEYS} for sid, site in sorted(sites.items())}}
+    return {
+        "run_id": run_id,
+        "round": server_round,
+        "strategy": strategy,
+        "sites": {sid: {k: _json_safe(site.get(k)) for k in FACT_KEYS} for sid, site in sorted(sites.items())},
+    }
 
 
 SITE_SUMMARY_KEYS = ("epsilon", "epsilon_remaining", "delta", "target_epsilon", "noise_multiplier")
 
 
-def site_entry(previous: dict[str, Any] | None, metrics: Mapping[str, float],
-               egress: tuple[int, str] | None = None) -> dict[str, Any]:
+def site_entry(
+    previous: dict[str, Any] | None, metrics: Mapping[str, float], egress: tuple[int, str] | None = None
+) -> dict[str, Any]:
     """A site's line in summary.json after a round it trained in (from its reply metrics and egress-log head).
 
     A site reports only what its release rule allows (``common.wire``): a number it did not send is
     absent here, not invented; ``dp_enabled`` is false only when the site said so.
     """
     site_id = f"site-{int(metrics['site_index'])}"
-    entry: dict[str, Any] = {"site_id": site_id, "examples": int(metrics[NUM_EXAMPLES]),
-                             "dp_enabled": bool(metrics.get("dp_enabled", 1.0)),
-                             "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
-                             "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1}
+    entry: dict[str, Any] = {
+        "site_id": site_id,
+        "examples": int(metrics[NUM_EXAMPLES]),
+        "dp_enabled": bool(metrics.get("dp_enabled", 1.0)),
+        "precision": "bf16" if metrics.get("bf16") else "fp32",  # what the site's hardware chose
+        "rounds_trained": (previous or {}).get("rounds_trained", 0) + 1,
+    }
     entry.update({k: metrics[k] for k in SITE_SUMMARY_KEYS if k in metrics})
     if egress is not None:  # anchors the site's egress log outside the site (signed into the manifest)
         entry["egress_seq"], entry["egress_head"] = egress
@@ -79,8 +94,9 @@ class RunDirectory:
         """Save the global adapter of ``server_round`` in PEFT's format, signed (with ``facts``) when a key is given."""
         adapter_dir = save_adapter(model, self.adapter_dir(server_round))
         if signing_key:
-            sign_adapter(adapter_dir, Path(signing_key),
-                         facts or adapter_facts(self.path.name, server_round, "initial", {}))
+            sign_adapter(
+                adapter_dir, Path(signing_key), facts or adapter_facts(self.path.name, server_round, "initial", {})
+            )
         return adapter_dir
 
     def write_config(self, composed: dict[str, Any]) -> None:
@@ -128,8 +144,11 @@ class RunDirectory:
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         metrics = self.path / "metrics.jsonl"
         if metrics.exists():
-            rows = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line and json.loads(line)["round"] <= state["completed_round"]]
+            rows = [
+                line
+                for line in metrics.read_text(encoding="utf-8").splitlines()
+                if line and json.loads(line)["round"] <= state["completed_round"]
+            ]
             metrics.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
         return state
 

@@ -86,8 +86,14 @@ class MeteredGrid(Grid):
     def run(self) -> Any:  # noqa: D102
         return self._grid.run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,  # noqa: D102
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,  # noqa: D102
+        ttl: float | None = None,
+    ) -> Message:
         return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:  # noqa: D102
@@ -158,28 +164,34 @@ class SecureFedAvg(FedAvg):
         self.bytes_down: list[int] = []
         self.current: RoundLog | None = None
         super().__init__(
-            fraction_fit=cfg.strategy.fraction_train, fraction_evaluate=1.0,
+            fraction_fit=cfg.strategy.fraction_train,
+            fraction_evaluate=1.0,
             # SecAgg+ needs at least 2 sites; every site must be connected before the first round.
-            min_fit_clients=max(2, cfg.strategy.min_sites), min_evaluate_clients=1,
-            min_available_clients=cfg.num_sites, accept_failures=True,
+            min_fit_clients=max(2, cfg.strategy.min_sites),
+            min_evaluate_clients=1,
+            min_available_clients=cfg.num_sites,
+            accept_failures=True,
             initial_parameters=ndarrays_to_parameters([self.global_arrays[n] for n in self.names]),
-            on_fit_config_fn=self.plan_config, on_evaluate_config_fn=self.plan_config,
+            on_fit_config_fn=self.plan_config,
+            on_evaluate_config_fn=self.plan_config,
         )
 
     def plan_config(self, server_round: int) -> dict[str, Scalar]:
         """The round plan as one JSON string (legacy configs hold scalars only)."""
         return {PLAN: json.dumps(plan_to_flat(plan_for_round(self.cfg, server_round, self.run_id)))}
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: Any) -> list[tuple[ClientProxy, Any]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: Any
+    ) -> list[tuple[ClientProxy, Any]]:
         """FedAvg's sampling; remembers how many sites were asked (SecAgg+ lists a failure more than once)."""
         instructions = super().configure_fit(server_round, parameters, client_manager)
         if self.current is not None:
             self.current.sampled = len(instructions)
         return instructions
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Take the workflow's unmasked aggregate, save it as the round's global adapter, note each site's metrics.
 
         Raises:
@@ -189,23 +201,35 @@ class SecureFedAvg(FedAvg):
         current = self.current
         assert current is not None and current.server_round == server_round  # set by SecureRounds
         if len({id(res.parameters) for _, res in results}) != 1:
-            raise FedcareError(f"round {server_round}: expected the SecAgg+ workflow's single aggregate, got "
-                               f"{len(results)} separate updates")
+            raise FedcareError(
+                f"round {server_round}: expected the SecAgg+ workflow's single aggregate, got "
+                f"{len(results)} separate updates"
+            )
         dropped = max(0, current.sampled - len(results))
         if dropped:
             # Flower's SecAgg+ workflow records a failed reply twice; log each reason once.
-            log.warning("round %d: %d of %d sites dropped out of secure aggregation (%s)", server_round, dropped,
-                        current.sampled, "; ".join(sorted({str(f) for f in failures})))
+            log.warning(
+                "round %d: %d of %d sites dropped out of secure aggregation (%s)",
+                server_round,
+                dropped,
+                current.sampled,
+                "; ".join(sorted({str(f) for f in failures})),
+            )
         if len(results) < self.cfg.strategy.min_sites:
-            raise FedcareError(f"round {server_round}: {len(results)} sites in the secure sum, "
-                               f"fewer than strategy.min_sites={self.cfg.strategy.min_sites}")
+            raise FedcareError(
+                f"round {server_round}: {len(results)} sites in the secure sum, "
+                f"fewer than strategy.min_sites={self.cfg.strategy.min_sites}"
+            )
         aggregate = parameters_to_ndarrays(results[0][1].parameters)
         if len(aggregate) != len(self.names):
-            raise FedcareError(f"round {server_round}: the aggregate has {len(aggregate)} tensors, "
-                               f"the adapter {len(self.names)}")
+            raise FedcareError(
+                f"round {server_round}: the aggregate has {len(aggregate)} tensors, the adapter {len(self.names)}"
+            )
         # Dequantization yields float64; the adapter (and the next round's message) is float32.
-        arrays = {name: np.asarray(a, dtype=self.global_arrays[name].dtype)
-                  for name, a in zip(self.names, aggregate, strict=True)}
+        arrays = {
+            name: np.asarray(a, dtype=self.global_arrays[name].dtype)
+            for name, a in zip(self.names, aggregate, strict=True)
+        }
         check_layout(arrays, self.global_arrays, who=f"round {server_round} aggregate")
         self.global_arrays = arrays
         load_adapter_arrays(self.model, arrays)
@@ -213,16 +237,23 @@ class SecureFedAvg(FedAvg):
             metrics = dict(res.metrics)
             check_metrics(metrics, TRAIN_METRICS)
             current.trained[int(metrics["site_index"])] = metrics
-        sites = {**self.sites, **{f"site-{i}": site_entry(self.sites.get(f"site-{i}"), m)
-                                  for i, m in current.trained.items()}}
-        self.out.save_adapter(self.model, server_round, self.cfg.coordinator.signing_key,
-                              adapter_facts(self.run_id, server_round, "secagg", sites))
+        sites = {
+            **self.sites,
+            **{f"site-{i}": site_entry(self.sites.get(f"site-{i}"), m) for i, m in current.trained.items()},
+        }
+        self.out.save_adapter(
+            self.model,
+            server_round,
+            self.cfg.coordinator.signing_key,
+            adapter_facts(self.run_id, server_round, "secagg", sites),
+        )
         current.failures = dropped
         current.aggregated = True
         return ndarrays_to_parameters([arrays[n] for n in self.names]), {}
 
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list[Any]) -> tuple[float | None, dict[str, Scalar]]:
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
+    ) -> tuple[float | None, dict[str, Scalar]]:
         """Example-weighted held-out loss; completes the round's metrics row (round 0: the initial adapter)."""
         for failure in failures:
             log.warning("round %d: a site did not evaluate: %s", server_round, failure)
@@ -244,12 +275,17 @@ class SecureFedAvg(FedAvg):
     def summary(self, wall_seconds: float) -> dict[str, Any]:
         """summary.json: the keys of ``server/federation.py`` plus ``secure_aggregation``."""
         return {
-            "rounds": self.cfg.num_rounds, "dp_enabled": all(s["dp_enabled"] for s in self.sites.values()),
+            "rounds": self.cfg.num_rounds,
+            "dp_enabled": all(s["dp_enabled"] for s in self.sites.values()),
             "sites": [self.sites[k] for k in sorted(self.sites, key=lambda s: int(s.split("-")[1]))],
-            "eval_loss_by_round": self.eval_losses, "bytes_up_per_round": self.bytes_up,
-            "bytes_down_per_round": self.bytes_down, "adapter_dir": str(self.out.adapter_dir(self.cfg.num_rounds)),
-            "run_dir": str(self.out.path), "signed": bool(self.cfg.coordinator.signing_key),
-            "wall_seconds": wall_seconds, "secure_aggregation": True,
+            "eval_loss_by_round": self.eval_losses,
+            "bytes_up_per_round": self.bytes_up,
+            "bytes_down_per_round": self.bytes_down,
+            "adapter_dir": str(self.out.adapter_dir(self.cfg.num_rounds)),
+            "run_dir": str(self.out.path),
+            "signed": bool(self.cfg.coordinator.signing_key),
+            "wall_seconds": wall_seconds,
+            "secure_aggregation": True,
         }
 
     def _finish_round(self, eval_loss: float, by_site: dict[str, float]) -> None:
@@ -262,15 +298,32 @@ class SecureFedAvg(FedAvg):
         self.bytes_up.append(traffic.masked_up)
         self.bytes_down.append(traffic.down)
         seconds = time.perf_counter() - current.started
-        self.out.append_metrics({
-            "round": r, "seconds": seconds, "sites_trained": len(trained), "sites_failed": current.failures,
-            "bytes_up": traffic.masked_up, "bytes_up_protocol": traffic.protocol_up, "bytes_down": traffic.down,
-            "eval_loss": eval_loss, "eval_loss_by_site": by_site, "secure_aggregation": True,
-            "sites": per_site_round(trained),
-        })
-        log.info("round %d/%d done in %.1f s (SecAgg+, %d sites in the sum): eval loss %.4f, "
-                 "max epsilon %.3f, %.2f MB masked up", r, self.cfg.num_rounds, seconds, len(trained),
-                 eval_loss, max(m["epsilon"] for m in trained.values()), traffic.masked_up / 1e6)
+        self.out.append_metrics(
+            {
+                "round": r,
+                "seconds": seconds,
+                "sites_trained": len(trained),
+                "sites_failed": current.failures,
+                "bytes_up": traffic.masked_up,
+                "bytes_up_protocol": traffic.protocol_up,
+                "bytes_down": traffic.down,
+                "eval_loss": eval_loss,
+                "eval_loss_by_site": by_site,
+                "secure_aggregation": True,
+                "sites": per_site_round(trained),
+            }
+        )
+        log.info(
+            "round %d/%d done in %.1f s (SecAgg+, %d sites in the sum): eval loss %.4f, "
+            "max epsilon %.3f, %.2f MB masked up",
+            r,
+            self.cfg.num_rounds,
+            seconds,
+            len(trained),
+            eval_loss,
+            max(m["epsilon"] for m in trained.values()),
+            traffic.masked_up / 1e6,
+        )
         log_site_budgets(r, trained)
 
 
@@ -297,36 +350,49 @@ class SecureRounds:
                 default_evaluate_workflow(grid, context)
             finally:
                 cfg[WorkflowKey.CURRENT_ROUND] = server_round
-        log.info("round %d/%d: secure aggregation (SecAgg+) over the sites' adapters", server_round,
-                 self.strategy.cfg.num_rounds)
+        log.info(
+            "round %d/%d: secure aggregation (SecAgg+) over the sites' adapters",
+            server_round,
+            self.strategy.cfg.num_rounds,
+        )
         self.grid.traffic = Traffic()
         self.strategy.current = RoundLog(server_round, time.perf_counter(), self.grid.traffic)
         self.secagg(grid, context)
         if not self.strategy.current.aggregated:
             threshold = self.strategy.cfg.strategy.secagg_threshold
-            raise FedcareError(f"round {server_round}: secure aggregation halted: too few sites answered to "
-                               f"unmask the sum (strategy.secagg_threshold={threshold})")
+            raise FedcareError(
+                f"round {server_round}: secure aggregation halted: too few sites answered to "
+                f"unmask the sum (strategy.secagg_threshold={threshold})"
+            )
 
 
 def secagg_workflow(cfg: RunConfig) -> SecAggPlusWorkflow:
     """Flower's SecAgg+ workflow configured from ``cfg.strategy``."""
     s = cfg.strategy
-    return SecAggPlusWorkflow(num_shares=s.secagg_num_shares, reconstruction_threshold=s.secagg_threshold,
-                              max_weight=s.secagg_max_weight, clipping_range=s.secagg_clipping_range,
-                              quantization_range=s.secagg_quantization_range,
-                              timeout=cfg.coordinator.round_timeout_s or None)
+    return SecAggPlusWorkflow(
+        num_shares=s.secagg_num_shares,
+        reconstruction_threshold=s.secagg_threshold,
+        max_weight=s.secagg_max_weight,
+        clipping_range=s.secagg_clipping_range,
+        quantization_range=s.secagg_quantization_range,
+        timeout=cfg.coordinator.round_timeout_s or None,
+    )
 
 
-def run_secure_federation(grid: Grid, context: Context, cfg: RunConfig, out: RunDirectory,
-                          strategy_cls: type[SecureFedAvg] = SecureFedAvg) -> dict[str, Any]:
+def run_secure_federation(
+    grid: Grid, context: Context, cfg: RunConfig, out: RunDirectory, strategy_cls: type[SecureFedAvg] = SecureFedAvg
+) -> dict[str, Any]:
     """Run ``cfg.num_rounds`` SecAgg+ rounds on the sites connected to ``grid``; writes and returns the summary."""
     start = time.perf_counter()
     base, _ = load_model_and_tokenizer(cfg.model)
     model = attach_lora(base, cfg.lora, seed=cfg.seed)
     strategy = strategy_cls(cfg, out, model, out.path.name)
     out.save_adapter(strategy.model, 0, cfg.coordinator.signing_key)
-    log.info("global adapter: %d LoRA tensors, %.2f MB; secure aggregation (SecAgg+) on", len(strategy.names),
-             nbytes(strategy.global_arrays) / 1e6)
+    log.info(
+        "global adapter: %d LoRA tensors, %.2f MB; secure aggregation (SecAgg+) on",
+        len(strategy.names),
+        nbytes(strategy.global_arrays) / 1e6,
+    )
     metered = MeteredGrid(grid)
     legacy = LegacyContext(context, config=ServerConfig(num_rounds=cfg.num_rounds), strategy=strategy)
     DefaultWorkflow(fit_workflow=SecureRounds(secagg_workflow(cfg), strategy, metered))(metered, legacy)
@@ -335,8 +401,9 @@ def run_secure_federation(grid: Grid, context: Context, cfg: RunConfig, out: Run
     return summary
 
 
-def make_secure_server_app(cfg: RunConfig, raw: dict[str, Any], out: RunDirectory,
-                           strategy_cls: type[SecureFedAvg] = SecureFedAvg) -> ServerApp:
+def make_secure_server_app(
+    cfg: RunConfig, raw: dict[str, Any], out: RunDirectory, strategy_cls: type[SecureFedAvg] = SecureFedAvg
+) -> ServerApp:
     """A ServerApp bound to an already composed config (``fedcare simulate`` with secure aggregation).
 
     Args:

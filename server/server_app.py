@@ -43,9 +43,11 @@ def _refuse(cfg: RunConfig) -> None:
         # The deployed ClientApp is the Message-API site (client.client_app:app), which has no SecAgg+
         # masking: plain rounds would show the coordinator every site's adapter while the config says
         # secure aggregation is on. Refuse before any message is sent.
-        raise FedcareError("strategy.secure_aggregation=true is not available under flwr run / fedcare coordinator "
-                           "run (the deployed sites have no SecAgg+ masking); refusing rather than running plain "
-                           "FedAvg. Use fedcare simulate for SecAgg+, or another strategy")
+        raise FedcareError(
+            "strategy.secure_aggregation=true is not available under flwr run / fedcare coordinator "
+            "run (the deployed sites have no SecAgg+ masking); refusing rather than running plain "
+            "FedAvg. Use fedcare simulate for SecAgg+, or another strategy"
+        )
 
 
 def refuse_unsupported(overrides: list[str]) -> None:
@@ -70,4 +72,3 @@ def main(grid: Grid, context: Context) -> None:
     _refuse(cfg)
     out.write_config(raw)
     run_federation(grid, cfg, out)
-

@@ -79,21 +79,24 @@ class Screened(flwr_strategy.FedAvg):
     min_sites: int = 1
     norm_outlier_factor: float = 0.0
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Flower's sampling and messages; remembers the global adapter and the messages sent."""
         self.reference: Arrays = {k: a.numpy() for k, a in arrays.items()}
         self.sent: list[Message] = list(super().configure_train(server_round, arrays, config, grid))
         return self.sent
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Flower's sampling and messages; remembers the messages sent (to name non-answering sites)."""
         self.sent_eval: list[Message] = list(super().configure_evaluate(server_round, arrays, config, grid))
         return self.sent_eval
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Screen the replies, hand the accepted ones to the Flower strategy, check its aggregate.
 
         Raises:
@@ -101,25 +104,28 @@ class Screened(flwr_strategy.FedAvg):
                 produced no aggregate.
         """
         replies = list(replies)
-        outcome, clean = screen_train_replies(server_round, replies, self.sent, self.reference,
-                                              self.norm_outlier_factor)
+        outcome, clean = screen_train_replies(
+            server_round, replies, self.sent, self.reference, self.norm_outlier_factor
+        )
         self.last_round = outcome
         for site, reason in outcome.failed.items():
             log.warning("round %d: %s did not train: %s", server_round, site, reason)
         for site, reason in outcome.rejected.items():
             log.warning("round %d: rejected the update of %s: %s", server_round, site, reason)
         if len(clean) < self.min_sites:
-            raise FedcareError(f"round {server_round}: {len(clean)} site updates accepted, fewer than "
-                               f"strategy.min_sites={self.min_sites} (rejected: {outcome.rejected or 'none'}; "
-                               f"failed: {outcome.failed or 'none'})")
+            raise FedcareError(
+                f"round {server_round}: {len(clean)} site updates accepted, fewer than "
+                f"strategy.min_sites={self.min_sites} (rejected: {outcome.rejected or 'none'}; "
+                f"failed: {outcome.failed or 'none'})"
+            )
         arrays, _ = super().aggregate_train(server_round, clean)
         if arrays is None:
-            raise FedcareError(f"round {server_round}: {type(self).__name__} produced no aggregate from "
-                               f"{len(clean)} updates")
+            raise FedcareError(
+                f"round {server_round}: {type(self).__name__} produced no aggregate from {len(clean)} updates"
+            )
         # Server optimizers compute in float64 or float32 depending on numpy's promotion: the global
         # adapter keeps its own dtype.
-        out = {k: np.asarray(arrays[k].numpy(), dtype=ref.dtype) for k, ref in self.reference.items()
-               if k in arrays}
+        out = {k: np.asarray(arrays[k].numpy(), dtype=ref.dtype) for k, ref in self.reference.items() if k in arrays}
         check_layout(out, self.reference, who=f"round {server_round} aggregate")
         if non_finite(out):
             raise FedcareError(f"round {server_round}: the aggregate has {non_finite(out)}")
@@ -166,9 +172,19 @@ class Screened(flwr_strategy.FedAvg):
 
 def _flower_classes() -> dict[str, type[flwr_strategy.FedAvg]]:
     s = flwr_strategy
-    return {"fedavg": s.FedAvg, "fedprox": s.FedProx, "fedadam": s.FedAdam, "fedyogi": s.FedYogi,
-            "fedadagrad": s.FedAdagrad, "fedavgm": s.FedAvgM, "fedmedian": s.FedMedian,
-            "fedtrimmedavg": s.FedTrimmedAvg, "krum": s.Krum, "multikrum": s.MultiKrum, "bulyan": s.Bulyan}
+    return {
+        "fedavg": s.FedAvg,
+        "fedprox": s.FedProx,
+        "fedadam": s.FedAdam,
+        "fedyogi": s.FedYogi,
+        "fedadagrad": s.FedAdagrad,
+        "fedavgm": s.FedAvgM,
+        "fedmedian": s.FedMedian,
+        "fedtrimmedavg": s.FedTrimmedAvg,
+        "krum": s.Krum,
+        "multikrum": s.MultiKrum,
+        "bulyan": s.Bulyan,
+    }
 
 
 def _parameters(s: StrategyConfig) -> dict[str, Any]:
@@ -193,9 +209,16 @@ def build_strategy(cfg: RunConfig) -> Screened:
     base = _flower_classes()[s.name]
     cls = type(f"Screened{base.__name__}", (Screened, base), {})
     strategy: Screened = cls(
-        fraction_train=s.fraction_train, fraction_evaluate=1.0, min_train_nodes=s.min_sites,
-        min_evaluate_nodes=1, min_available_nodes=s.min_sites, weighted_by_key=NUM_EXAMPLES,
-        arrayrecord_key=ARRAYS, configrecord_key=PLAN, **_parameters(s))
+        fraction_train=s.fraction_train,
+        fraction_evaluate=1.0,
+        min_train_nodes=s.min_sites,
+        min_evaluate_nodes=1,
+        min_available_nodes=s.min_sites,
+        weighted_by_key=NUM_EXAMPLES,
+        arrayrecord_key=ARRAYS,
+        configrecord_key=PLAN,
+        **_parameters(s),
+    )
     strategy.min_sites = s.min_sites
     strategy.norm_outlier_factor = s.norm_outlier_factor
     return strategy
@@ -219,8 +242,9 @@ def _senders(sent: list[Message]) -> dict[str, int]:
     return {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
 
 
-def screen_train_replies(server_round: int, replies: list[Message], sent: list[Message], reference: Arrays,
-                         norm_outlier_factor: float) -> tuple[RoundOutcome, list[Message]]:
+def screen_train_replies(
+    server_round: int, replies: list[Message], sent: list[Message], reference: Arrays, norm_outlier_factor: float
+) -> tuple[RoundOutcome, list[Message]]:
     """Check each train reply; returns the outcome and the accepted replies, reduced to tensors + weight."""
     outcome = RoundOutcome()
     senders = _senders(sent)
@@ -259,14 +283,16 @@ def screen_train_replies(server_round: int, replies: list[Message], sent: list[M
             outcome.egress[site] = check_egress(dict(reply.content.config_records[EGRESS]))
         # The strategy sees only the checked tensors and the weight (Flower requires identical metric
         # keys across replies; fedcare reports the sites' own metrics itself).
-        reply.content = RecordDict({ARRAYS: to_record(arrays),
-                                    METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})})
+        reply.content = RecordDict(
+            {ARRAYS: to_record(arrays), METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})}
+        )
         clean.append(reply)
     return outcome, clean
 
 
-def _reply_problem(content: RecordDict, metrics: dict[str, Any] | None, arrays: Arrays, reference: Arrays,
-                   site: str) -> str | None:
+def _reply_problem(
+    content: RecordDict, metrics: dict[str, Any] | None, arrays: Arrays, reference: Arrays, site: str
+) -> str | None:
     """Why a train reply cannot be aggregated, or None."""
     if metrics is None or set(content.metric_records) != {METRICS} or set(content.array_records) != {ARRAYS}:
         return f"expected one ArrayRecord {ARRAYS!r} and one MetricRecord {METRICS!r}"

@@ -40,16 +40,32 @@ def superlink_command(opts: SuperLinkOptions) -> list[str]:
     App dependencies are never installed at run time: the coordinator runs the fedcare it has
     installed (runtime installation would pull CUDA builds of torch onto a CPU machine).
     """
-    cmd = ["flower-superlink", "--database", str(opts.state_dir / "superlink.db"), "--host", opts.host,
-           "--port", str(opts.port), "--disable-runtime-dependency-installation"]
+    cmd = [
+        "flower-superlink",
+        "--database",
+        str(opts.state_dir / "superlink.db"),
+        "--host",
+        opts.host,
+        "--port",
+        str(opts.port),
+        "--disable-runtime-dependency-installation",
+    ]
     if opts.certs is None:
         return [*cmd, "--insecure"]
     paths = CredentialPaths(opts.certs)
     for path in (paths.ca_cert, paths.server_cert, paths.server_key):
         if not path.exists():
             raise ConfigError(f"coordinator: {path} is missing; create it with `fedcare certs --out {opts.certs}`")
-    return [*cmd, "--ssl-ca-certfile", str(paths.ca_cert), "--ssl-certfile", str(paths.server_cert),
-            "--ssl-keyfile", str(paths.server_key), "--enable-supernode-auth"]
+    return [
+        *cmd,
+        "--ssl-ca-certfile",
+        str(paths.ca_cert),
+        "--ssl-certfile",
+        str(paths.server_cert),
+        "--ssl-keyfile",
+        str(paths.server_key),
+        "--enable-supernode-auth",
+    ]
 
 
 def write_connection(address: str, ca_cert: Path | None, flwr_home: Path | None = None) -> Path:

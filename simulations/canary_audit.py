@@ -25,14 +25,23 @@ from server.compose import compose
 log = logging.getLogger("fedcare.audit")
 
 DIGITS = 6  # secret width: a space of 10**6 secrets
-DEID_NOTE = ("de-identification was OFF in both runs (it would scrub the canaries' names): "
-             "these numbers measure what DP-SGD alone protects")
+DEID_NOTE = (
+    "de-identification was OFF in both runs (it would scrub the canaries' names): "
+    "these numbers measure what DP-SGD alone protects"
+)
 # Keys the audit sets itself; a user's value for them would silently break the planted data or the run layout.
 _RESERVED = ("data", "data.kind", "data.paths", "data.deid", "data.partition_field", "output_dir", "run_name")
 
 
-def plant_canaries(records: Sequence[ChatRecord], canaries: Sequence[Canary], repeats: int, *,
-                   eval_fraction: float, split_seed: int, seed: int) -> tuple[list[ChatRecord], list[int]]:
+def plant_canaries(
+    records: Sequence[ChatRecord],
+    canaries: Sequence[Canary],
+    repeats: int,
+    *,
+    eval_fraction: float,
+    split_seed: int,
+    seed: int,
+) -> tuple[list[ChatRecord], list[int]]:
     """Insert ``repeats`` copies of each canary at positions that the site's split puts in training.
 
     The site splits its records with ``split_indices(n, eval_fraction, split_seed)`` over the final
@@ -57,8 +66,10 @@ def plant_canaries(records: Sequence[ChatRecord], canaries: Sequence[Canary], re
     total = len(records) + len(copies)
     train_idx, _ = split_indices(total, eval_fraction, split_seed)
     if len(copies) > len(train_idx):
-        raise ConfigError(f"canary audit: {len(copies)} canary copies do not fit in {len(train_idx)} training "
-                          "slots; raise data.records_per_site or lower --canaries/--repeats")
+        raise ConfigError(
+            f"canary audit: {len(copies)} canary copies do not fit in {len(train_idx)} training "
+            "slots; raise data.records_per_site or lower --canaries/--repeats"
+        )
     rng = np.random.default_rng([seed, 0x5107])
     slots = sorted(int(i) for i in rng.choice(train_idx, size=len(copies), replace=False))
     placed: list[ChatRecord | None] = [None] * total
@@ -99,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="fedcare audit canaries", description=__doc__.splitlines()[0])
     parser.add_argument("--canaries", type=int, default=5, help="distinct canaries (fake patients with secrets)")
     parser.add_argument("--repeats", type=int, default=4, help="copies of each canary planted at site 0")
-    parser.add_argument("--candidates", type=int, default=200, help="random other secrets each canary is ranked "
-                        "against; exposure resolves up to log2(candidates + 1) bits")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=200,
+        help="random other secrets each canary is ranked against; exposure resolves up to log2(candidates + 1) bits",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the canaries, their slots and candidates")
     parser.add_argument("--out", default="runs/canary-audit", help="folder for the data, both runs and the report")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both runs, e.g. model=tiny num_rounds=3")
@@ -114,24 +129,38 @@ def main(argv: list[str] | None = None) -> int:
 
     # The files group's split settings are what the sites will use; paths are stand-ins until the files exist.
     num_sites = compose(user)[0].num_sites
-    base_cfg, _ = compose([*user, "data=files", f"data.paths=[{','.join(['pending.jsonl'] * num_sites)}]",
-                           "data.deid=off"])
+    base_cfg, _ = compose(
+        [*user, "data=files", f"data.paths=[{','.join(['pending.jsonl'] * num_sites)}]", "data.deid=off"]
+    )
     if not base_cfg.privacy.enabled:
         raise ConfigError("canary audit: the DP run needs DP on; drop privacy=none (the audit adds its own no-DP run)")
     canaries = make_canaries(args.canaries, seed=args.seed, digits=DIGITS)
     paths, slots = _write_site_files(out / "data", base_cfg, canaries, args.repeats, args.seed)
-    data_overrides = ["data=files", f"data.paths=[{','.join(_quote(str(p)) for p in paths)}]", "data.deid=off",
-                      f"output_dir={_quote(str(out))}"]
-    runs = {"dp": [*user, *data_overrides, "run_name=dp"],
-            "nodp": [*(o for o in user if _key(o) != "privacy"), *data_overrides, "privacy=none", "run_name=nodp"]}
+    data_overrides = [
+        "data=files",
+        f"data.paths=[{','.join(_quote(str(p)) for p in paths)}]",
+        "data.deid=off",
+        f"output_dir={_quote(str(out))}",
+    ]
+    runs = {
+        "dp": [*user, *data_overrides, "run_name=dp"],
+        "nodp": [*(o for o in user if _key(o) != "privacy"), *data_overrides, "privacy=none", "run_name=nodp"],
+    }
     cfg, _ = compose(runs["dp"])
     site0 = _verify_planting(cfg, canaries, args.repeats)
     _check_canaries_fit(cfg, canaries)
-    log.info("planted %d canaries x %d copies at site-0 (%s): all in its training split; %s", len(canaries),
-             args.repeats, site0["name"], DEID_NOTE)
+    log.info(
+        "planted %d canaries x %d copies at site-0 (%s): all in its training split; %s",
+        len(canaries),
+        args.repeats,
+        site0["name"],
+        DEID_NOTE,
+    )
 
-    candidates = [sample_candidates(c.secret, args.candidates, rng=np.random.default_rng([args.seed, 1, i]),
-                                    digits=DIGITS) for i, c in enumerate(canaries)]
+    candidates = [
+        sample_candidates(c.secret, args.candidates, rng=np.random.default_rng([args.seed, 1, i]), digits=DIGITS)
+        for i, c in enumerate(canaries)
+    ]
     report: dict[str, Any] = {
         "canaries": [{"name": c.name, "secret": c.secret} for c in canaries],
         "repeats": args.repeats,
@@ -139,9 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         "space_size": 10**DIGITS,
         "max_exposure": math.log2(args.candidates + 1),
         "chance_exposure": math.log2(math.e),
-        "site": {"name": site0["name"], "records": site0["records"], "canary_positions": slots,
-                 "members": len(site0["members"]), "nonmembers": len(site0["nonmembers"]),
-                 "dropped_cross_split_duplicates": site0["dropped"]},
+        "site": {
+            "name": site0["name"],
+            "records": site0["records"],
+            "canary_positions": slots,
+            "members": len(site0["members"]),
+            "nonmembers": len(site0["nonmembers"]),
+            "dropped_cross_split_duplicates": site0["dropped"],
+        },
         "deidentification": "off",
         "note": DEID_NOTE,
         "seed": args.seed,
@@ -205,14 +239,16 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _write_site_files(folder: Path, cfg: RunConfig, canaries: Sequence[Canary], repeats: int,
-                      seed: int) -> tuple[list[Path], list[int]]:
+def _write_site_files(
+    folder: Path, cfg: RunConfig, canaries: Sequence[Canary], repeats: int, seed: int
+) -> tuple[list[Path], list[int]]:
     paths, slots = [], []
     for index in range(cfg.num_sites):
         records = generate_site_records(index, cfg.data.records_per_site, seed=cfg.data.seed)
         if index == 0:
-            records, slots = plant_canaries(records, canaries, repeats, eval_fraction=cfg.data.eval_fraction,
-                                            split_seed=cfg.data.seed, seed=seed)
+            records, slots = plant_canaries(
+                records, canaries, repeats, eval_fraction=cfg.data.eval_fraction, split_seed=cfg.data.seed, seed=seed
+            )
         path = folder / f"{site_name(index)}.jsonl"
         write_jsonl(records, path)
         paths.append(path)
@@ -227,8 +263,10 @@ def _verify_planting(cfg: RunConfig, canaries: Sequence[Canary], repeats: int) -
     positions = [i for i, record in enumerate(site.records) if record in planted]
     train = set(int(i) for i in train_idx)
     if len(positions) != len(canaries) * repeats or not train.issuperset(positions):
-        raise FedcareError(f"canary audit: {len(positions)} of {len(canaries) * repeats} canary copies reached "
-                           "site 0's training split (is data.max_records_per_site set?)")
+        raise FedcareError(
+            f"canary audit: {len(positions)} of {len(canaries) * repeats} canary copies reached "
+            "site 0's training split (is data.max_records_per_site set?)"
+        )
     members = [site.records[i] for i in train_idx if site.records[i] not in planted]
     nonmembers = [site.records[i] for i in eval_idx]
     # Templated synthetic records repeat; an exact copy on both sides is both a member and not, so it is dropped.
@@ -236,11 +274,16 @@ def _verify_planting(cfg: RunConfig, canaries: Sequence[Canary], repeats: int) -
     kept_members = [r for r in members if r not in shared]
     kept_nonmembers = [r for r in nonmembers if r not in shared]
     if not kept_members or not kept_nonmembers:
-        raise FedcareError("canary audit: site 0 has no distinct held-in or held-out records; raise "
-                           "data.records_per_site")
-    return {"name": site.name, "records": len(site.records), "members": kept_members,
-            "nonmembers": kept_nonmembers, "dropped": len(members) + len(nonmembers) - len(kept_members)
-            - len(kept_nonmembers)}
+        raise FedcareError(
+            "canary audit: site 0 has no distinct held-in or held-out records; raise data.records_per_site"
+        )
+    return {
+        "name": site.name,
+        "records": len(site.records),
+        "members": kept_members,
+        "nonmembers": kept_nonmembers,
+        "dropped": len(members) + len(nonmembers) - len(kept_members) - len(kept_nonmembers),
+    }
 
 
 def _check_canaries_fit(cfg: RunConfig, canaries: Sequence[Canary]) -> None:
@@ -253,12 +296,19 @@ def _check_canaries_fit(cfg: RunConfig, canaries: Sequence[Canary]) -> None:
     for canary in canaries:
         full = tokenize_record(canary.record, tokenizer, 1 << 30)
         if len(full.input_ids) > cfg.train.max_seq_len:
-            raise ConfigError(f"canary audit: a canary record takes {len(full.input_ids)} tokens, more than "
-                              f"train.max_seq_len={cfg.train.max_seq_len}; raise train.max_seq_len")
+            raise ConfigError(
+                f"canary audit: a canary record takes {len(full.input_ids)} tokens, more than "
+                f"train.max_seq_len={cfg.train.max_seq_len}; raise train.max_seq_len"
+            )
 
 
-def _score(cfg: RunConfig, adapter_dir: str | None, canaries: Sequence[Canary], candidates: Sequence[list[str]],
-           site0: dict[str, Any]) -> dict[str, Any]:
+def _score(
+    cfg: RunConfig,
+    adapter_dir: str | None,
+    canaries: Sequence[Canary],
+    candidates: Sequence[list[str]],
+    site0: dict[str, Any],
+) -> dict[str, Any]:
     """Exposure of every canary and membership AUC on site 0, for the base model plus an optional adapter."""
     import torch
 
@@ -278,22 +328,33 @@ def _score(cfg: RunConfig, adapter_dir: str | None, canaries: Sequence[Canary], 
         # Whole-answer log-perplexity ranks the secrets; only the secret's tokens (and what follows) differ.
         true_loss, other_losses = float(totals[0]), [float(x) for x in totals[1:]]
         rank = 1 + sum(x < true_loss for x in other_losses) + 0.5 * sum(x == true_loss for x in other_losses)
-        per_canary.append({"name": canary.name, "secret": canary.secret, "loss": true_loss, "rank": rank,
-                           "candidate_loss_median": float(np.median(other_losses)),
-                           "exposure": exposure(true_loss, other_losses, 10**DIGITS)})
+        per_canary.append(
+            {
+                "name": canary.name,
+                "secret": canary.secret,
+                "loss": true_loss,
+                "rank": rank,
+                "candidate_loss_median": float(np.median(other_losses)),
+                "exposure": exposure(true_loss, other_losses, 10**DIGITS),
+            }
+        )
     # Per-token mean loss for membership: records differ in length, and the attack thresholds one number.
     member_losses, _ = record_losses(model, tokenizer, cfg, site0["members"])
     nonmember_losses, _ = record_losses(model, tokenizer, cfg, site0["nonmembers"])
     exposures = [c["exposure"] for c in per_canary]
-    return {"exposures": per_canary, "exposure_mean": float(np.mean(exposures)),
-            "exposure_max": float(np.max(exposures)),
-            "mia_auc": membership_auc(member_losses.tolist(), nonmember_losses.tolist()),
-            "member_loss_mean": float(np.mean(member_losses)),
-            "nonmember_loss_mean": float(np.mean(nonmember_losses))}
+    return {
+        "exposures": per_canary,
+        "exposure_mean": float(np.mean(exposures)),
+        "exposure_max": float(np.max(exposures)),
+        "mia_auc": membership_auc(member_losses.tolist(), nonmember_losses.tolist()),
+        "member_loss_mean": float(np.mean(member_losses)),
+        "nonmember_loss_mean": float(np.mean(nonmember_losses)),
+    }
 
 
-def record_losses(model: Any, tokenizer: Any, cfg: RunConfig,
-                  records: Sequence[ChatRecord]) -> tuple[np.ndarray, np.ndarray]:
+def record_losses(
+    model: Any, tokenizer: Any, cfg: RunConfig, records: Sequence[ChatRecord]
+) -> tuple[np.ndarray, np.ndarray]:
     """Score records with the answer-token loss the sites train on (``client.train.per_example_loss``).
 
     Args:
@@ -316,7 +377,7 @@ def record_losses(model: Any, tokenizer: Any, cfg: RunConfig,
     size = cfg.train.eval_batch_size
     with torch.no_grad():
         for start in range(0, len(examples), size):
-            batch = collate(examples[start:start + size], tokenizer.pad_token_id)
+            batch = collate(examples[start : start + size], tokenizer.pad_token_id)
             means.append(per_example_loss(model, batch, cfg.model.precision).numpy())
     mean = np.concatenate(means).astype(np.float64)
     return mean, mean * counts
@@ -343,17 +404,27 @@ def _table(report: dict[str, Any]) -> str:
             eps = f"{run['epsilon']:.2f} / {run['target_epsilon']:g}"
         else:
             eps = "inf (DP off)"
-        rows.append((label, eps, f"{run['exposure_mean']:.2f} bits", f"{run['exposure_max']:.2f} bits",
-                     f"{run['mia_auc']:.3f}", f"{run['eval_loss']:.3f}"))
+        rows.append(
+            (
+                label,
+                eps,
+                f"{run['exposure_mean']:.2f} bits",
+                f"{run['exposure_max']:.2f} bits",
+                f"{run['mia_auc']:.3f}",
+                f"{run['eval_loss']:.3f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     site = report["site"]
-    head = (f"\ncanary audit: {len(report['canaries'])} canaries x {report['repeats']} copies in {site['name']}'s "
-            f"training split, each ranked against {report['candidates']} random secrets\n"
-            f"exposure: bits, {top:.2f} = the true secret beats every candidate, ~{report['chance_exposure']:.2f} "
-            f"= chance; MIA AUC: loss attack on {site['members']} held-in vs {site['nonmembers']} held-out "
-            "records, 0.5 = chance\n"
-            f"{DEID_NOTE}\n")
+    head = (
+        f"\ncanary audit: {len(report['canaries'])} canaries x {report['repeats']} copies in {site['name']}'s "
+        f"training split, each ranked against {report['candidates']} random secrets\n"
+        f"exposure: bits, {top:.2f} = the true secret beats every candidate, ~{report['chance_exposure']:.2f} "
+        f"= chance; MIA AUC: loss attack on {site['members']} held-in vs {site['nonmembers']} held-out "
+        "records, 0.5 = chance\n"
+        f"{DEID_NOTE}\n"
+    )
     return head + "\n".join(lines)
 
 

@@ -35,18 +35,26 @@ class ArgumentParser(argparse.ArgumentParser):
             options = re.findall(r"'([^']*)'", choice.group(2))
             near = difflib.get_close_matches(choice.group(1), options, n=2)
             message = f"unknown command {choice.group(1)!r}" + (
-                f"; did you mean {' or '.join(map(repr, near))}?" if near else f"; choose from {', '.join(options)}")
+                f"; did you mean {' or '.join(map(repr, near))}?" if near else f"; choose from {', '.join(options)}"
+            )
         raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="fedcare", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="run N hospitals on Flower's simulation engine",
-                         description="Hydra overrides, e.g.: num_sites=5 num_rounds=3 privacy.target_epsilon=4")
+    sim = sub.add_parser(
+        "simulate",
+        help="run N hospitals on Flower's simulation engine",
+        description="Hydra overrides, e.g.: num_sites=5 num_rounds=3 privacy.target_epsilon=4",
+    )
     sim.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
-    sim.add_argument("--multirun", "-m", action="store_true",
-                     help="sweep: one run per combination of comma-separated values, e.g. privacy.target_epsilon=1,4,8")
+    sim.add_argument(
+        "--multirun",
+        "-m",
+        action="store_true",
+        help="sweep: one run per combination of comma-separated values, e.g. privacy.target_epsilon=1,4,8",
+    )
     chk = sub.add_parser("check-data", help="validate site data files without training")
     chk.add_argument("files", nargs="+", help="JSONL, JSON, CSV or Parquet files")
     chk.add_argument("--prompt-column", default="", help="column mapping for other shapes")
@@ -67,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--out", required=True, help="folder for the credentials (private keys are 0600)")
     certs.add_argument("--host", action="append", default=[], help="coordinator DNS name or IP (repeat)")
     certs.add_argument("--site", action="append", default=[], help="site id to create an auth key pair for (repeat)")
-    certs.add_argument("--overwrite", action="store_true",
-                       help="replace the named sites' existing keys (rotation); the CA and coordinator keys are kept")
+    certs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the named sites' existing keys (rotation); the CA and coordinator keys are kept",
+    )
     coord = sub.add_parser("coordinator", help="run the consortium's SuperLink and submit runs")
     csub = coord.add_subparsers(dest="action", required=True)
     cstart = csub.add_parser("start", help="start the SuperLink with TLS and SuperNode authentication")
@@ -103,12 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         ap = asub.add_parser(name, help=f"{name} an egress log")
         ap.add_argument("log", help="egress.jsonl")
         if name == "verify":
-            ap.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
-                            help="a head hash recorded outside the site; the log must hold it (repeat)")
+            ap.add_argument(
+                "--anchor",
+                action="append",
+                default=[],
+                metavar="SEQ:HASH",
+                help="a head hash recorded outside the site; the log must hold it (repeat)",
+            )
             ap.add_argument("--adapter", help="a signed global adapter whose manifest recorded this site's head")
             ap.add_argument("--site", help="the site id in that manifest (e.g. site-0)")
-    asub.add_parser("canaries", help="memorization audit: canary exposure and membership AUC, DP vs no DP",
-                    add_help=False)
+    asub.add_parser(
+        "canaries", help="memorization audit: canary exposure and membership AUC, DP vs no DP", add_help=False
+    )
     from simulations.evaluate import build_parser as evaluate_parser
 
     evaluate = evaluate_parser(sub.add_parser("evaluate", help="task metrics of the base model and adapters"))
@@ -133,9 +150,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return _guard(lambda: canary_main(argv[2:]))
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "simulate": _simulate, "check-data": _check_data, "prepare-model": _prepare_model, "generate": _generate,
-        "verify": _verify, "certs": _certs, "coordinator": _coordinator, "site": _site, "audit": _audit,
-        "app": _app, "report": _report, "compare": _compare,
+        "simulate": _simulate,
+        "check-data": _check_data,
+        "prepare-model": _prepare_model,
+        "generate": _generate,
+        "verify": _verify,
+        "certs": _certs,
+        "coordinator": _coordinator,
+        "site": _site,
+        "audit": _audit,
+        "app": _app,
+        "report": _report,
+        "compare": _compare,
     }
     return _guard(lambda: _dispatch(commands, _parse(parser, argv)))
 
@@ -158,7 +184,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         node, words = choices[word], [*words, word]
     if _subcommands(node) or node is parser:
         return parser.parse_args(argv)  # no leaf: argparse names what is missing
-    args = node.parse_intermixed_args(argv[len(words):])
+    args = node.parse_intermixed_args(argv[len(words) :])
     args.command = words[0]
     if len(words) > 1:
         args.action = words[1]
@@ -186,8 +212,10 @@ def _guard(command: Callable[[], int]) -> int:
         # its type is shown; FEDCARE_DEBUG=1 re-raises it for a full traceback.
         if os.environ.get("FEDCARE_DEBUG"):
             raise
-        print(f"fedcare: error: unexpected {type(err).__name__} (a fedcare bug; FEDCARE_DEBUG=1 shows the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"fedcare: error: unexpected {type(err).__name__} (a fedcare bug; FEDCARE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -225,8 +253,10 @@ def _check_data(args: argparse.Namespace) -> int:
 
     if bool(args.prompt_column) != bool(args.completion_column):
         given = "--prompt-column" if args.prompt_column else "--completion-column"
-        raise UsageError(f"check-data: {given} needs its partner: pass both --prompt-column and "
-                         "--completion-column, or neither to detect the shape")
+        raise UsageError(
+            f"check-data: {given} needs its partner: pass both --prompt-column and "
+            "--completion-column, or neither to detect the shape"
+        )
     columns = ColumnMapping(args.prompt_column, args.completion_column) if args.prompt_column else None
     for path in args.files:
         records = load_records(path, columns)
@@ -255,8 +285,11 @@ def _generate(args: argparse.Namespace) -> int:
     _check_adapter(Path(args.adapter), args.key, args.no_verify)
     check_adapter_dir(Path(args.adapter))  # structure before content: before torch or the model is loaded
     cfg, _ = compose(args.overrides)
-    model_cfg = cfg.model if any(o.split("=", 1)[0].lstrip("+").startswith("model") for o in args.overrides) \
+    model_cfg = (
+        cfg.model
+        if any(o.split("=", 1)[0].lstrip("+").startswith("model") for o in args.overrides)
         else _adapter_base_model(Path(args.adapter), cfg.model)
+    )
     resolve_model(model_cfg)
 
     import torch
@@ -268,13 +301,16 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         model = PeftModel.from_pretrained(base, args.adapter)
     except Exception as err:  # noqa: BLE001 - PEFT/safetensors raise many types; the class name is what is safe
-        raise AdapterLayoutError(f"{printable(args.adapter)}: the adapter does not fit the base model "
-                                 f"{model_cfg.name_or_path} ({type(err).__name__})") from None
-    enc = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
+        raise AdapterLayoutError(
+            f"{printable(args.adapter)}: the adapter does not fit the base model "
+            f"{model_cfg.name_or_path} ({type(err).__name__})"
+        ) from None
+    enc = tokenizer.apply_chat_template(
+        [{"role": "user", "content": args.prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
-    print(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    print(tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
     return 0
 
 
@@ -302,8 +338,10 @@ def _check_adapter(adapter: Path, key: str | None, no_verify: bool) -> None:
     if key:
         verify_adapter(adapter, Path(key))
     elif not no_verify:
-        raise FedcareError(f"{adapter}: pass --key coordinator.pub to verify the adapter's signature, "
-                           "or --no-verify for an unsigned adapter")
+        raise FedcareError(
+            f"{adapter}: pass --key coordinator.pub to verify the adapter's signature, "
+            "or --no-verify for an unsigned adapter"
+        )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -393,14 +431,18 @@ def _enroll(address: str, public_key: Path, wait_s: float = 60.0) -> int:
                 break
         except OSError:
             if time.monotonic() > deadline:
-                raise FedcareError(f"enroll: no SuperLink listening at {address} after {wait_s:.0f} s; "
-                                   f"site {public_key.stem} is NOT enrolled") from None
+                raise FedcareError(
+                    f"enroll: no SuperLink listening at {address} after {wait_s:.0f} s; "
+                    f"site {public_key.stem} is NOT enrolled"
+                ) from None
             time.sleep(0.5)
     code = _run(cmd)
     if code != 0:
         raise FedcareError(f"enroll: flwr supernode register exited {code}; site {public_key.stem} is NOT enrolled")
-    print(f"enrolled site {public_key.stem}: key {credentials.fingerprint(public_key)} "
-          "(compare with the fingerprint the site gave you; `ssh-keygen -lf` prints the same)")
+    print(
+        f"enrolled site {public_key.stem}: key {credentials.fingerprint(public_key)} "
+        "(compare with the fingerprint the site gave you; `ssh-keygen -lf` prints the same)"
+    )
     return 0
 
 
@@ -443,8 +485,10 @@ def _coordinator_run(args: argparse.Namespace) -> int:
         code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml"))
     summary = run_dir / "summary.json"
     if code != 0 or not summary.exists():
-        raise FedcareError(f"the run did not finish (flwr run exit {code}); {run_dir} holds what was saved; "
-                           f"continue it with --resume {run_dir}")
+        raise FedcareError(
+            f"the run did not finish (flwr run exit {code}); {run_dir} holds what was saved; "
+            f"continue it with --resume {run_dir}"
+        )
     data = json.loads(summary.read_text())
     from simulations.run import sites_never_trained
 
@@ -452,11 +496,15 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     losses = " -> ".join(f"{x:.3f}" for x in data["eval_loss_by_round"] if x is not None)
     from common.report import write_report
 
-    print(f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}\n"
-          f"report: {write_report(run_dir)}")
+    print(
+        f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}\n"
+        f"report: {write_report(run_dir)}"
+    )
     if missing:
-        raise FedcareError(f"{', '.join(missing)} did not train in any round (see the coordinator's log); "
-                           "the global adapter was trained without them")
+        raise FedcareError(
+            f"{', '.join(missing)} did not train in any round (see the coordinator's log); "
+            "the global adapter was trained without them"
+        )
     return 0
 
 
@@ -473,8 +521,10 @@ def _app(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "fedcare.fab").write_bytes(fab)
     (out / "fedcare.fab.sha256").write_text(f"{digest}  fedcare.fab\n", encoding="utf-8")
-    print(f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}\n"
-          f"sites that approve it add to site.yaml:  trusted_apps: [{digest}]")
+    print(
+        f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}\n"
+        f"sites that approve it add to site.yaml:  trusted_apps: [{digest}]"
+    )
     return 0
 
 
@@ -488,8 +538,10 @@ def _review(fab_path: Path) -> int:
     print(f"{fab_path}: {len(names)} files, sha256 {hashlib.sha256(data).hexdigest()}")
     for name, size in names:
         print(f"  {size:>9}  {name}")
-    print("Compare the hash with the one the consortium published, read the files that run at your site "
-          f"(client/, common/), then add to site.yaml:  trusted_apps: [{hashlib.sha256(data).hexdigest()}]")
+    print(
+        "Compare the hash with the one the consortium published, read the files that run at your site "
+        f"(client/, common/), then add to site.yaml:  trusted_apps: [{hashlib.sha256(data).hexdigest()}]"
+    )
     return 0
 
 
@@ -517,8 +569,11 @@ def _site(args: argparse.Namespace) -> int:
     if cfg.trusted_apps:
         print(f"site {cfg.site_id}: runs only the approved app bundles {', '.join(h[:16] for h in cfg.trusted_apps)}")
         return run_daemon(cmd, helper=superexec_command(cfg, path))
-    print(f"site {cfg.site_id}: WARNING: trusted_apps is empty, so this site runs whatever app bundle the "
-          "coordinator sends; pin the approved one (fedcare app build / fedcare site review)", file=sys.stderr)
+    print(
+        f"site {cfg.site_id}: WARNING: trusted_apps is empty, so this site runs whatever app bundle the "
+        "coordinator sends; pin the approved one (fedcare app build / fedcare site review)",
+        file=sys.stderr,
+    )
     return run_daemon(cmd)
 
 
@@ -568,8 +623,11 @@ def _run(cmd: list[str]) -> int:
 
 def _warn_insecure() -> None:
     bar = "!" * 78
-    print(f"{bar}\n!! INSECURE: no TLS and no site authentication. Anyone on the network can join or\n"
-          f"!! read the traffic. For local experiments only; never with patient data.\n{bar}", file=sys.stderr)
+    print(
+        f"{bar}\n!! INSECURE: no TLS and no site authentication. Anyone on the network can join or\n"
+        f"!! read the traffic. For local experiments only; never with patient data.\n{bar}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

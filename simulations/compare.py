@@ -64,8 +64,11 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     initial = adapter_arrays(model)
     sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
     tasks = {f"site-{i}": site_task(cfg.data, i) for i in range(cfg.num_sites)}
-    settings = EvalSettings(max_prompt_tokens=cfg.train.max_seq_len * 4, max_new_tokens=cfg.train.max_seq_len,
-                            max_seq_len=cfg.train.max_seq_len * 5)
+    settings = EvalSettings(
+        max_prompt_tokens=cfg.train.max_seq_len * 4,
+        max_new_tokens=cfg.train.max_seq_len,
+        max_seq_len=cfg.train.max_seq_len * 5,
+    )
     total_steps = cfg.num_rounds * cfg.train.local_steps
     pad = tokenizer.pad_token_id
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
@@ -75,12 +78,18 @@ def compare(overrides: list[str]) -> dict[str, Any]:
         settings_dp = None
         if dp and cfg.privacy.enabled:
             q = batch / len(examples)
-            sigma = calibrate_noise(cfg.privacy.target_epsilon, resolve_delta(cfg.privacy.target_delta, len(examples)),
-                                    q, total_steps, cfg.privacy.accountant)
+            sigma = calibrate_noise(
+                cfg.privacy.target_epsilon,
+                resolve_delta(cfg.privacy.target_delta, len(examples)),
+                q,
+                total_steps,
+                cfg.privacy.accountant,
+            )
             settings_dp = DPSettings(sigma, cfg.privacy.max_grad_norm, q)
         train_cfg = replace(cfg.train, local_steps=total_steps, batch_size=batch)
-        train_round(model, examples, train_cfg, precision=precision, pad_id=pad, dp=settings_dp,
-                    rng=np.random.default_rng(seed))
+        train_round(
+            model, examples, train_cfg, precision=precision, pad_id=pad, dp=settings_dp, rng=np.random.default_rng(seed)
+        )
         return adapter_arrays(model)
 
     def score(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
@@ -88,8 +97,9 @@ def compare(overrides: list[str]) -> dict[str, Any]:
         out = {}
         for i, site in enumerate(sites):
             key = f"site-{i}"
-            loss = evaluate_loss(model, site.eval, batch_size=cfg.train.eval_batch_size,
-                                 precision=precision, pad_id=pad)
+            loss = evaluate_loss(
+                model, site.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
+            )
             task = tasks[key]
             metric = None
             if task is not None:
@@ -123,19 +133,22 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for i in range(cfg.num_sites):
         key = f"site-{i}"
-        row = {"loss": {a: results[a][key]["loss"] for a in ARMS},
-               "task": {a: results[a][key]["task"] for a in ARMS}}
+        row = {"loss": {a: results[a][key]["loss"] for a in ARMS}, "task": {a: results[a][key]["task"] for a in ARMS}}
         row["gain_vs_local"] = row["loss"]["local"] - row["loss"]["federated"]  # > 0: federated beats alone
         table[key] = row
     worst = min(table, key=lambda k: table[k]["gain_vs_local"])
     base_l = {k: r["loss"]["base"] for k, r in table.items()}
     gain = {a: float(np.mean([base_l[k] - table[k]["loss"][a] for k in table])) for a in ARMS}
     out = {
-        "arms": list(ARMS), "metric": metric, "sites": table, "worst_site": worst,
+        "arms": list(ARMS),
+        "metric": metric,
+        "sites": table,
+        "worst_site": worst,
         "no_site_worse_off": all(r["gain_vs_local"] >= 0 for r in table.values()),
         "mean_loss_gain_over_base": gain,
         "federated_share_of_pooled_gain": gain["federated"] / gain["pooled"] if gain["pooled"] > 0 else math.nan,
-        "steps": total_steps, "run_dir": str(run_dir),
+        "steps": total_steps,
+        "run_dir": str(run_dir),
     }
     (run_dir / "compare.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     write_report(run_dir)
@@ -149,15 +162,18 @@ def format_compare(result: dict[str, Any]) -> str:
     head = f"{'site':<8}" + "".join(f"{a:>11}" for a in arms) + f"{'fed-local':>11}"
     lines = ["held-out loss (lower is better)", head]
     for site, row in result["sites"].items():
-        lines.append(f"{site:<8}" + "".join(f"{row['loss'][a]:>11.4f}" for a in arms)
-                     + f"{row['gain_vs_local']:>+11.4f}")
+        lines.append(
+            f"{site:<8}" + "".join(f"{row['loss'][a]:>11.4f}" for a in arms) + f"{row['gain_vs_local']:>+11.4f}"
+        )
     if metric:
         lines += [f"\ntask {metric} (higher is better)", f"{'site':<8}" + "".join(f"{a:>11}" for a in arms)]
         for site, row in result["sites"].items():
             lines.append(f"{site:<8}" + "".join(f"{row['task'][a]:>11.4f}" for a in arms))
     share = result["federated_share_of_pooled_gain"]
-    lines.append(f"\nworst site (federated vs alone): {result['worst_site']}; "
-                 f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}")
+    lines.append(
+        f"\nworst site (federated vs alone): {result['worst_site']}; "
+        f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}"
+    )
     lines.append(f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model")
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """``fedcare evaluate``: the base model and saved adapters side by side on a task file.
 
-    fedcare evaluate ../shared/data/pubmedqa/pqal_dev.jsonl
-    fedcare evaluate test.jsonl --adapter runs/demo/adapters/round-003 --no-verify --json results.json
+fedcare evaluate ../shared/data/pubmedqa/pqal_dev.jsonl
+fedcare evaluate test.jsonl --adapter runs/demo/adapters/round-003 --no-verify --json results.json
 """
 
 from __future__ import annotations
@@ -17,15 +17,25 @@ from common.errors import FedcareError
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("task", help="task file: JSONL, JSON, CSV or Parquet (same column mapping as training data)")
-    parser.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
-                        help="a saved adapter to compare with the base model (repeat for several)")
-    parser.add_argument("--kind", default="auto", choices=["auto", "choice", "generation"],
-                        help="choice: score options by log-likelihood; generation: greedy decoding + ROUGE-L")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a saved adapter to compare with the base model (repeat for several)",
+    )
+    parser.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "choice", "generation"],
+        help="choice: score options by log-likelihood; generation: greedy decoding + ROUGE-L",
+    )
     parser.add_argument("--prompt-column", default="", help="prompt column ('' = detect input/prompt/question)")
     parser.add_argument("--answer-column", default="", help="gold column ('' = label, else output/completion/answer)")
     parser.add_argument("--context-column", default="", help="text put before the prompt ('' = 'context' if present)")
-    parser.add_argument("--choices", default="", help="comma-separated options ('' = the row's options or the "
-                                                      "distinct gold answers)")
+    parser.add_argument(
+        "--choices", default="", help="comma-separated options ('' = the row's options or the distinct gold answers)"
+    )
     parser.add_argument("--group-column", default="", help="subgroup field for the fairness audit")
     parser.add_argument("--limit", type=int, default=0, help="first N rows only (0 = all)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="generation cap per item")
@@ -55,22 +65,32 @@ def main(args: argparse.Namespace) -> int:
         if args.key:
             verify_adapter(path, Path(args.key))
         elif not args.no_verify:
-            raise FedcareError(f"{path}: pass --key coordinator.pub to verify the adapter's signature, "
-                               "or --no-verify for an unsigned adapter")
+            raise FedcareError(
+                f"{path}: pass --key coordinator.pub to verify the adapter's signature, "
+                "or --no-verify for an unsigned adapter"
+            )
     if args.no_base and not adapters:
         raise FedcareError("evaluate: --no-base needs at least one --adapter")
-    spec = TaskSpec(kind=args.kind, prompt_column=args.prompt_column, answer_column=args.answer_column,
-                    context_column=args.context_column,
-                    choices=tuple(c.strip() for c in args.choices.split(",") if c.strip()),
-                    group_column=args.group_column, limit=args.limit)
+    spec = TaskSpec(
+        kind=args.kind,
+        prompt_column=args.prompt_column,
+        answer_column=args.answer_column,
+        context_column=args.context_column,
+        choices=tuple(c.strip() for c in args.choices.split(",") if c.strip()),
+        group_column=args.group_column,
+        limit=args.limit,
+    )
     task = load_task(args.task, spec)
     cfg, _ = compose(args.overrides)
     torch.manual_seed(0)
     if cfg.model.num_threads:
         torch.set_num_threads(cfg.model.num_threads)
     base, tokenizer = load_model_and_tokenizer(cfg.model)
-    settings = EvalSettings(max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
-                            max_seq_len=args.max_prompt_tokens + args.max_new_tokens)
+    settings = EvalSettings(
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_seq_len=args.max_prompt_tokens + args.max_new_tokens,
+    )
     result = evaluate_models(base, tokenizer, task, adapters, settings, include_base=not args.no_base)
     result["task"]["path"] = str(args.task)
     result["model"] = cfg.model.name_or_path

@@ -31,15 +31,23 @@ SERVER_NODE = 0
 class InProcessGrid(Grid):
     """A Grid whose sites are ClientApp calls in this process (site i has partition id i)."""
 
-    def __init__(self, client_app: ClientCall, num_sites: int, run_id: int = 1,
-                 node_config: Callable[[int], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        client_app: ClientCall,
+        num_sites: int,
+        run_id: int = 1,
+        node_config: Callable[[int], dict[str, Any]] | None = None,
+    ) -> None:
         self.client_app = client_app
         self.run_id = run_id
         self.contexts = {
-            1000 + i: Context(run_id=run_id, node_id=1000 + i,
-                              node_config=(node_config(i) if node_config else
-                                           {"partition-id": i, "num-partitions": num_sites}),
-                              state=RecordDict(), run_config={})
+            1000 + i: Context(
+                run_id=run_id,
+                node_id=1000 + i,
+                node_config=(node_config(i) if node_config else {"partition-id": i, "num-partitions": num_sites}),
+                state=RecordDict(),
+                run_config={},
+            )
             for i in range(num_sites)
         }
         self._replies: dict[str, Message] = {}
@@ -53,8 +61,14 @@ class InProcessGrid(Grid):
     def run(self) -> Any:  # noqa: D102
         raise NotImplementedError("InProcessGrid has no SuperLink run")
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,  # noqa: D102
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,  # noqa: D102
+        ttl: float | None = None,
+    ) -> Message:
         return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
 
     def get_node_ids(self) -> Iterable[int]:  # noqa: D102
@@ -80,8 +94,9 @@ class InProcessGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def simulate_inprocess(overrides: list[str], client_app: ClientCall | None = None,
-                       evaluate: EvaluateFn = federated_evaluation) -> dict[str, Any]:
+def simulate_inprocess(
+    overrides: list[str], client_app: ClientCall | None = None, evaluate: EvaluateFn = federated_evaluation
+) -> dict[str, Any]:
     """Compose the config and run it on :class:`InProcessGrid`; returns ``summary.json``'s contents.
 
     Raises:

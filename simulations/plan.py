@@ -1,7 +1,7 @@
 """``fedcare plan``: noise multiplier and noise-to-signal of a few batch/steps choices; recommends one.
 
-    fedcare plan                                  # the configured demo sites
-    fedcare plan --records 2000 privacy.target_epsilon=4 num_rounds=5
+fedcare plan                                  # the configured demo sites
+fedcare plan --records 2000 privacy.target_epsilon=4 num_rounds=5
 """
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ from common.errors import ConfigError
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--records", type=int, default=0,
-                        help="training records per site (0 = from the config: synthetic sites, or the files)")
-    parser.add_argument("--budget-examples", type=int, default=0,
-                        help="examples a site may process over the run (0 = the configured train.batch_size x "
-                             "train.local_steps x num_rounds: the compute you already spend)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="training records per site (0 = from the config: synthetic sites, or the files)",
+    )
+    parser.add_argument(
+        "--budget-examples",
+        type=int,
+        default=0,
+        help="examples a site may process over the run (0 = the configured train.batch_size x "
+        "train.local_steps x num_rounds: the compute you already spend)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: privacy.target_epsilon, num_rounds, data...")
     return parser
@@ -30,8 +38,13 @@ def main(args: argparse.Namespace) -> int:
     cfg, _ = compose(args.overrides)
     records = args.records or _training_records(cfg)
     budget = args.budget_examples or cfg.train.batch_size * cfg.train.local_steps * cfg.num_rounds
-    options = plan_options(records, cfg.privacy.target_epsilon, cfg.num_rounds, target_delta=cfg.privacy.target_delta,
-                           accountant=cfg.privacy.accountant)
+    options = plan_options(
+        records,
+        cfg.privacy.target_epsilon,
+        cfg.num_rounds,
+        target_delta=cfg.privacy.target_delta,
+        accountant=cfg.privacy.accountant,
+    )
     chosen = recommend(options, budget)
     if args.json:
         print(json.dumps(plan_to_dict(options, chosen), indent=2))

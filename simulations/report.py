@@ -31,13 +31,19 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict
     tasks = {f"site-{i}": t for i in range(cfg.num_sites) if (t := site_task(cfg.data, i)) is not None}
     if not tasks:
         return None
-    log.info("task metrics: base model vs final adapter on %d items over %d sites",
-             sum(len(t.items) for t in tasks.values()), len(tasks))
+    log.info(
+        "task metrics: base model vs final adapter on %d items over %d sites",
+        sum(len(t.items) for t in tasks.values()),
+        len(tasks),
+    )
     if cfg.model.num_threads:
         torch.set_num_threads(cfg.model.num_threads)
     base, tokenizer = load_model_and_tokenizer(cfg.model)
-    settings = EvalSettings(max_prompt_tokens=cfg.train.max_seq_len * 4, max_new_tokens=cfg.train.max_seq_len,
-                            max_seq_len=cfg.train.max_seq_len * 5)
+    settings = EvalSettings(
+        max_prompt_tokens=cfg.train.max_seq_len * 4,
+        max_new_tokens=cfg.train.max_seq_len,
+        max_seq_len=cfg.train.max_seq_len * 5,
+    )
     result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=False)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return result
@@ -47,14 +53,19 @@ def task_line(evaluation: dict[str, Any]) -> str:
     """One console line: the pooled task metric, base -> final, and the same per site."""
     metric = evaluation["metric"]
     pooled = evaluation["pooled"]
-    sites = ", ".join(f"{s} {e['base']['metrics'][metric]:.3f}->{e['final']['metrics'][metric]:.3f}"
-                      for s, e in evaluation["sites"].items())
+    sites = ", ".join(
+        f"{s} {e['base']['metrics'][metric]:.3f}->{e['final']['metrics'][metric]:.3f}"
+        for s, e in evaluation["sites"].items()
+    )
     extra = ""
     if evaluation["kind"] == "choice":
-        extra = (f" (macro-F1 {pooled['base']['metrics']['macro_f1']:.3f} -> "
-                 f"{pooled['final']['metrics']['macro_f1']:.3f})")
-    return (f"task {metric} base -> final: {pooled['base']['metrics'][metric]:.3f} -> "
-            f"{pooled['final']['metrics'][metric]:.3f}{extra}; {sites}")
+        extra = (
+            f" (macro-F1 {pooled['base']['metrics']['macro_f1']:.3f} -> {pooled['final']['metrics']['macro_f1']:.3f})"
+        )
+    return (
+        f"task {metric} base -> final: {pooled['base']['metrics'][metric]:.3f} -> "
+        f"{pooled['final']['metrics'][metric]:.3f}{extra}; {sites}"
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """``fedcare simulate`` / ``python -m simulations.run``: N hospitals on Flower's simulation engine.
 
-    python -m simulations.run num_sites=5 num_rounds=3 privacy.target_epsilon=4
+python -m simulations.run num_sites=5 num_rounds=3 privacy.target_epsilon=4
 """
 
 from __future__ import annotations
@@ -42,9 +42,14 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     make_private_dir(cfg.output_dir, "output_dir")
     resolve_model(cfg.model)  # convert the GGUF once here, not in every worker at the same time
     out = new_run_directory(cfg)
-    log.info("run directory %s: %d sites x %d rounds, model %s, DP %s", out.path, cfg.num_sites,
-             cfg.num_rounds, cfg.model.name_or_path,
-             f"on (target epsilon {cfg.privacy.target_epsilon:g} per site)" if cfg.privacy.enabled else "OFF")
+    log.info(
+        "run directory %s: %d sites x %d rounds, model %s, DP %s",
+        out.path,
+        cfg.num_sites,
+        cfg.num_rounds,
+        cfg.model.name_or_path,
+        f"on (target epsilon {cfg.privacy.target_epsilon:g} per site)" if cfg.privacy.enabled else "OFF",
+    )
     for index, site in enumerate(sites):
         log.info("site-%d: %s, %d records", index, site.name, len(site.records))
     del sites
@@ -66,9 +71,13 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
 
         client_app = secure_site_app(sites_dir)
         server_app = make_secure_server_app(cfg, raw, out)
-    run_simulation(server_app=server_app, client_app=client_app,
-                   num_supernodes=cfg.num_sites, backend_config=backend_config,
-                   verbose_logging=cfg.simulation.verbose)
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=cfg.num_sites,
+        backend_config=backend_config,
+        verbose_logging=cfg.simulation.verbose,
+    )
     summary_path = out.path / "summary.json"
     if not summary_path.exists():
         raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
@@ -144,8 +153,9 @@ def multirun(overrides: list[str]) -> int:
     for i, job in enumerate(jobs):
         job = [o for o in job if o.split("=", 1)[0] not in ("output_dir", "run_name")]
         print(f"[multirun {i + 1}/{len(jobs)}] {' '.join(o for o in job if o.split('=', 1)[0] in keys)}", flush=True)
-        code = subprocess.run([sys.executable, "-m", "simulations.run", *job, f"output_dir={root}", f"run_name={i}"],
-                              check=False).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "simulations.run", *job, f"output_dir={root}", f"run_name={i}"], check=False
+        ).returncode
         if code != 0:
             failed.append(i)
     report = write_sweep_report(root)
@@ -158,16 +168,24 @@ def main(argv: list[str] | None = None) -> int:
     if "--multirun" in args or "-m" in args:
         return multirun([a for a in args if a not in ("--multirun", "-m")])
     summary = simulate(args)
-    eps = ", ".join(f"{s['site_id']} {s['epsilon']:.2f}/{s['target_epsilon']:g}" if summary["dp_enabled"]
-                    else f"{s['site_id']} DP off" for s in summary["sites"])
+    eps = ", ".join(
+        f"{s['site_id']} {s['epsilon']:.2f}/{s['target_epsilon']:g}"
+        if summary["dp_enabled"]
+        else f"{s['site_id']} DP off"
+        for s in summary["sites"]
+    )
     losses = " -> ".join(f"{x:.3f}" for x in summary["eval_loss_by_round"])
-    print(f"\nheld-out loss by round: {losses}\nepsilon spent / target: {eps}\n"
-          f"global adapter: {summary['adapter_dir']}\nsummary: {summary['run_dir']}/summary.json "
-          f"({summary['wall_seconds']:.0f} s)")
+    print(
+        f"\nheld-out loss by round: {losses}\nepsilon spent / target: {eps}\n"
+        f"global adapter: {summary['adapter_dir']}\nsummary: {summary['run_dir']}/summary.json "
+        f"({summary['wall_seconds']:.0f} s)"
+    )
     missing = summary["sites_never_trained"]
     if missing:  # the run "worked", but not for these hospitals: say so and do not exit 0
-        raise FedcareError(f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
-                           "adapter was trained without them")
+        raise FedcareError(
+            f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
+            "adapter was trained without them"
+        )
     if summary.get("evaluation"):
         from simulations.report import task_line
 

@@ -76,4 +76,3 @@ class Detector(Protocol):
     def find(self, text: str) -> list[Finding]:
         """Return every identifier span found in text; spans may overlap."""
         ...
-

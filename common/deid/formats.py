@@ -11,26 +11,34 @@ from collections.abc import Iterator
 
 from common.deid.base import Finding
 
-_WEEKDAY = (r"(?:Mon(?:day)?|Tue(?:s(?:day)?)?|Wed(?:nesday)?|Thu(?:r(?:s(?:day)?)?)?|Fri(?:day)?|Sat(?:urday)?|"
-            r"Sun(?:day)?)")
-_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|Sept|Jan|Feb|"
-           "Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec|"
-           # German, French, Spanish, Italian and Dutch months that differ from the English ones
-           "Januar|Februar|März|Maerz|Mai|Juni|Juli|Oktober|Dezember|janvier|février|fevrier|mars|avril|mai|juin|"
-           "juillet|août|aout|septembre|octobre|novembre|décembre|decembre|enero|febrero|marzo|abril|mayo|junio|"
-           "julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile|maggio|giugno|luglio|"
-           "settembre|ottobre|dicembre|januari|februari|maart|mei|augustus")
+_WEEKDAY = (
+    r"(?:Mon(?:day)?|Tue(?:s(?:day)?)?|Wed(?:nesday)?|Thu(?:r(?:s(?:day)?)?)?|Fri(?:day)?|Sat(?:urday)?|"
+    r"Sun(?:day)?)"
+)
+_MONTHS = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|Sept|Jan|Feb|"
+    "Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec|"
+    # German, French, Spanish, Italian and Dutch months that differ from the English ones
+    "Januar|Februar|März|Maerz|Mai|Juni|Juli|Oktober|Dezember|janvier|février|fevrier|mars|avril|mai|juin|"
+    "juillet|août|aout|septembre|octobre|novembre|décembre|decembre|enero|febrero|marzo|abril|mayo|junio|"
+    "julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile|maggio|giugno|luglio|"
+    "settembre|ottobre|dicembre|januari|februari|maart|mei|augustus"
+)
 # Any case, except the lower-case English words that are also months ("may", "mar", "march", "dec").
 _MONTH = rf"(?!may\b|mar\b|march\b|dec\b|sept?\b)(?i:{_MONTHS})\.?"
-_ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|"
-                  "fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|twenty[- ]first|"
-                  "twenty[- ]second|twenty[- ]third|twenty[- ](?:fourth|fifth|sixth|seventh|eighth|ninth)|"
-                  "thirtieth|thirty[- ]first")
+_ORDINAL_WORDS = (
+    "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth|"
+    "fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth|twentieth|twenty[- ]first|"
+    "twenty[- ]second|twenty[- ]third|twenty[- ](?:fourth|fifth|sixth|seventh|eighth|ninth)|"
+    "thirtieth|thirty[- ]first"
+)
 _SPOKEN_YEAR = r"(?:nineteen|twenty)[- ](?:hundred|oh[- ][a-z]+|[a-z]+(?:[- ][a-z]+)?)"
-_HOLIDAY = (r"(?i:christmas(?:[ \t]+(?:eve|day))?|boxing[ \t]+day|new[ \t]+year['’]?s(?:[ \t]+(?:eve|day))?|"
-            r"valentine['’]?s(?:[ \t]+day)?|good[ \t]+friday|easter(?:[ \t]+(?:sunday|monday|day))?|halloween|"
-            r"thanksgiving(?:[ \t]+day)?|hogmanay|diwali|st\.?[ \t]+patrick['’]?s[ \t]+day|"
-            r"independence[ \t]+day|bonfire[ \t]+night|guy[ \t]+fawkes[ \t]+night)")
+_HOLIDAY = (
+    r"(?i:christmas(?:[ \t]+(?:eve|day))?|boxing[ \t]+day|new[ \t]+year['’]?s(?:[ \t]+(?:eve|day))?|"
+    r"valentine['’]?s(?:[ \t]+day)?|good[ \t]+friday|easter(?:[ \t]+(?:sunday|monday|day))?|halloween|"
+    r"thanksgiving(?:[ \t]+day)?|hogmanay|diwali|st\.?[ \t]+patrick['’]?s[ \t]+day|"
+    r"independence[ \t]+day|bonfire[ \t]+night|guy[ \t]+fawkes[ \t]+night)"
+)
 _WEEKDAY_BEFORE = re.compile(rf"(?<![\w]){_WEEKDAY}\.?,?[ \t]+(?:the[ \t]+)?$")
 
 _DATE_PATTERNS = (
@@ -44,15 +52,19 @@ _DATE_PATTERNS = (
     # "summer 2019"
     re.compile(r"(?<![\w])(?i:spring|summer|autumn|fall|winter)[ \t]+(?:of[ \t]+)?(?:19|20)\d\d(?![\w])"),
     # "the 14th", "Thursday 9th", "Tuesday the 16th", "since the 2nd"
-    re.compile(rf"(?<![\w])(?:(?:{_WEEKDAY}\.?,?[ \t]+(?:the[ \t]+)?)|(?<=(?i:the)[ \t]))[0-3]?\d(?:st|nd|rd|th)"
-               r"(?![\w])(?![ \t]+(?i:centile|percentile|floor|degree|dose|cycle|time|week|day|month|year|trimester|"
-               r"rib|toe|finger|metatarsal|attempt|line|generation|birthday|anniversary|grade|stage))"),
+    re.compile(
+        rf"(?<![\w])(?:(?:{_WEEKDAY}\.?,?[ \t]+(?:the[ \t]+)?)|(?<=(?i:the)[ \t]))[0-3]?\d(?:st|nd|rd|th)"
+        r"(?![\w])(?![ \t]+(?i:centile|percentile|floor|degree|dose|cycle|time|week|day|month|year|trimester|"
+        r"rib|toe|finger|metatarsal|attempt|line|generation|birthday|anniversary|grade|stage))"
+    ),
     # "2nd - 7th March 2024": the first day of a range
     re.compile(rf"(?<![\w])[0-3]?\d(?:st|nd|rd|th)(?=[ \t]*[-–][ \t]*[0-3]?\d(?:st|nd|rd|th)?[ \t]+{_MONTH})"),
     # a month alone after a preposition: "in May", "since October", "until Feb"
-    re.compile(r"(?<![\w])(?i:in|since|until|from|during|early|late|mid|last|next|end[ \t]+of|by)[ \t]+"
-               r"(?P<d>(?:January|February|March|April|May|June|July|August|September|October|November|December|"
-               r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.?)(?![\w])(?![ \t]+(?:\d|['’]\d))"),
+    re.compile(
+        r"(?<![\w])(?i:in|since|until|from|during|early|late|mid|last|next|end[ \t]+of|by)[ \t]+"
+        r"(?P<d>(?:January|February|March|April|May|June|July|August|September|October|November|December|"
+        r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.?)(?![\w])(?![ \t]+(?:\d|['’]\d))"
+    ),
 )
 # 20230503: an eight-digit run that is a valid date from 1900 to 2099.
 _COMPACT_DATE = re.compile(r"(?<![\w.,/-])(?P<y>19\d\d|20\d\d)(?P<m>0[1-9]|1[0-2])(?P<d>0[1-9]|[12]\d|3[01])(?![\w])")
@@ -191,8 +203,12 @@ def numbers(text: str) -> Iterator[Finding]:
         # A run of four digits (or a long code such as a codice fiscale): gene symbols ("SLC25A15"), decades
         # ("mid-1980s"), doses ("1000mg") and ISO dates are not record numbers.
         digits = sum(c.isdigit() for c in value)
-        if (len(value) >= 6 and (re.search(r"\d{4}", value) or len(value) >= 12 and digits >= 5)
-                and not _UNIT_NUMBER.fullmatch(value) and not _NOT_AN_ID.fullmatch(value)):
+        if (
+            len(value) >= 6
+            and (re.search(r"\d{4}", value) or len(value) >= 12 and digits >= 5)
+            and not _UNIT_NUMBER.fullmatch(value)
+            and not _NOT_AN_ID.fullmatch(value)
+        ):
             yield Finding("ID", match.start(), match.end())
     for match in _LONG_NUMBER.finditer(text):
         if not _COMPACT_DATE.fullmatch(match.group()):
@@ -244,16 +260,71 @@ _STRONG_PLACE_CUE = re.compile(
     r"back[ \t]+home[ \t]+to|(?:bungalow|flat|house|caravan|hostel)[ \t]+(?:in|at|near))[ \t]+"
     r"(?P<capital>[A-Z][a-z'’-]+(?:[ \t]+[A-Z][a-z'’-]+)?|[A-Z]{3,}))(?![\w])"
 )
-_AFTER_PLACE = re.compile(rf"(?:,?[ \t]+{_UK_POSTCODE}|,[ \t]*[A-Za-z]+[ \t]+[1-8]\d{{5}}(?![\w])"
-                          rf"|,[ \t]*[A-Z][a-zß-ÿ'’-]+(?:[ \t]+[A-Z][a-zß-ÿ'’-]+){{0,2}}"
-                          rf"(?:[ \t]+{_UK_POSTCODE})?)")
+_AFTER_PLACE = re.compile(
+    rf"(?:,?[ \t]+{_UK_POSTCODE}|,[ \t]*[A-Za-z]+[ \t]+[1-8]\d{{5}}(?![\w])"
+    rf"|,[ \t]*[A-Z][a-zß-ÿ'’-]+(?:[ \t]+[A-Z][a-zß-ÿ'’-]+){{0,2}}"
+    rf"(?:[ \t]+{_UK_POSTCODE})?)"
+)
 
 
-_LEAD_WORDS = frozenset({"the", "a", "an", "at", "in", "on", "to", "from", "patient", "pt", "lives", "address", "seen",
-                         "and", "of", "near", "home", "new", "re", "tel", "mob"})
-_NOT_PLACES = frozenset({"remote", "rural", "bungalow", "flat", "house", "home", "care", "nursing", "supported",
-                         "sheltered", "hospital", "community", "own", "same", "temporary", "accommodation", "hostel",
-                         "prison", "shelter", "lodgings", "bed", "ward", "icu", "itu", "a", "an", "the", "his", "her"})
+_LEAD_WORDS = frozenset(
+    {
+        "the",
+        "a",
+        "an",
+        "at",
+        "in",
+        "on",
+        "to",
+        "from",
+        "patient",
+        "pt",
+        "lives",
+        "address",
+        "seen",
+        "and",
+        "of",
+        "near",
+        "home",
+        "new",
+        "re",
+        "tel",
+        "mob",
+    }
+)
+_NOT_PLACES = frozenset(
+    {
+        "remote",
+        "rural",
+        "bungalow",
+        "flat",
+        "house",
+        "home",
+        "care",
+        "nursing",
+        "supported",
+        "sheltered",
+        "hospital",
+        "community",
+        "own",
+        "same",
+        "temporary",
+        "accommodation",
+        "hostel",
+        "prison",
+        "shelter",
+        "lodgings",
+        "bed",
+        "ward",
+        "icu",
+        "itu",
+        "a",
+        "an",
+        "the",
+        "his",
+        "her",
+    }
+)
 # Web addresses written without a scheme: "zoom.us/j/938", "portal.nhs-trust.example.uk/login"
 _BARE_URL = re.compile(
     r"(?<![\w@./-])(?:[a-z0-9-]+\.)+(?:com|org|net|edu|gov|nhs|uk|us|au|in|ie|za|io|co|info|eu|de|fr|nl|ca|nz)"
@@ -317,13 +388,17 @@ def addresses(text: str, ordinary: frozenset[str]) -> Iterator[Finding]:
 # ---------------------------------------------------------------------------------------------------------------
 
 _OLD = r"(?P<age>9\d|1[01]\d)"
-_SPELLED_OLD = (r"(?P<age>(?i:ninety(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|one[ -]hundred"
-                r"(?:(?:[ -]and)?[ -](?:one|two|three|four|five|six|seven|eight|nine|ten))?))")
+_SPELLED_OLD = (
+    r"(?P<age>(?i:ninety(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|one[ -]hundred"
+    r"(?:(?:[ -]and)?[ -](?:one|two|three|four|five|six|seven|eight|nine|ten))?))"
+)
 _AGE_PATTERNS = (
     re.compile(rf"(?<![\w.]){_OLD}[ \t]?(?:M|F)(?![\w])"),
     re.compile(rf"(?<![\w.]){_OLD}[ \t]?(?i:y|yr|yrs|y/o|yo|años|ans|jahre|anni|jaar)(?:[ \t]?(?:M|F|old))?(?![\w/])"),
-    re.compile(rf"(?<![\w])(?i:aged?|i['’]m|i[ \t]+am|you['’]re|you[ \t]+are|(?:he|she)['’]s|(?:he|she)[ \t]+is|"
-               rf"turned|turns|turning)[ \t]+{_OLD}(?![\w%.]|\.\d)"),
+    re.compile(
+        rf"(?<![\w])(?i:aged?|i['’]m|i[ \t]+am|you['’]re|you[ \t]+are|(?:he|she)['’]s|(?:he|she)[ \t]+is|"
+        rf"turned|turns|turning)[ \t]+{_OLD}(?![\w%.]|\.\d)"
+    ),
     re.compile(rf"(?<=[,(])[ \t]*{_OLD}(?=[ \t]*(?:[,.;:)!]|$|[ \t]+(?i:today|now|years?|yrs?|widow(?:er)?|died)\b))"),
     re.compile(rf"(?<![\w-]){_SPELLED_OLD}(?=[ \t]+(?i:in|on|today|now|next|this|last|years?|yrs?)\b|[ \t]*[,.!?])"),
 )

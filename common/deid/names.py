@@ -18,28 +18,78 @@ from common.deid.base import Finding
 _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿĀ-ž][\w'’-]*")
 # Titles and relations, in any case, of the languages the notes mix in: a word after one is a name even when
 # it is an ordinary word ("Dr Hope", "wife Grace") or written in lower case or capitals ("dr fernandes").
-_TITLE = (r"dr|mr|mrs|ms|mx|miss|prof|professor|sr|sister|smt|shri|sri|frau|herr|dhr|mevr|sig\.ra|sig|signora|"
-          r"signor|sra|sr\.?a|mme|madame|monsieur|rev|revd|reverend|father|fr|pc|officer|master|baby[ \t]+of|"
-          r"baby[ \t]+girl|baby[ \t]+boy|baby|surname|forename|first[ \t]+name|last[ \t]+name|dear")
+_TITLE = (
+    r"dr|mr|mrs|ms|mx|miss|prof|professor|sr|sister|smt|shri|sri|frau|herr|dhr|mevr|sig\.ra|sig|signora|"
+    r"signor|sra|sr\.?a|mme|madame|monsieur|rev|revd|reverend|father|fr|pc|officer|master|baby[ \t]+of|"
+    r"baby[ \t]+girl|baby[ \t]+boy|baby|surname|forename|first[ \t]+name|last[ \t]+name|dear"
+)
 # Relations and roles: a capitalised or listed word after one is a name ("husband Tunde", "carer Gwen").
-_RELATION = (r"son|daughter|wife|husband|mum|mom|mother|father|dad|brother|sister|partner|spouse|parents?|"
-             r"grandson|granddaughter|granddad|grandma|grandpa|niece|nephew|aunt|uncle|cousin|friend|"
-             r"neighbou?r|carer|guardian|flatmate|housemate|boyfriend|girlfriend|fianc[ée]e?|s/o|d/o|w/o|"
-             r"nok|interpreter|pharmacist|physio|chaplain|paramedic|registrar|consultant|nurse|"
-             r"anp|hca|f1|f2|fy1|fy2|spr|sho|named|participant|initials|signed[ \t]+by|seen[ \t]+by|seen[ \t]+with|"
-             r"spoke[ \t]+(?:to|with)|discussed[ \t]+with|reviewed[ \t]+by|called|rang|phoned|"
-             r"collateral[ \t]+from|ex|pt|w/|thanks|thank[ \t]+you|regards|wishes|cheers|sincerely")
-_CUE = re.compile(rf"(?<![\w])(?:(?P<title>(?i:{_TITLE}))\.?|(?P<relation>(?i:{_RELATION})))(?![\w'’])"
-                  r"[ \t]*[(:,]?[ \t]*(?=\S)")
+_RELATION = (
+    r"son|daughter|wife|husband|mum|mom|mother|father|dad|brother|sister|partner|spouse|parents?|"
+    r"grandson|granddaughter|granddad|grandma|grandpa|niece|nephew|aunt|uncle|cousin|friend|"
+    r"neighbou?r|carer|guardian|flatmate|housemate|boyfriend|girlfriend|fianc[ée]e?|s/o|d/o|w/o|"
+    r"nok|interpreter|pharmacist|physio|chaplain|paramedic|registrar|consultant|nurse|"
+    r"anp|hca|f1|f2|fy1|fy2|spr|sho|named|participant|initials|signed[ \t]+by|seen[ \t]+by|seen[ \t]+with|"
+    r"spoke[ \t]+(?:to|with)|discussed[ \t]+with|reviewed[ \t]+by|called|rang|phoned|"
+    r"collateral[ \t]+from|ex|pt|w/|thanks|thank[ \t]+you|regards|wishes|cheers|sincerely"
+)
+_CUE = re.compile(
+    rf"(?<![\w])(?:(?P<title>(?i:{_TITLE}))\.?|(?P<relation>(?i:{_RELATION})))(?![\w'’])"
+    r"[ \t]*[(:,]?[ \t]*(?=\S)"
+)
 _ROLE_WORD = re.compile(r"(?i:.*(?:ician|ologist|ology|iatrist|aedic|aedics|edic|edics|ist|ists|ics|ery|ary))$")
-_NOT_NAMES = frozenset({"colleague", "colleagues", "sir", "madam", "doctor", "team", "all", "parent", "parents",
-                        "carer", "nurse", "patient", "friend", "gp", "consultant", "registrar"})
+_NOT_NAMES = frozenset(
+    {
+        "colleague",
+        "colleagues",
+        "sir",
+        "madam",
+        "doctor",
+        "team",
+        "all",
+        "parent",
+        "parents",
+        "carer",
+        "nurse",
+        "patient",
+        "friend",
+        "gp",
+        "consultant",
+        "registrar",
+    }
+)
 # A clinical sign or test named after a person: "Barlow and Ortolani negative", "Phalen's and Tinel's signs".
-_TEST_AFTER = re.compile(r"(?:['’]s)?(?:[ \t]+(?:and|&|/)?[ \t]*[A-Z][a-z]+(?:['’]s)?){0,2}[ \t]+"
-                         r"(?i:negative|positive|signs?|tests?|manoeuvres?|maneuvers?|reflex|procedure|triangle|"
-                         r"solution|nomogram|pattern|fluid|score|criteria|classification)\b")
-_PARTICLES = frozenset({"van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "la", "le", "al", "el",
-                        "bin", "ibn", "binti", "ben", "dos", "das", "mac", "st"})
+_TEST_AFTER = re.compile(
+    r"(?:['’]s)?(?:[ \t]+(?:and|&|/)?[ \t]*[A-Z][a-z]+(?:['’]s)?){0,2}[ \t]+"
+    r"(?i:negative|positive|signs?|tests?|manoeuvres?|maneuvers?|reflex|procedure|triangle|"
+    r"solution|nomogram|pattern|fluid|score|criteria|classification)\b"
+)
+_PARTICLES = frozenset(
+    {
+        "van",
+        "von",
+        "de",
+        "der",
+        "den",
+        "del",
+        "della",
+        "di",
+        "da",
+        "du",
+        "la",
+        "le",
+        "al",
+        "el",
+        "bin",
+        "ibn",
+        "binti",
+        "ben",
+        "dos",
+        "das",
+        "mac",
+        "st",
+    }
+)
 # Words after which a listed word names a place or a thing, not a person ("Victoria Road", "Grace Ward").
 _NOT_A_PERSON_AFTER = re.compile(
     r"[ \t]+(?:Road|Rd|Street|St|Avenue|Ave|Lane|Close|Grove|Gardens|Crescent|Drive|Way|Court|House|Hospital|"
@@ -107,8 +157,7 @@ def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Fi
         while words and (_plain(words[-1].group()) in ordinary or words[-1].group() in _CAPS_NOT_NAMES):
             words.pop()
         parts = {part for word in words for part in re.split(r"[-'’]", _plain(word.group()))}
-        if (len(words) >= 2 and parts & names_
-                and not any(_plain(w.group()) in ordinary for w in words)):
+        if len(words) >= 2 and parts & names_ and not any(_plain(w.group()) in ordinary for w in words):
             yield Finding("NAME", match.start("name") + words[0].start(), match.start("name") + words[-1].end())
 
 
@@ -125,8 +174,36 @@ _BEFORE_NAME = re.compile(
     r"(?<![\w'’-])(?P<word>(?:[A-Z]\.|[A-ZÀ-Þ][a-zß-ÿ'’-]+|(?:[Vv]an|[Vv]on|[Dd]e|[Dd]el|[Dd]er|[Dd]i|[Dd]a|[Ll]a|[Ll]e)"
     r"(?:[ \t]+(?:der|den|de|la|du))?))[ \t]+$"
 )
-_NOT_BEFORE = frozenset({"dr", "mr", "mrs", "ms", "the", "a", "an", "and", "or", "with", "by", "to", "from", "of",
-                         "in", "on", "at", "for", "dear", "hi", "hello", "thanks", "seen", "saw", "pt", "patient"})
+_NOT_BEFORE = frozenset(
+    {
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "with",
+        "by",
+        "to",
+        "from",
+        "of",
+        "in",
+        "on",
+        "at",
+        "for",
+        "dear",
+        "hi",
+        "hello",
+        "thanks",
+        "seen",
+        "saw",
+        "pt",
+        "patient",
+    }
+)
 _CAPS_NOT_NAMES = frozenset({"MD", "MRN", "DOB", "NHS", "RN", "ID", "UR", "DO", "NP", "PA", "MBBS", "FRCP"})
 
 
@@ -190,8 +267,14 @@ def _run(
         if lowered in ordinary:
             # "Dr Will Parker": after a title, a capitalised ordinary word starts a name when one follows it.
             following = re.compile(r"[ \t]+([^\W\d_][\w'’-]+)").match(text, word_match.end())
-            if not (after_title and not words and word[:1].isupper() and following
-                    and following.group(1)[:1].isupper() and _plain(following.group(1)) not in ordinary):
+            if not (
+                after_title
+                and not words
+                and word[:1].isupper()
+                and following
+                and following.group(1)[:1].isupper()
+                and _plain(following.group(1)) not in ordinary
+            ):
                 break
             words.append(word)
             start = word_match.start() if start is None else start

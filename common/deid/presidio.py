@@ -48,8 +48,18 @@ KINDS: dict[str, str] = {
 # shape of their own. Dates and phone numbers come from fedcare's rules (Presidio's DATE_TIME also tags "today"
 # and "3 days"; its phone matcher tries every region and costs more than the NER); the US driver-licence,
 # passport and bank-number recognizers match any 8-12 digit number.
-SELECTED = ("PERSON", "LOCATION", "UK_NHS", "US_SSN", "EMAIL_ADDRESS", "URL", "IP_ADDRESS", "IBAN_CODE",
-            "CREDIT_CARD", "MEDICAL_LICENSE")
+SELECTED = (
+    "PERSON",
+    "LOCATION",
+    "UK_NHS",
+    "US_SSN",
+    "EMAIL_ADDRESS",
+    "URL",
+    "IP_ADDRESS",
+    "IBAN_CODE",
+    "CREDIT_CARD",
+    "MEDICAL_LICENSE",
+)
 # The named-entity recognizer needs only these spaCy components; the tagger, parser and lemmatizer only serve
 # Presidio's context words, which the selected recognizers barely use.
 LEAN_PIPES = ("tok2vec", "ner")
@@ -68,8 +78,13 @@ class PresidioDetector:
         model: Importable name of the spaCy pipeline package.
     """
 
-    def __init__(self, entities: tuple[str, ...] | None = SELECTED, lean: bool = True,
-                 score_threshold: float = 0.35, model: str = SPACY_MODEL) -> None:
+    def __init__(
+        self,
+        entities: tuple[str, ...] | None = SELECTED,
+        lean: bool = True,
+        score_threshold: float = 0.35,
+        model: str = SPACY_MODEL,
+    ) -> None:
         # Presidio's e-mail and URL checks use tldextract, which fetches the public-suffix list from the internet
         # unless told to use the snapshot it ships; a site is offline.
         os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -79,8 +94,9 @@ class PresidioDetector:
             from presidio_analyzer import AnalyzerEngine
             from presidio_analyzer.nlp_engine import SpacyNlpEngine
         except ImportError as error:
-            raise ConfigError(f"data.deid=presidio needs fedcare's deid extra (pip install 'fedcare[deid]'): {error}"
-                              ) from None
+            raise ConfigError(
+                f"data.deid=presidio needs fedcare's deid extra (pip install 'fedcare[deid]'): {error}"
+            ) from None
         tldextract.tldextract.TLD_EXTRACTOR.suffix_list_urls = ()
         if not spacy.util.is_package(model):
             # Presidio would try to download a missing pipeline; a site is offline, so fail here instead.
@@ -103,15 +119,18 @@ class PresidioDetector:
 
     def find(self, text: str) -> list[Finding]:
         """Presidio's findings in text, as fedcare kinds."""
-        results = self._analyzer.analyze(text, language="en", entities=self._entities,
-                                         score_threshold=self.score_threshold)
+        results = self._analyzer.analyze(
+            text, language="en", entities=self._entities, score_threshold=self.score_threshold
+        )
         findings = []
         for result in results:
             kind = KINDS[result.entity_type]
             if kind in ("NAME", "ADDRESS"):
                 span = trim_name_or_place(text, result.start, result.end, kind)
-                if span is None or not plausible_entity(text[span[0] : span[1]], kind) or self._drug(
-                    text[span[0] : span[1]]
+                if (
+                    span is None
+                    or not plausible_entity(text[span[0] : span[1]], kind)
+                    or self._drug(text[span[0] : span[1]])
                 ):
                     continue
                 findings.append(Finding(kind, *span))
@@ -141,6 +160,7 @@ class PresidioDefaults(PresidioDetector):
 
     def find(self, text: str) -> list[Finding]:
         """Presidio's findings in text, as fedcare kinds, unfiltered."""
-        results = self._analyzer.analyze(text, language="en", entities=self._entities,
-                                         score_threshold=self.score_threshold)
+        results = self._analyzer.analyze(
+            text, language="en", entities=self._entities, score_threshold=self.score_threshold
+        )
         return [Finding(KINDS[result.entity_type], result.start, result.end) for result in results]

@@ -332,8 +332,11 @@ class RuleDetector:
         for rule in _RULES:
             findings.extend(rule(text))
         # Dates carry the weekday before them and an "at" time after them; scores shaped like dates are dropped.
-        findings = [formats.widen(text, f) if f.kind == "DATE" else f for f in findings
-                    if f.kind != "DATE" or not formats.not_a_date(text, f.start)]
+        findings = [
+            formats.widen(text, f) if f.kind == "DATE" else f
+            for f in findings
+            if f.kind != "DATE" or not formats.not_a_date(text, f.start)
+        ]
         # Names lose the titles and cue words the rules took in ("Officer Ramirez", "Frau Müller").
         trimmed = []
         for finding in findings:
@@ -584,8 +587,11 @@ def trim_name_or_place(
     lead_stop = stop_words and kind == "NAME"
     while words and (_ignorable(words[0].group(), lead_stop or words[0].group().islower())):
         words.pop(0)
-    while words and (_ignorable(words[-1].group(), stop_words) or words[-1].group() in _CREDENTIAL_WORDS
-                     or len(words[-1].group()) == 1):
+    while words and (
+        _ignorable(words[-1].group(), stop_words)
+        or words[-1].group() in _CREDENTIAL_WORDS
+        or len(words[-1].group()) == 1
+    ):
         words.pop()
     if not words:
         return None
@@ -614,8 +620,9 @@ def plausible_entity(value: str, kind: str) -> bool:
     words = re.findall(r"[^\W\d_][\w'’-]*", value)
     if not words or any(character.isdigit() for character in value) or len(value.strip(". ")) < 2:
         return False
-    if any(_DISEASE_END.match(word) or word.lower() in _HEAD_WORDS or word.lower().rstrip("s") in EPONYMS
-           for word in words):
+    if any(
+        _DISEASE_END.match(word) or word.lower() in _HEAD_WORDS or word.lower().rstrip("s") in EPONYMS for word in words
+    ):
         return False
     # A name or place of several words has every word capitalised ("Rohit Verma", "Cape Town"; not "L flank").
     if len(words) > 1 and not all(word[:1].isupper() or word.lower() in PARTICLES for word in words):
@@ -777,4 +784,3 @@ _RULES: tuple[Callable[[str], Iterator[Finding]], ...] = (
     _addresses,
     _names,
 )
-

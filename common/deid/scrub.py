@@ -88,8 +88,11 @@ def scrub(
         if not findings:
             break
         existing = [match.start() for match in _PLACEHOLDER.finditer(text)]
-        events = sorted([(start, original) for start, original in zip(existing, originals, strict=True)]
-                        + [(f.start, (f.kind, text[f.start : f.end])) for f in findings], key=lambda e: e[0])
+        events = sorted(
+            [(start, original) for start, original in zip(existing, originals, strict=True)]
+            + [(f.start, (f.kind, text[f.start : f.end])) for f in findings],
+            key=lambda e: e[0],
+        )
         originals = [original for _, original in events]
         pieces: list[str] = []
         cursor = 0
@@ -184,8 +187,10 @@ def load_detector(spec: str) -> Detector:
     """
     parts = [part.strip() for part in spec.split("+")]
     if not all(parts):
-        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
-                          "'package.module:ClassName' or several joined by '+'")
+        raise ConfigError(
+            f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
+            "'package.module:ClassName' or several joined by '+'"
+        )
     detectors = [_part(part) for part in parts]
     return detectors[0] if len(detectors) == 1 else Union(detectors)
 
@@ -207,8 +212,10 @@ def _library_backend(name: str) -> Detector:
 def _build(spec: str) -> Detector:
     module_name, separator, class_name = spec.partition(":")
     if not separator or not module_name or not class_name.isidentifier():
-        raise ConfigError(f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
-                          "'package.module:ClassName' or several joined by '+'")
+        raise ConfigError(
+            f"unknown de-identification detector {spec!r}; use 'rules', 'presidio', 'philter', "
+            "'package.module:ClassName' or several joined by '+'"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

@@ -16,8 +16,9 @@ from typing import Any
 
 from common.errors import ConfigError
 
-_DIGIT_KINDS = frozenset({"PHONE", "FAX", "SSN", "MRN", "ACCOUNT", "HEALTH_PLAN", "LICENSE", "DEVICE_ID",
-                          "VEHICLE_ID", "IP", "ZIP", "OTHER"})
+_DIGIT_KINDS = frozenset(
+    {"PHONE", "FAX", "SSN", "MRN", "ACCOUNT", "HEALTH_PLAN", "LICENSE", "DEVICE_ID", "VEHICLE_ID", "IP", "ZIP", "OTHER"}
+)
 _NUMERIC_DATE = re.compile(r"\d{1,4}([/.-])\d{1,2}(?:\1\d{2,4})?")
 
 

@@ -165,8 +165,32 @@ COUNTRIES = word_set(
     lower=True,
 )
 COUNTRY_PHRASES = frozenset(
-    {"united states", "united kingdom", "united states of america", "the united states", "the us", "the uk",
-     "south africa", "new zealand", "saudi arabia", "sri lanka", "north america", "south america", "latin america",
-     "middle east", "the netherlands", "hong kong", "great britain", "northern ireland", "south korea",
-     "north korea", "east africa", "west africa", "sub-saharan africa", "southeast asia", "south asia", "east asia"}
+    {
+        "united states",
+        "united kingdom",
+        "united states of america",
+        "the united states",
+        "the us",
+        "the uk",
+        "south africa",
+        "new zealand",
+        "saudi arabia",
+        "sri lanka",
+        "north america",
+        "south america",
+        "latin america",
+        "middle east",
+        "the netherlands",
+        "hong kong",
+        "great britain",
+        "northern ireland",
+        "south korea",
+        "north korea",
+        "east africa",
+        "west africa",
+        "sub-saharan africa",
+        "southeast asia",
+        "south asia",
+        "east asia",
+    }
 )

@@ -13,15 +13,31 @@ from common.records import load_records
 
 
 @pytest.mark.slow  # two Ray simulations
-def test_canary_audit_reports_both_runs(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_canary_audit_reports_both_runs(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from simulations.canary_audit import main
 
     monkeypatch.setenv("FEDCARE_CACHE", str(cache_dir))
     monkeypatch.chdir(tmp_path)  # Ray and Hydra write nothing into the checkout
     out = tmp_path / "audit"
-    rc = main(["model=tiny", "num_sites=2", "num_rounds=2", "train.local_steps=10", "data.records_per_site=24",
-               "--canaries", "3", "--repeats", "4", "--candidates", "50", "--out", str(out)])
+    rc = main(
+        [
+            "model=tiny",
+            "num_sites=2",
+            "num_rounds=2",
+            "train.local_steps=10",
+            "data.records_per_site=24",
+            "--canaries",
+            "3",
+            "--repeats",
+            "4",
+            "--candidates",
+            "50",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "no DP" in printed and "de-identification was OFF" in printed

@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _fedcare(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "simulations.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "simulations.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -40,22 +47,42 @@ def _parquet(path: Path, rows: list[dict[str, str]]) -> Path:
 GOOD = json.dumps({"question": "q", "answer": "a"})
 CASES = {
     "missing file": (lambda d: d / "absent.jsonl", "absent.jsonl", "does not exist"),
-    "invalid json line": (lambda d: _write(d / "a.jsonl", f'{GOOD}\n{{"question": "{SECRET}", "answer": \n'),
-                          "a.jsonl line 2", "invalid JSON"),
-    "missing field": (lambda d: _write(d / "b.jsonl", f'{GOOD}\n{json.dumps({"input": SECRET})}\n'),
-                      "b.jsonl line 2", "'output' is missing"),
-    "empty field": (lambda d: _write(d / "c.json", json.dumps([{"prompt": SECRET, "completion": "  "}])),
-                    "c.json row 1", "'completion' is empty"),
-    "non-utf8": (lambda d: _write(d / "d.jsonl", f'{GOOD}\n{{"question": "{SECRET}\xe9"}}'.encode("latin-1")),
-                 "d.jsonl line 2", "not valid UTF-8"),
+    "invalid json line": (
+        lambda d: _write(d / "a.jsonl", f'{GOOD}\n{{"question": "{SECRET}", "answer": \n'),
+        "a.jsonl line 2",
+        "invalid JSON",
+    ),
+    "missing field": (
+        lambda d: _write(d / "b.jsonl", f"{GOOD}\n{json.dumps({'input': SECRET})}\n"),
+        "b.jsonl line 2",
+        "'output' is missing",
+    ),
+    "empty field": (
+        lambda d: _write(d / "c.json", json.dumps([{"prompt": SECRET, "completion": "  "}])),
+        "c.json row 1",
+        "'completion' is empty",
+    ),
+    "non-utf8": (
+        lambda d: _write(d / "d.jsonl", f'{GOOD}\n{{"question": "{SECRET}\xe9"}}'.encode("latin-1")),
+        "d.jsonl line 2",
+        "not valid UTF-8",
+    ),
     "empty data set": (lambda d: _write(d / "e.jsonl", "\n\n"), "e.jsonl", "contains no records"),
-    "csv empty cell": (lambda d: _write(d / "f.csv", f"question,answer\nq,a\n{SECRET},\n"), "f.csv line 3",
-                       "'answer' is empty"),
-    "parquet missing field": (lambda d: _parquet(d / "g.parquet", [{"question": SECRET, "other": "x"}]),
-                              "g.parquet", "answer"),
+    "csv empty cell": (
+        lambda d: _write(d / "f.csv", f"question,answer\nq,a\n{SECRET},\n"),
+        "f.csv line 3",
+        "'answer' is empty",
+    ),
+    "parquet missing field": (
+        lambda d: _parquet(d / "g.parquet", [{"question": SECRET, "other": "x"}]),
+        "g.parquet",
+        "answer",
+    ),
     "chat last turn not assistant": (
         lambda d: _write(d / "h.jsonl", json.dumps({"messages": [{"role": "user", "content": SECRET}]}) + "\n"),
-        "h.jsonl line 1", "assistant"),
+        "h.jsonl line 1",
+        "assistant",
+    ),
 }
 
 
@@ -80,8 +107,15 @@ def test_check_data_accepts_a_good_file(tmp_path: Path) -> None:
 def test_simulate_stops_before_training_on_bad_data(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.jsonl", "\n".join([GOOD] * 10) + "\n")
     bad = _write(tmp_path / "bad.csv", f"question,answer\nq,a\n{SECRET},\n")
-    result = _fedcare("simulate", "model=tiny", "data=files", f"data.paths=[{good},{bad}]", "num_sites=2",
-                      f"output_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    result = _fedcare(
+        "simulate",
+        "model=tiny",
+        "data=files",
+        f"data.paths=[{good},{bad}]",
+        "num_sites=2",
+        f"output_dir={tmp_path / 'runs'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
     assert "bad.csv line 3: field 'answer' is empty" in result.stderr

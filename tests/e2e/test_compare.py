@@ -13,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_compare_runs_every_arm_on_every_site(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_cli(["compare", "+experiment=smoke", "num_rounds=1", f"output_dir={tmp_path}", "run_name=cmp"],
-                     cache_dir, tmp_path)
+    result = run_cli(
+        ["compare", "+experiment=smoke", "num_rounds=1", f"output_dir={tmp_path}", "run_name=cmp"], cache_dir, tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert out["arms"] == ["base", "local", "federated", "pooled_dp", "pooled"]

@@ -40,8 +40,13 @@ class Deployment:
         self.root = root
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "FEDCARE_CACHE": str(cache),
-                                 "FLWR_HOME": str(root / "flwr-home"), "PYTHONPATH": str(ROOT)}
+        self.env = os.environ | {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "HF_HUB_OFFLINE": "1",
+            "FEDCARE_CACHE": str(cache),
+            "FLWR_HOME": str(root / "flwr-home"),
+            "PYTHONPATH": str(ROOT),
+        }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.num_sites = num_sites
         self.certs = root / "certs"
@@ -51,16 +56,29 @@ class Deployment:
             write_jsonl(generate_site_records(i, 24), root / "data" / f"site-{i}.jsonl")
 
     def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "simulations.cli", *args], cwd=self.root, env=self.env,
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "simulations.cli", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check:
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         return result
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", *args], cwd=self.root, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulations.cli", *args],
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
@@ -75,9 +93,25 @@ class Deployment:
         so wait on the process itself (not on pipes) and kill its whole group afterwards."""
         path = self.root / f"{name}.log"
         with open(path, "wb") as log:
-            proc = subprocess.Popen(["flower-supernode", "--superlink", self.address, "--max-retries", "2",
-                                     "--max-wait-time", "10", "--port", str(_free_port()), *args], cwd=self.root,
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [
+                    "flower-supernode",
+                    "--superlink",
+                    self.address,
+                    "--max-retries",
+                    "2",
+                    "--max-wait-time",
+                    "10",
+                    "--port",
+                    str(_free_port()),
+                    *args,
+                ],
+                cwd=self.root,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 code = proc.wait(timeout=120)
             finally:
@@ -87,8 +121,19 @@ class Deployment:
         return path.read_text(errors="replace")
 
     def start_coordinator(self) -> None:
-        self.spawn("superlink", "coordinator", "start", "--certs", str(self.certs), "--state-dir", "coord-state",
-                   "--host", "127.0.0.1", "--port", str(self.port))
+        self.spawn(
+            "superlink",
+            "coordinator",
+            "start",
+            "--certs",
+            str(self.certs),
+            "--state-dir",
+            "coord-state",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -99,8 +144,15 @@ class Deployment:
 
     def enroll(self) -> None:
         for i in range(self.num_sites):
-            self.cli("coordinator", "enroll", str(self.certs / f"site-{i}.pub"), "--superlink", self.address,
-                     "--ca", str(self.certs / "ca.crt"))
+            self.cli(
+                "coordinator",
+                "enroll",
+                str(self.certs / f"site-{i}.pub"),
+                "--superlink",
+                self.address,
+                "--ca",
+                str(self.certs / "ca.crt"),
+            )
 
     def approved_app(self) -> str:
         """The SHA-256 of this checkout's app bundle, as the consortium publishes it (`fedcare app build`)."""
@@ -114,16 +166,28 @@ class Deployment:
             f"site_id: site-{i}\nsite_index: {i}\nstate_dir: {state}/site-{i}\ncoordinator: {self.address}\n"
             f"ca_cert: certs/ca.crt\nauth_key: certs/site-{i}\nruntime_port: {_free_port()}\n{pinned}"
             f"data:\n  paths: [data/site-{i}.jsonl]\n"
-            f"privacy:\n  target_epsilon: 6.0\n  noise_seed: {noise_seed}\n", encoding="utf-8")
+            f"privacy:\n  target_epsilon: 6.0\n  noise_seed: {noise_seed}\n",
+            encoding="utf-8",
+        )
         return path
 
     def start_site(self, i: int, config: Path) -> None:
         self.spawn(f"site-{i}", "site", "start", "--config", str(config))
 
     def run(self, *overrides: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cli("coordinator", "run", *overrides, "--superlink", self.address, "--ca",
-                        str(self.certs / "ca.crt"), "--signing-key", str(self.certs / "coordinator.key"),
-                        timeout=600, check=check)
+        return self.cli(
+            "coordinator",
+            "run",
+            *overrides,
+            "--superlink",
+            self.address,
+            "--ca",
+            str(self.certs / "ca.crt"),
+            "--signing-key",
+            str(self.certs / "coordinator.key"),
+            timeout=600,
+            check=check,
+        )
 
     def close(self) -> None:
         for name in list(self.procs):
@@ -139,8 +203,13 @@ def deployment(tmp_path: Path, cache_dir: Path) -> Iterator[Deployment]:
     dep.close()
 
 
-SMOKE = ("model=tiny", "num_sites=3", "train.batch_size=4", "data.eval_fraction=0.25",
-         "coordinator.round_timeout_s=300")
+SMOKE = (
+    "model=tiny",
+    "num_sites=3",
+    "train.batch_size=4",
+    "data.eval_fraction=0.25",
+    "coordinator.round_timeout_s=300",
+)
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
@@ -165,8 +234,9 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     ok = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"))
     assert "signature OK" in ok.stdout and "run tls round 2 strategy" in ok.stdout
     assert ok.stdout.count(": DP on, epsilon") == 3  # each site's privacy facts are signed and printed
-    anchored = deployment.cli("audit", "verify", "state/site-0/egress.jsonl", "--adapter", str(adapter),
-                              "--site", "site-0")
+    anchored = deployment.cli(
+        "audit", "verify", "state/site-0/egress.jsonl", "--adapter", str(adapter), "--site", "site-0"
+    )
     assert "holds 1 anchored head(s)" in anchored.stdout
     # A changed byte fails verification with a clear error.
     weights = adapter / "adapter_model.safetensors"
@@ -187,8 +257,13 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
 
 def test_unregistered_key_and_plain_connections_are_refused(deployment: Deployment) -> None:
     deployment.cli("certs", "--out", "rogue-certs", "--site", "rogue")
-    rogue = deployment.refused("rogue", "--root-certificates", str(deployment.certs / "ca.crt"),
-                               "--auth-supernode-private-key", "rogue-certs/rogue")
+    rogue = deployment.refused(
+        "rogue",
+        "--root-certificates",
+        str(deployment.certs / "ca.crt"),
+        "--auth-supernode-private-key",
+        "rogue-certs/rogue",
+    )
     assert "Failed to activate SuperNode" in rogue
     plain = deployment.refused("plain", "--insecure")
     assert "Failed to initialize the connection" in plain
@@ -203,11 +278,29 @@ def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -
         deployment.start_site(i, configs[i])
     ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
     runner = subprocess.Popen(
-        [sys.executable, "-m", "simulations.cli", "coordinator", "run", *SMOKE, "num_rounds=3",
-         "train.local_steps=60", "strategy.min_sites=2", "coordinator.rejoin_wait_s=180", "output_dir=runs",
-         "run_name=killsite",
-         "--superlink", deployment.address, "--ca", str(deployment.certs / "ca.crt")],
-        cwd=deployment.root, env=deployment.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "simulations.cli",
+            "coordinator",
+            "run",
+            *SMOKE,
+            "num_rounds=3",
+            "train.local_steps=60",
+            "strategy.min_sites=2",
+            "coordinator.rejoin_wait_s=180",
+            "output_dir=runs",
+            "run_name=killsite",
+            "--superlink",
+            deployment.address,
+            "--ca",
+            str(deployment.certs / "ca.crt"),
+        ],
+        cwd=deployment.root,
+        env=deployment.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_for(ledger.exists, 300, "site-2 to start training round 1")
         deployment.kill("site-2")  # in the middle of its round-1 training
@@ -232,29 +325,56 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
     for i in range(3):
         deployment.start_site(i, deployment.site_config(i, "ref", noise_seed=11))
     deployment.run(*common, "run_name=same")
-    reference = load_file(str(deployment.root / "runs" / "same" / "adapters" / "round-002" /
-                              "adapter_model.safetensors"))
+    reference = load_file(
+        str(deployment.root / "runs" / "same" / "adapters" / "round-002" / "adapter_model.safetensors")
+    )
     (deployment.root / "runs" / "same").rename(deployment.root / "runs" / "reference")
     shutil.rmtree(deployment.root / "ref")  # the same daemons with fresh state (ledgers), same seeds
     checkpoint = deployment.root / "runs" / "same" / "checkpoint.json"
     runner = subprocess.Popen(
-        [sys.executable, "-m", "simulations.cli", "coordinator", "run", *common, "run_name=same",
-         "--superlink", deployment.address, "--ca", str(deployment.certs / "ca.crt")],
-        cwd=deployment.root, env=deployment.env, stdout=open(deployment.root / "interrupted.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "simulations.cli",
+            "coordinator",
+            "run",
+            *common,
+            "run_name=same",
+            "--superlink",
+            deployment.address,
+            "--ca",
+            str(deployment.certs / "ca.crt"),
+        ],
+        cwd=deployment.root,
+        env=deployment.env,
+        stdout=open(deployment.root / "interrupted.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
     try:
-        _wait_for(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["completed_round"] == 1,
-                  600, "round 1 to complete")
+        _wait_for(
+            lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["completed_round"] == 1,
+            600,
+            "round 1 to complete",
+        )
         deployment.kill("superlink")  # the coordinator dies after round 1
         runner.kill()
     finally:
         runner.wait(timeout=30)
     assert not (deployment.root / "runs" / "same" / "summary.json").exists()
     deployment.start_coordinator()  # same state dir: enrolled sites are remembered; sites reconnect
-    deployment.cli("coordinator", "run", *SMOKE, "--resume", "runs/same", "--superlink", deployment.address,
-                   "--ca", str(deployment.certs / "ca.crt"), timeout=600)
-    resumed = load_file(str(deployment.root / "runs" / "same" / "adapters" / "round-002" /
-                            "adapter_model.safetensors"))
+    deployment.cli(
+        "coordinator",
+        "run",
+        *SMOKE,
+        "--resume",
+        "runs/same",
+        "--superlink",
+        deployment.address,
+        "--ca",
+        str(deployment.certs / "ca.crt"),
+        timeout=600,
+    )
+    resumed = load_file(str(deployment.root / "runs" / "same" / "adapters" / "round-002" / "adapter_model.safetensors"))
     assert sorted(resumed) == sorted(reference)
     for name, ref in reference.items():
         assert resumed[name] == pytest.approx(ref, abs=1e-5), name
@@ -274,14 +394,29 @@ def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deploym
     leak = deployment.root / "leaked.jsonl"
     app_file = tampered / "client" / "client_app.py"
     data = str(deployment.root / "data" / "*.jsonl")
-    app_file.write_text(app_file.read_text() + f"\nimport shutil, glob\nfor f in glob.glob({data!r}):\n"
-                        f"    shutil.copy(f, {str(leak)!r})\n")
-    overrides = [*SMOKE, "num_sites=1", "num_rounds=1", "coordinator.round_timeout_s=120",
-                 "coordinator.node_wait_s=60", "output_dir=runs", "run_name=tampered"]
+    app_file.write_text(
+        app_file.read_text() + f"\nimport shutil, glob\nfor f in glob.glob({data!r}):\n"
+        f"    shutil.copy(f, {str(leak)!r})\n"
+    )
+    overrides = [
+        *SMOKE,
+        "num_sites=1",
+        "num_rounds=1",
+        "coordinator.round_timeout_s=120",
+        "coordinator.node_wait_s=60",
+        "output_dir=runs",
+        "run_name=tampered",
+    ]
     config = deployment.root / "run_config.toml"
     config.write_text(f"overrides = {json.dumps(' '.join(overrides))}\n")
-    run = subprocess.run(["flwr", "run", str(tampered), "fedcare", "--run-config", str(config), "--stream"],
-                         cwd=deployment.root, env=deployment.env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        ["flwr", "run", str(tampered), "fedcare", "--run-config", str(config), "--stream"],
+        cwd=deployment.root,
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     coordinator_log = run.stdout + run.stderr
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
     assert "refused the app bundle sha256" in site_log, site_log[-3000:]

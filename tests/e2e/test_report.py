@@ -14,8 +14,15 @@ from tests.e2e.test_simulation import check_run, run_cli
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def _browser_binaries() -> tuple[str, str]:
@@ -45,7 +52,8 @@ def open_in_chromium(page: Path) -> dict:
         return browser.execute_script(
             "return {title: document.title, headings: [...document.querySelectorAll('h2')].map(h => h.textContent),"
             " images: [...document.images].map(i => ({src: i.getAttribute('src'), complete: i.complete,"
-            " width: i.naturalWidth, height: i.naturalHeight})), tables: document.querySelectorAll('table').length};")
+            " width: i.naturalWidth, height: i.naturalHeight})), tables: document.querySelectorAll('table').length};"
+        )
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -80,8 +88,18 @@ def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Pat
 
 
 def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_cli(["simulate", "--multirun", "privacy.target_epsilon=2,16", "+experiment=smoke", "num_rounds=1",
-                      f"output_dir={tmp_path}"], cache_dir, tmp_path)
+    result = run_cli(
+        [
+            "simulate",
+            "--multirun",
+            "privacy.target_epsilon=2,16",
+            "+experiment=smoke",
+            "num_rounds=1",
+            f"output_dir={tmp_path}",
+        ],
+        cache_dir,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [root] = (tmp_path / "multirun").iterdir()
     for job, epsilon in ((0, 2.0), (1, 16.0)):

@@ -12,8 +12,18 @@ from tests.e2e.test_simulation import check_run, run_cli
 
 @pytest.mark.slow
 def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_cli(["simulate", "+experiment=smoke", "strategy=secagg", "num_sites=3", f"output_dir={tmp_path}",
-                      "run_name=secure"], cache_dir, tmp_path)
+    result = run_cli(
+        [
+            "simulate",
+            "+experiment=smoke",
+            "strategy=secagg",
+            "num_sites=3",
+            f"output_dir={tmp_path}",
+            "run_name=secure",
+        ],
+        cache_dir,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "secure"
     summary = check_run(run_dir, sites=3, rounds=2, dp=True)  # every site's epsilon within its target

@@ -15,10 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(args: list[str], cache: Path, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "FEDCARE_CACHE": str(cache),
-                        "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "simulations.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    env = os.environ | {
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "FEDCARE_CACHE": str(cache),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "simulations.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def check_run(run_dir: Path, *, sites: int, rounds: int, dp: bool) -> dict:
@@ -103,16 +114,30 @@ def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> No
 
 
 def test_dp_off_is_recorded_in_the_run(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_cli(["simulate", "+experiment=smoke", "privacy=none", f"output_dir={tmp_path}", "run_name=plain"],
-                     cache_dir, tmp_path)
+    result = run_cli(
+        ["simulate", "+experiment=smoke", "privacy=none", f"output_dir={tmp_path}", "run_name=plain"],
+        cache_dir,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "plain", sites=2, rounds=2, dp=False)
     assert json.loads((tmp_path / "plain" / "config.json").read_text())["privacy"]["enabled"] is False
 
 
 def test_medquad_one_hospital_per_source(tmp_path: Path, cache_dir: Path, medquad: Path) -> None:
-    result = run_cli(["simulate", "+experiment=smoke", "data=medquad", f"data.paths=[{medquad}]",
-                      "data.max_records_per_site=20", f"output_dir={tmp_path}", "run_name=mq"], cache_dir, tmp_path)
+    result = run_cli(
+        [
+            "simulate",
+            "+experiment=smoke",
+            "data=medquad",
+            f"data.paths=[{medquad}]",
+            "data.max_records_per_site=20",
+            f"output_dir={tmp_path}",
+            "run_name=mq",
+        ],
+        cache_dir,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "mq", sites=2, rounds=2, dp=True)
     assert "GHR" in result.stderr and "GARD" in result.stderr  # the two largest sources became the sites
@@ -120,8 +145,20 @@ def test_medquad_one_hospital_per_source(tmp_path: Path, cache_dir: Path, medqua
 
 def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path: Path) -> None:
     cache = Path(os.environ.get("FEDCARE_CACHE", Path.home() / ".cache" / "fedcare"))  # convert once per machine
-    result = run_cli(["simulate", "num_sites=3", "num_rounds=2", "train.local_steps=5", "data.records_per_site=32",
-                      f"output_dir={tmp_path}", "run_name=smol"], cache, tmp_path, timeout=1200)
+    result = run_cli(
+        [
+            "simulate",
+            "num_sites=3",
+            "num_rounds=2",
+            "train.local_steps=5",
+            "data.records_per_site=32",
+            f"output_dir={tmp_path}",
+            "run_name=smol",
+        ],
+        cache,
+        tmp_path,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = check_run(tmp_path / "smol", sites=3, rounds=2, dp=True)
     # The coordinator sees only noised held-out losses (the release rule); each site logs its exact
@@ -132,7 +169,17 @@ def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path:
     first = [v for r, v in exact if r == 0]
     last = [v for r, v in exact if r == 2]
     assert first and last and sum(last) / len(last) < sum(first) / len(first), exact
-    gen = run_cli(["generate", summary["adapter_dir"], "Summarize: patient reports chest pain.",
-                   "--max-new-tokens", "16", "--no-verify"], cache, tmp_path)
+    gen = run_cli(
+        [
+            "generate",
+            summary["adapter_dir"],
+            "Summarize: patient reports chest pain.",
+            "--max-new-tokens",
+            "16",
+            "--no-verify",
+        ],
+        cache,
+        tmp_path,
+    )
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert len(gen.stdout.strip()) > 0

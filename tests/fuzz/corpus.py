@@ -96,8 +96,10 @@ def _site_yaml(d: Path, body: str) -> list[str]:
 def _site_good_body(d: Path, data: str = "good.jsonl") -> str:
     if data == "good.jsonl":
         _good(d)
-    return f"site_id: a\nsite_index: 0\nstate_dir: state\ncoordinator: 127.0.0.1:1\ninsecure: true\n" \
-           f"data:\n  paths: [{json.dumps(data)}]\n"
+    return (
+        f"site_id: a\nsite_index: 0\nstate_dir: state\ncoordinator: 127.0.0.1:1\ninsecure: true\n"
+        f"data:\n  paths: [{json.dumps(data)}]\n"
+    )
 
 
 def _adapter(d: Path, config: str | None = '{"peft_type": "LORA"}', weights: bytes | None = b"garbage") -> Path:
@@ -121,8 +123,10 @@ def _pubkey(d: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     pub = ed25519.Ed25519PrivateKey.generate().public_key()
-    return _w(d / "coordinator.pub", pub.public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    return _w(
+        d / "coordinator.pub",
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    )
 
 
 def _manifest(**over: object) -> str:
@@ -140,8 +144,15 @@ def _sim(*overrides: str) -> Callable[[Path], list[str]]:
 
 
 def _sim_files(builder: Callable[[Path], Path], *overrides: str) -> Callable[[Path], list[str]]:
-    return lambda d: ["simulate", *SMOKE, f"output_dir={d / 'runs'}", "num_sites=1", "data=files",
-                      f"data.paths=[{json.dumps(str(builder(d)))}]", *overrides]
+    return lambda d: [
+        "simulate",
+        *SMOKE,
+        f"output_dir={d / 'runs'}",
+        "num_sites=1",
+        "data=files",
+        f"data.paths=[{json.dumps(str(builder(d)))}]",
+        *overrides,
+    ]
 
 
 _FAST_VALUES = {"privacy.target_epsilon=inf", "privacy.target_delta=nan", "train.batch_size=1000", "seed=-1"}
@@ -152,38 +163,94 @@ ESC = "\x1b[31mred\x1b[0m"
 CASES: list[Case] = [
     # --- record text in errors: names read from the file are data -------------------------------------
     Case("record-text", "csv-without-header", _check(lambda d: _w(d / "a.csv", f"{SECRET},ok\nq,a\n"))),
-    Case("record-text", "csv-without-header-mapped",
-         _check(lambda d: _w(d / "a.csv", f"{SECRET},ok\nq,a\n"), "--prompt-column", "question",
-                "--completion-column", "answer")),
-    Case("record-text", "csv-header-secret-column-mapped",
-         _check(lambda d: _w(d / "a.csv", f"question,{SECRET}\nq,a\n"), "--prompt-column", "question",
-                "--completion-column", "answer")),
+    Case(
+        "record-text",
+        "csv-without-header-mapped",
+        _check(
+            lambda d: _w(d / "a.csv", f"{SECRET},ok\nq,a\n"),
+            "--prompt-column",
+            "question",
+            "--completion-column",
+            "answer",
+        ),
+    ),
+    Case(
+        "record-text",
+        "csv-header-secret-column-mapped",
+        _check(
+            lambda d: _w(d / "a.csv", f"question,{SECRET}\nq,a\n"),
+            "--prompt-column",
+            "question",
+            "--completion-column",
+            "answer",
+        ),
+    ),
     Case("record-text", "jsonl-key-is-secret", _check(lambda d: _jsonl(d / "a.jsonl", [{SECRET: "x"}]))),
     Case("record-text", "json-key-is-secret", _check(lambda d: _w(d / "a.json", json.dumps([{SECRET: "x"}])))),
-    Case("record-text", "jsonl-ambiguous-with-secret-key",
-         _check(lambda d: _jsonl(d / "a.jsonl", [{**GOOD, "input": "i", "output": "o", SECRET: 1}]))),
-    Case("record-text", "jsonl-many-secret-keys",
-         _check(lambda d: _jsonl(d / "a.jsonl", [{f"{SECRET} {i}": i for i in range(30)}]))),
+    Case(
+        "record-text",
+        "jsonl-ambiguous-with-secret-key",
+        _check(lambda d: _jsonl(d / "a.jsonl", [{**GOOD, "input": "i", "output": "o", SECRET: 1}])),
+    ),
+    Case(
+        "record-text",
+        "jsonl-many-secret-keys",
+        _check(lambda d: _jsonl(d / "a.jsonl", [{f"{SECRET} {i}": i for i in range(30)}])),
+    ),
     Case("record-text", "parquet-column-is-secret", _check(lambda d: _parquet(d / "a.parquet", [{SECRET: "x"}]))),
-    Case("record-text", "parquet-secret-column-mapped",
-         _check(lambda d: _parquet(d / "a.parquet", [{SECRET: "x", "q": "y"}]), "--prompt-column", "question",
-                "--completion-column", "answer")),
-    Case("record-text", "secret-in-role", _check(lambda d: _jsonl(d / "a.jsonl", [
-        {"messages": [{"role": SECRET, "content": "x"}, {"role": "assistant", "content": "y"}]}]))),
+    Case(
+        "record-text",
+        "parquet-secret-column-mapped",
+        _check(
+            lambda d: _parquet(d / "a.parquet", [{SECRET: "x", "q": "y"}]),
+            "--prompt-column",
+            "question",
+            "--completion-column",
+            "answer",
+        ),
+    ),
+    Case(
+        "record-text",
+        "secret-in-role",
+        _check(
+            lambda d: _jsonl(
+                d / "a.jsonl", [{"messages": [{"role": SECRET, "content": "x"}, {"role": "assistant", "content": "y"}]}]
+            )
+        ),
+    ),
     Case("record-text", "secret-in-invalid-json", _check(lambda d: _w(d / "a.jsonl", f'{{"question": "{SECRET}'))),
-    Case("record-text", "secret-in-non-utf8", _check(
-        lambda d: _w(d / "a.jsonl", f'{{"question": "{SECRET}\xe9", "answer": "a"}}\n'.encode("latin-1")))),
+    Case(
+        "record-text",
+        "secret-in-non-utf8",
+        _check(lambda d: _w(d / "a.jsonl", f'{{"question": "{SECRET}\xe9", "answer": "a"}}\n'.encode("latin-1"))),
+    ),
     Case("record-text", "secret-in-csv-short-row", _check(lambda d: _w(d / "a.csv", f"question,answer\n{SECRET}\n"))),
-    Case("record-text", "secret-as-last-role",
-         _check(lambda d: _jsonl(d / "a.jsonl", [{"messages": [{"role": "user", "content": SECRET}]}]))),
-    Case("record-text", "secret-keys-partition-field-absent", _sim_files(
-        lambda d: _jsonl(d / "a.jsonl", [{**GOOD, SECRET: "x"}]), "data.partition_field=hospital")),
-    Case("record-text", "secret-in-patient-field-value", _sim_files(
-        lambda d: _jsonl(d / "a.jsonl", [{**GOOD, "pid": {"name": SECRET}}] * 8), "data.patient_field=pid",
-        "privacy.unit=patient")),
+    Case(
+        "record-text",
+        "secret-as-last-role",
+        _check(lambda d: _jsonl(d / "a.jsonl", [{"messages": [{"role": "user", "content": SECRET}]}])),
+    ),
+    Case(
+        "record-text",
+        "secret-keys-partition-field-absent",
+        _sim_files(lambda d: _jsonl(d / "a.jsonl", [{**GOOD, SECRET: "x"}]), "data.partition_field=hospital"),
+    ),
+    Case(
+        "record-text",
+        "secret-in-patient-field-value",
+        _sim_files(
+            lambda d: _jsonl(d / "a.jsonl", [{**GOOD, "pid": {"name": SECRET}}] * 8),
+            "data.patient_field=pid",
+            "privacy.unit=patient",
+        ),
+    ),
     Case("record-text", "secret-in-csv-duplicate-header", _check(lambda d: _w(d / "a.csv", f"{SECRET},{SECRET}\n"))),
     # --- data files: shape, size, depth, numbers, encodings --------------------------------------------
-    Case("data", "huge-integer-jsonl", _check(lambda d: _w(d / "a.jsonl", f'{{"question": {HUGE_INT}, "answer": "a"}}\n'))),
+    Case(
+        "data",
+        "huge-integer-jsonl",
+        _check(lambda d: _w(d / "a.jsonl", f'{{"question": {HUGE_INT}, "answer": "a"}}\n')),
+    ),
     Case("data", "huge-integer-json", _check(lambda d: _w(d / "a.json", f'[{{"question": {HUGE_INT}}}]'))),
     Case("data", "deep-json-100k", _check(lambda d: _w(d / "a.jsonl", _deep_json(100_000) + "\n"))),
     Case("data", "deep-json-900", _check(lambda d: _w(d / "a.jsonl", _deep_json(900) + "\n"))),
@@ -191,14 +258,28 @@ CASES: list[Case] = [
     Case("data", "deep-messages", _check(lambda d: _w(d / "a.jsonl", '{"messages": ' + "[" * 200 + "]" * 200 + "}\n"))),
     Case("data", "lone-surrogate", _check(lambda d: _w(d / "a.jsonl", '{"question": "a\\ud800b", "answer": "c"}\n'))),
     Case("data", "lone-surrogate-low", _check(lambda d: _w(d / "a.json", '[{"question": "q", "answer": "\\udfff"}]'))),
-    Case("data", "lone-surrogate-in-messages", _check(lambda d: _w(d / "a.jsonl", json.dumps(
-        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}).replace(
-        '"y"', '"\\udbff"') + "\n"))),
+    Case(
+        "data",
+        "lone-surrogate-in-messages",
+        _check(
+            lambda d: _w(
+                d / "a.jsonl",
+                json.dumps(
+                    {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+                ).replace('"y"', '"\\udbff"')
+                + "\n",
+            )
+        ),
+    ),
     Case("data", "nan-field", _check(lambda d: _w(d / "a.jsonl", '{"question": NaN, "answer": "a"}\n'))),
     Case("data", "infinity-field", _check(lambda d: _w(d / "a.jsonl", '{"question": "q", "answer": Infinity}\n'))),
     Case("data", "field-2mb", _check(lambda d: _jsonl(d / "a.jsonl", [{"question": "q" * 2_000_000, "answer": "a"}]))),
-    Case("data", "many-fields", _check(lambda d: _jsonl(d / "a.jsonl", [{**GOOD, **{f"k{i}": i for i in range(5000)}}]))),
-    Case("data", "csv-100k-columns", _check(lambda d: _w(d / "a.csv", ",".join(f"c{i}" for i in range(100_000)) + "\n"))),
+    Case(
+        "data", "many-fields", _check(lambda d: _jsonl(d / "a.jsonl", [{**GOOD, **{f"k{i}": i for i in range(5000)}}]))
+    ),
+    Case(
+        "data", "csv-100k-columns", _check(lambda d: _w(d / "a.csv", ",".join(f"c{i}" for i in range(100_000)) + "\n"))
+    ),
     Case("data", "csv-nul-byte", _check(lambda d: _w(d / "a.csv", b"question,answer\nq\x00,a\n"))),
     Case("data", "csv-huge-cell", _check(lambda d: _w(d / "a.csv", "question,answer\n" + "q" * 1_200_000 + ",a\n"))),
     Case("data", "csv-unterminated-quote", _check(lambda d: _w(d / "a.csv", 'question,answer\n"q,a\n'))),
@@ -209,22 +290,41 @@ CASES: list[Case] = [
     Case("data", "json-top-level-object", _check(lambda d: _w(d / "a.json", json.dumps({SECRET: [GOOD]})))),
     Case("data", "json-top-level-string", _check(lambda d: _w(d / "a.json", json.dumps(SECRET)))),
     Case("data", "jsonl-array-row", _check(lambda d: _w(d / "a.jsonl", json.dumps([SECRET]) + "\n"))),
-    Case("data", "jsonl-duplicate-keys", _check(lambda d: _w(d / "a.jsonl", '{"question": "q", "answer": "a", "answer": 5}\n'))),
+    Case(
+        "data",
+        "jsonl-duplicate-keys",
+        _check(lambda d: _w(d / "a.jsonl", '{"question": "q", "answer": "a", "answer": 5}\n')),
+    ),
     Case("data", "parquet-corrupt", _check(lambda d: _w(d / "a.parquet", b"PAR1" + SECRET.encode() + b"PAR1"))),
-    Case("data", "parquet-truncated", _check(lambda d: _w(d / "a.parquet", _parquet(d / "x.parquet", [GOOD]).read_bytes()[:-9]))),
+    Case(
+        "data",
+        "parquet-truncated",
+        _check(lambda d: _w(d / "a.parquet", _parquet(d / "x.parquet", [GOOD]).read_bytes()[:-9])),
+    ),
     Case("data", "parquet-bomb-4m-rows", _check(lambda d: _parquet_bomb(d / "a.parquet")), fast=False),
-    Case("data", "parquet-bomb-wide-strings", _check(lambda d: _parquet_bomb(d / "a.parquet", 200_000, "x" * 50_000)),
-         fast=False),
-    Case("data", "parquet-nested-struct", _check(lambda d: _parquet(d / "a.parquet", [{"question": {"a": {"b": SECRET}},
-                                                                                       "answer": "a"}]))),
+    Case(
+        "data",
+        "parquet-bomb-wide-strings",
+        _check(lambda d: _parquet_bomb(d / "a.parquet", 200_000, "x" * 50_000)),
+        fast=False,
+    ),
+    Case(
+        "data",
+        "parquet-nested-struct",
+        _check(lambda d: _parquet(d / "a.parquet", [{"question": {"a": {"b": SECRET}}, "answer": "a"}])),
+    ),
     Case("data", "parquet-int-column", _check(lambda d: _parquet(d / "a.parquet", [{"question": 5, "answer": "a"}]))),
     Case("data", "unsupported-suffix", _check(lambda d: _w(d / "a.txt", SECRET))),
     Case("data", "no-suffix", _check(lambda d: _w(d / "data", SECRET))),
     Case("data", "good-file-ok", _check(lambda d: _good(d)), expect="ok"),
     Case("data", "good-csv-ok", _check(lambda d: _w(d / "a.csv", "question,answer\nq,a\n")), expect="ok"),
     Case("data", "good-parquet-ok", _check(lambda d: _parquet(d / "a.parquet", [GOOD] * 3)), expect="ok"),
-    Case("data", "emoji-and-rtl-ok", _check(lambda d: _jsonl(d / "a.jsonl", [{"question": "\u202eq\U0001f600",
-                                                                             "answer": "\u2028a"}])), expect="ok"),
+    Case(
+        "data",
+        "emoji-and-rtl-ok",
+        _check(lambda d: _jsonl(d / "a.jsonl", [{"question": "\u202eq\U0001f600", "answer": "\u2028a"}])),
+        expect="ok",
+    ),
     # --- paths: special files, long names, escapes ------------------------------------------------------
     Case("paths", "fifo-jsonl", _check(lambda d: _fifo(d / "a.jsonl"))),
     Case("paths", "fifo-csv", _check(lambda d: _fifo(d / "a.csv"))),
@@ -244,35 +344,76 @@ CASES: list[Case] = [
     Case("paths", "newline-in-good-name-ok", _check(lambda d: _good(d, "a\nb.jsonl")), expect="ok"),
     Case("paths", "nul-in-name", lambda d: ["check-data", "a\x01b.jsonl"]),
     Case("paths", "fifo-site-yaml", lambda d: ["site", "start", "--config", str(_fifo(d / "site.yaml"))]),
-    Case("paths", "dev-zero-site-yaml", lambda d: ["site", "start", "--config", str(_link(d / "site.yaml", "/dev/zero"))]),
+    Case(
+        "paths", "dev-zero-site-yaml", lambda d: ["site", "start", "--config", str(_link(d / "site.yaml", "/dev/zero"))]
+    ),
     Case("paths", "directory-site-yaml", lambda d: ["site", "start", "--config", str(d)]),
     Case("paths", "fifo-public-key", lambda d: ["verify", str(_adapter(d)), "--key", str(_fifo(d / "k.pub"))]),
-    Case("paths", "dev-zero-public-key", lambda d: ["verify", str(_adapter(d)), "--key",
-                                                    str(_link(d / "k.pub", "/dev/zero"))]),
+    Case(
+        "paths",
+        "dev-zero-public-key",
+        lambda d: ["verify", str(_adapter(d)), "--key", str(_link(d / "k.pub", "/dev/zero"))],
+    ),
     Case("paths", "directory-public-key", lambda d: ["verify", str(_adapter(d)), "--key", str(d)]),
     Case("paths", "fifo-enroll-key", lambda d: ["coordinator", "enroll", "--insecure", str(_fifo(d / "s.pub"))]),
-    Case("paths", "dev-zero-enroll-key", lambda d: ["coordinator", "enroll", "--insecure",
-                                                    str(_link(d / "s.pub", "/dev/zero"))]),
-    Case("paths", "binary-enroll-key", lambda d: ["coordinator", "enroll", "--insecure", str(_w(d / "s.pub", b"\xff\xfe"))]),
+    Case(
+        "paths",
+        "dev-zero-enroll-key",
+        lambda d: ["coordinator", "enroll", "--insecure", str(_link(d / "s.pub", "/dev/zero"))],
+    ),
+    Case(
+        "paths",
+        "binary-enroll-key",
+        lambda d: ["coordinator", "enroll", "--insecure", str(_w(d / "s.pub", b"\xff\xfe"))],
+    ),
     Case("paths", "fifo-manifest", lambda d: ["verify", str(_link_manifest(d)), "--key", str(_pubkey(d))]),
     Case("paths", "fifo-data-in-site-yaml", lambda d: _site_yaml(d, _site_good_body(d, str(_fifo(d / "x.jsonl"))))),
     Case("paths", "fifo-data-in-simulate", _sim_files(lambda d: _fifo(d / "x.jsonl"))),
     Case("paths", "dev-zero-data-in-simulate", _sim_files(lambda d: _link(d / "x.jsonl", "/dev/zero"))),
     # --- config: values out of range, not finite, unknown keys and groups -------------------------------
     # Each of these composes Hydra (~0.5 s): the default tier runs a few, the property tests cover the value space.
-    *[Case("config", f"value-{o.split('=')[0]}-{o.split('=')[1][:12]}", _sim(o), fast=o in _FAST_VALUES) for o in [
-        "privacy.target_epsilon=inf", "privacy.target_epsilon=nan", "privacy.target_epsilon=-1",
-        "privacy.target_epsilon=1e400", "privacy.target_epsilon=0", "privacy.target_delta=nan",
-        "privacy.target_delta=1", "privacy.target_delta=-0.1", "privacy.max_grad_norm=inf",
-        "privacy.max_grad_norm=nan", "train.learning_rate=nan", "train.learning_rate=inf",
-        "train.weight_decay=nan", "train.weight_decay=-1", "lora.dropout=nan", "lora.alpha=inf",
-        "lora.rank=100000000", "data.records_per_site=1000000000", "num_sites=100000", "num_sites=0",
-        f"num_sites={HUGE_INT}", f"seed={HUGE_INT}", "seed=-1", "num_rounds=-3", "train.batch_size=1000",
-        "train.local_steps=0", "data.eval_fraction=nan", "strategy.fraction_train=nan",
-        "coordinator.node_wait_s=inf", "coordinator.round_timeout_s=nan", "simulation.cpus_per_site=-1",
-        "model.num_threads=-2", "train.max_seq_len=1000000000", "privacy.noise_seed=-5",
-        "strategy.secagg_clipping_range=inf", "privacy.accountant=gdp", "model.precision=fp8",
-    ]],
+    *[
+        Case("config", f"value-{o.split('=')[0]}-{o.split('=')[1][:12]}", _sim(o), fast=o in _FAST_VALUES)
+        for o in [
+            "privacy.target_epsilon=inf",
+            "privacy.target_epsilon=nan",
+            "privacy.target_epsilon=-1",
+            "privacy.target_epsilon=1e400",
+            "privacy.target_epsilon=0",
+            "privacy.target_delta=nan",
+            "privacy.target_delta=1",
+            "privacy.target_delta=-0.1",
+            "privacy.max_grad_norm=inf",
+            "privacy.max_grad_norm=nan",
+            "train.learning_rate=nan",
+            "train.learning_rate=inf",
+            "train.weight_decay=nan",
+            "train.weight_decay=-1",
+            "lora.dropout=nan",
+            "lora.alpha=inf",
+            "lora.rank=100000000",
+            "data.records_per_site=1000000000",
+            "num_sites=100000",
+            "num_sites=0",
+            f"num_sites={HUGE_INT}",
+            f"seed={HUGE_INT}",
+            "seed=-1",
+            "num_rounds=-3",
+            "train.batch_size=1000",
+            "train.local_steps=0",
+            "data.eval_fraction=nan",
+            "strategy.fraction_train=nan",
+            "coordinator.node_wait_s=inf",
+            "coordinator.round_timeout_s=nan",
+            "simulation.cpus_per_site=-1",
+            "model.num_threads=-2",
+            "train.max_seq_len=1000000000",
+            "privacy.noise_seed=-5",
+            "strategy.secagg_clipping_range=inf",
+            "privacy.accountant=gdp",
+            "model.precision=fp8",
+        ]
+    ],
     Case("config", "unknown-group-option", _sim("model=tinyy")),
     Case("config", "unknown-group", _sim("modle=tiny")),
     Case("config", "unknown-key", _sim("num_site=3")),
@@ -302,29 +443,54 @@ CASES: list[Case] = [
     Case("config", "canaries-zero", lambda d: ["audit", "canaries", "--canaries", "0", *SMOKE]),
     Case("config", "canaries-huge-int", lambda d: ["audit", "canaries", "--canaries", HUGE_INT, *SMOKE]),
     Case("config", "canaries-bad-override", lambda d: ["audit", "canaries", "num_site=3"]),
-    Case("config", "canaries-inf-epsilon", lambda d: ["audit", "canaries", "--out", str(d / "o"), *SMOKE,
-                                                      "privacy.target_epsilon=inf"]),
-    Case("config", "coordinator-run-bad-override", lambda d: ["coordinator", "run", "--insecure",
-                                                              "--superlink", "127.0.0.1:1", "num_site=3"]),
-    Case("config", "coordinator-run-inf-epsilon", lambda d: ["coordinator", "run", "--insecure", "--superlink",
-                                                             "127.0.0.1:1", "privacy.target_epsilon=inf"]),
-    Case("config", "coordinator-resume-missing", lambda d: ["coordinator", "run", "--insecure", "--superlink",
-                                                            "127.0.0.1:1", "--resume", str(d / "nope")]),
+    Case(
+        "config",
+        "canaries-inf-epsilon",
+        lambda d: ["audit", "canaries", "--out", str(d / "o"), *SMOKE, "privacy.target_epsilon=inf"],
+    ),
+    Case(
+        "config",
+        "coordinator-run-bad-override",
+        lambda d: ["coordinator", "run", "--insecure", "--superlink", "127.0.0.1:1", "num_site=3"],
+    ),
+    Case(
+        "config",
+        "coordinator-run-inf-epsilon",
+        lambda d: ["coordinator", "run", "--insecure", "--superlink", "127.0.0.1:1", "privacy.target_epsilon=inf"],
+    ),
+    Case(
+        "config",
+        "coordinator-resume-missing",
+        lambda d: ["coordinator", "run", "--insecure", "--superlink", "127.0.0.1:1", "--resume", str(d / "nope")],
+    ),
     # --- command line: option order, partners, bad values -----------------------------------------------
     Case("cli", "completion-column-alone", _check(lambda d: _good(d), "--completion-column", "answer")),
     Case("cli", "prompt-column-alone", _check(lambda d: _good(d), "--prompt-column", "question")),
-    Case("cli", "mapping-after-files-ok", lambda d: ["check-data", str(_good(d)), "--prompt-column", "question",
-                                                     "--completion-column", "answer"], expect="ok"),
+    Case(
+        "cli",
+        "mapping-after-files-ok",
+        lambda d: ["check-data", str(_good(d)), "--prompt-column", "question", "--completion-column", "answer"],
+        expect="ok",
+    ),
     Case("cli", "unknown-command", lambda d: ["simulat"]),
     Case("cli", "no-command", lambda d: []),
     Case("cli", "unknown-option", lambda d: ["check-data", "--nosuch", "x.jsonl"]),
     Case("cli", "check-data-no-files", lambda d: ["check-data"]),
-    Case("cli", "generate-options-after-overrides",
-         lambda d: ["generate", str(d / "nope"), "hi", "model=tiny", "--no-verify"]),
-    Case("cli", "generate-max-tokens-huge", lambda d: ["generate", str(_adapter(d)), "hi", "--no-verify",
-                                                       "--max-new-tokens", HUGE_INT]),
-    Case("cli", "generate-max-tokens-negative", lambda d: ["generate", str(_adapter(d)), "hi", "--no-verify",
-                                                           "--max-new-tokens", "-5", "model=tiny"]),
+    Case(
+        "cli",
+        "generate-options-after-overrides",
+        lambda d: ["generate", str(d / "nope"), "hi", "model=tiny", "--no-verify"],
+    ),
+    Case(
+        "cli",
+        "generate-max-tokens-huge",
+        lambda d: ["generate", str(_adapter(d)), "hi", "--no-verify", "--max-new-tokens", HUGE_INT],
+    ),
+    Case(
+        "cli",
+        "generate-max-tokens-negative",
+        lambda d: ["generate", str(_adapter(d)), "hi", "--no-verify", "--max-new-tokens", "-5", "model=tiny"],
+    ),
     Case("cli", "generate-without-key", lambda d: ["generate", str(_adapter(d)), "hi"]),
     Case("cli", "verify-without-key", lambda d: ["verify", str(_adapter(d))]),
     Case("cli", "certs-out-empty", lambda d: ["certs", "--out", ""]),
@@ -336,19 +502,42 @@ CASES: list[Case] = [
     Case("cli", "certs-site-empty", lambda d: ["certs", "--out", str(d / "c"), "--site", ""]),
     Case("cli", "certs-host-garbage", lambda d: ["certs", "--out", str(d / "c"), "--host", "a b\x01c"]),
     Case("cli", "coordinator-start-no-certs", lambda d: ["coordinator", "start"]),
-    Case("cli", "coordinator-start-missing-certs", lambda d: ["coordinator", "start", "--certs", str(d / "none"),
-                                                              "--state-dir", str(d / "s")]),
-    Case("cli", "coordinator-start-state-unwritable", lambda d: ["coordinator", "start", "--insecure",
-                                                                 "--state-dir", "/proc/fedcare-state"]),
-    Case("cli", "coordinator-start-bad-port", lambda d: ["coordinator", "start", "--insecure", "--port", "99999999",
-                                                         "--state-dir", str(d / "s")]),
+    Case(
+        "cli",
+        "coordinator-start-missing-certs",
+        lambda d: ["coordinator", "start", "--certs", str(d / "none"), "--state-dir", str(d / "s")],
+    ),
+    Case(
+        "cli",
+        "coordinator-start-state-unwritable",
+        lambda d: ["coordinator", "start", "--insecure", "--state-dir", "/proc/fedcare-state"],
+    ),
+    Case(
+        "cli",
+        "coordinator-start-bad-port",
+        lambda d: ["coordinator", "start", "--insecure", "--port", "99999999", "--state-dir", str(d / "s")],
+    ),
     Case("cli", "coordinator-enroll-no-ca", lambda d: ["coordinator", "enroll", str(_w(d / "s.pub", "x"))]),
     Case("cli", "coordinator-enroll-missing", lambda d: ["coordinator", "enroll", "--insecure", str(d / "nope.pub")]),
     Case("cli", "coordinator-enroll-wrong-key", lambda d: ["coordinator", "enroll", "--insecure", str(_pubkey(d))]),
-    Case("cli", "coordinator-run-ca-missing", lambda d: ["coordinator", "run", "--ca", str(d / "ca.crt"),
-                                                         "--superlink", "127.0.0.1:1"]),
-    Case("cli", "coordinator-run-signing-key-missing", lambda d: [
-        "coordinator", "run", "--insecure", "--superlink", "127.0.0.1:1", "--signing-key", str(d / "nope.key")]),
+    Case(
+        "cli",
+        "coordinator-run-ca-missing",
+        lambda d: ["coordinator", "run", "--ca", str(d / "ca.crt"), "--superlink", "127.0.0.1:1"],
+    ),
+    Case(
+        "cli",
+        "coordinator-run-signing-key-missing",
+        lambda d: [
+            "coordinator",
+            "run",
+            "--insecure",
+            "--superlink",
+            "127.0.0.1:1",
+            "--signing-key",
+            str(d / "nope.key"),
+        ],
+    ),
     Case("cli", "audit-no-log", lambda d: ["audit", "verify"]),
     # --- site.yaml: loading and schema ------------------------------------------------------------------
     Case("site", "alias-bomb", lambda d: _site_yaml(d, _alias_bomb())),
@@ -360,16 +549,36 @@ CASES: list[Case] = [
     Case("site", "empty", lambda d: _site_yaml(d, "")),
     Case("site", "invalid-yaml", lambda d: _site_yaml(d, f"a: [{SECRET}\n")),
     Case("site", "binary", lambda d: _site_yaml(d, "\x00\x01\x02")),
-    Case("site", "huge-int", lambda d: _site_yaml(d, _site_good_body(d).replace("site_index: 0", f"site_index: {HUGE_INT}"))),
+    Case(
+        "site",
+        "huge-int",
+        lambda d: _site_yaml(d, _site_good_body(d).replace("site_index: 0", f"site_index: {HUGE_INT}")),
+    ),
     Case("site", "index-string", lambda d: _site_yaml(d, _site_good_body(d).replace("site_index: 0", "site_index: x"))),
-    Case("site", "index-negative", lambda d: _site_yaml(d, _site_good_body(d).replace("site_index: 0", "site_index: -1"))),
-    Case("site", "data-is-list", lambda d: _site_yaml(d, "site_id: a\nsite_index: 0\nstate_dir: s\n"
-                                                        "coordinator: x\ninsecure: true\ndata: [1, 2]\n")),
-    Case("site", "data-paths-string", lambda d: _site_yaml(d, "site_id: a\nsite_index: 0\nstate_dir: s\n"
-                                                              "coordinator: x\ninsecure: true\ndata: {paths: abc}\n")),
-    Case("site", "data-paths-nested", lambda d: _site_yaml(d, "site_id: a\nsite_index: 0\nstate_dir: s\n"
-                                                              "coordinator: x\ninsecure: true\n"
-                                                              "data: {paths: [[a, b]]}\n")),
+    Case(
+        "site", "index-negative", lambda d: _site_yaml(d, _site_good_body(d).replace("site_index: 0", "site_index: -1"))
+    ),
+    Case(
+        "site",
+        "data-is-list",
+        lambda d: _site_yaml(
+            d, "site_id: a\nsite_index: 0\nstate_dir: s\ncoordinator: x\ninsecure: true\ndata: [1, 2]\n"
+        ),
+    ),
+    Case(
+        "site",
+        "data-paths-string",
+        lambda d: _site_yaml(
+            d, "site_id: a\nsite_index: 0\nstate_dir: s\ncoordinator: x\ninsecure: true\ndata: {paths: abc}\n"
+        ),
+    ),
+    Case(
+        "site",
+        "data-paths-nested",
+        lambda d: _site_yaml(
+            d, "site_id: a\nsite_index: 0\nstate_dir: s\ncoordinator: x\ninsecure: true\ndata: {paths: [[a, b]]}\n"
+        ),
+    ),
     Case("site", "privacy-is-string", lambda d: _site_yaml(d, _site_good_body(d) + "privacy: lots\n")),
     Case("site", "privacy-inf", lambda d: _site_yaml(d, _site_good_body(d) + "privacy: {target_epsilon: .inf}\n")),
     Case("site", "privacy-nan-delta", lambda d: _site_yaml(d, _site_good_body(d) + "privacy: {target_delta: .nan}\n")),
@@ -378,42 +587,92 @@ CASES: list[Case] = [
     Case("site", "key-not-string", lambda d: _site_yaml(d, _site_good_body(d) + "? [a, b]\n: 3\n")),
     Case("site", "null-key", lambda d: _site_yaml(d, _site_good_body(d) + "~: 3\n")),
     Case("site", "missing-keys", lambda d: _site_yaml(d, "site_id: a\n")),
-    Case("site", "insecure-string", lambda d: _site_yaml(d, _site_good_body(d).replace("insecure: true", "insecure: yes please"))),
-    Case("site", "state-dir-unwritable", lambda d: _site_yaml(d, _site_good_body(d).replace("state_dir: state",
-                                                                                         "state_dir: /proc/fedcare-s"))),
-    Case("site", "state-dir-is-file", lambda d: _site_yaml(d, _site_good_body(d).replace("state_dir: state",
-                                                                                      "state_dir: good.jsonl"))),
+    Case(
+        "site",
+        "insecure-string",
+        lambda d: _site_yaml(d, _site_good_body(d).replace("insecure: true", "insecure: yes please")),
+    ),
+    Case(
+        "site",
+        "state-dir-unwritable",
+        lambda d: _site_yaml(d, _site_good_body(d).replace("state_dir: state", "state_dir: /proc/fedcare-s")),
+    ),
+    Case(
+        "site",
+        "state-dir-is-file",
+        lambda d: _site_yaml(d, _site_good_body(d).replace("state_dir: state", "state_dir: good.jsonl")),
+    ),
     Case("site", "bad-data", lambda d: _site_yaml(d, _site_good_body(d, str(_w(d / "x.csv", f"{SECRET},a\n"))))),
-    Case("site", "data-tokenizer-breaker", lambda d: _site_yaml(d, _site_good_body(d, str(
-        _w(d / "x.jsonl", '{"question": "\\ud800", "answer": "a"}\n'))))),
+    Case(
+        "site",
+        "data-tokenizer-breaker",
+        lambda d: _site_yaml(d, _site_good_body(d, str(_w(d / "x.jsonl", '{"question": "\\ud800", "answer": "a"}\n')))),
+    ),
     Case("site", "missing-config", lambda d: ["site", "start", "--config", str(d / "none.yaml")]),
-    Case("site", "timestamp-value", lambda d: _site_yaml(d, _site_good_body(d).replace("site_id: a", "site_id: 2001-12-14"))),
+    Case(
+        "site",
+        "timestamp-value",
+        lambda d: _site_yaml(d, _site_good_body(d).replace("site_id: a", "site_id: 2001-12-14")),
+    ),
     Case("site", "duplicate-key", lambda d: _site_yaml(d, _site_good_body(d) + "site_id: b\n")),
     # --- adapters for generate ---------------------------------------------------------------------------
     Case("adapter", "missing-dir", lambda d: ["generate", str(d / "nope"), "hi", "--no-verify", "model=tiny"]),
     Case("adapter", "is-file", lambda d: ["generate", str(_good(d)), "hi", "--no-verify", "model=tiny"]),
-    Case("adapter", "empty-dir", lambda d: ["generate", str(_adapter(d, None, None)), "hi", "--no-verify", "model=tiny"]),
-    Case("adapter", "no-weights", lambda d: ["generate", str(_adapter(d, weights=None)), "hi", "--no-verify", "model=tiny"]),
-    Case("adapter", "corrupt-config", lambda d: ["generate", str(_adapter(d, config="{not json")), "hi",
-                                                 "--no-verify", "model=tiny"]),
-    Case("adapter", "config-wrong-type", lambda d: ["generate", str(_adapter(d, config='["LORA"]')), "hi",
-                                                    "--no-verify", "model=tiny"]),
-    Case("adapter", "config-deep", lambda d: ["generate", str(_adapter(d, config="[" * 100000 + "]" * 100000)),
-                                              "hi", "--no-verify", "model=tiny"]),
-    Case("adapter", "corrupt-weights", lambda d: ["generate", str(_adapter(d, config=_lora_config())), "hi",
-                                                  "--no-verify", "model=tiny"]),
+    Case(
+        "adapter", "empty-dir", lambda d: ["generate", str(_adapter(d, None, None)), "hi", "--no-verify", "model=tiny"]
+    ),
+    Case(
+        "adapter",
+        "no-weights",
+        lambda d: ["generate", str(_adapter(d, weights=None)), "hi", "--no-verify", "model=tiny"],
+    ),
+    Case(
+        "adapter",
+        "corrupt-config",
+        lambda d: ["generate", str(_adapter(d, config="{not json")), "hi", "--no-verify", "model=tiny"],
+    ),
+    Case(
+        "adapter",
+        "config-wrong-type",
+        lambda d: ["generate", str(_adapter(d, config='["LORA"]')), "hi", "--no-verify", "model=tiny"],
+    ),
+    Case(
+        "adapter",
+        "config-deep",
+        lambda d: ["generate", str(_adapter(d, config="[" * 100000 + "]" * 100000)), "hi", "--no-verify", "model=tiny"],
+    ),
+    Case(
+        "adapter",
+        "corrupt-weights",
+        lambda d: ["generate", str(_adapter(d, config=_lora_config())), "hi", "--no-verify", "model=tiny"],
+    ),
     Case("adapter", "fifo-weights", lambda d: ["generate", str(_fifo_weights(d)), "hi", "--no-verify", "model=tiny"]),
-    Case("adapter", "config-secret", lambda d: ["generate", str(_adapter(d, config=json.dumps({SECRET: 1}))), "hi",
-                                                "--no-verify", "model=tiny"]),
+    Case(
+        "adapter",
+        "config-secret",
+        lambda d: ["generate", str(_adapter(d, config=json.dumps({SECRET: 1}))), "hi", "--no-verify", "model=tiny"],
+    ),
     Case("adapter", "unsigned-with-key", lambda d: ["generate", str(_adapter(d)), "hi", "--key", str(_pubkey(d))]),
-    Case("adapter", "model-path-missing", lambda d: ["generate", str(_adapter(d, config=_lora_config())), "hi",
-                                                     "--no-verify", "model.name_or_path=/nonexistent"]),
+    Case(
+        "adapter",
+        "model-path-missing",
+        lambda d: [
+            "generate",
+            str(_adapter(d, config=_lora_config())),
+            "hi",
+            "--no-verify",
+            "model.name_or_path=/nonexistent",
+        ],
+    ),
     # --- signatures --------------------------------------------------------------------------------------
     Case("signature", "no-manifest", lambda d: ["verify", str(_adapter(d)), "--key", str(_pubkey(d))]),
     Case("signature", "manifest-not-json", lambda d: _signed_adapter(d, f"{{{SECRET}")),
     Case("signature", "manifest-deep", lambda d: _signed_adapter(d, "[" * 100_000 + "]" * 100_000)),
-    Case("signature", "manifest-huge-int", lambda d: _signed_adapter(d, _manifest(version=int(HUGE_INT[:4000])).replace(
-        "9" * 4000, HUGE_INT))),
+    Case(
+        "signature",
+        "manifest-huge-int",
+        lambda d: _signed_adapter(d, _manifest(version=int(HUGE_INT[:4000])).replace("9" * 4000, HUGE_INT)),
+    ),
     Case("signature", "manifest-list", lambda d: _signed_adapter(d, "[]")),
     Case("signature", "manifest-binary", lambda d: _signed_adapter(d, b"\xff\xfe\x00")),
     Case("signature", "manifest-bad-files", lambda d: _signed_adapter(d, _manifest(files=[SECRET]))),
@@ -424,10 +683,22 @@ CASES: list[Case] = [
     Case("signature", "manifest-signature-int", lambda d: _signed_adapter(d, _manifest(signature=5))),
     Case("signature", "key-garbage", lambda d: ["verify", str(_adapter(d)), "--key", str(_w(d / "k.pub", SECRET))]),
     Case("signature", "key-missing", lambda d: ["verify", str(_adapter(d)), "--key", str(d / "nope.pub")]),
-    Case("signature", "key-rsa-ssh", lambda d: ["verify", str(_adapter(d)), "--key", str(_w(
-        d / "k.pub", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQ== x\n"))]),
-    Case("signature", "key-huge", lambda d: ["verify", str(_adapter(d)), "--key", str(_w(d / "k.pub", b"A" * 50_000_000))],
-         fast=False),
+    Case(
+        "signature",
+        "key-rsa-ssh",
+        lambda d: [
+            "verify",
+            str(_adapter(d)),
+            "--key",
+            str(_w(d / "k.pub", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQ== x\n")),
+        ],
+    ),
+    Case(
+        "signature",
+        "key-huge",
+        lambda d: ["verify", str(_adapter(d)), "--key", str(_w(d / "k.pub", b"A" * 50_000_000))],
+        fast=False,
+    ),
     Case("signature", "adapter-missing", lambda d: ["verify", str(d / "nope"), "--key", str(_pubkey(d))]),
     Case("signature", "adapter-has-fifo", lambda d: ["verify", str(_fifo_weights(d)), "--key", str(_pubkey(d))]),
     Case("signature", "adapter-has-link", lambda d: ["verify", str(_link_in_adapter(d)), "--key", str(_pubkey(d))]),
@@ -442,19 +713,22 @@ CASES: list[Case] = [
     Case("cli", "evaluate-unknown-option", lambda d: ["evaluate", "--nosuch"]),
     Case("cli", "evaluate-adapter-missing", lambda d: ["evaluate", "--adapter", str(d / "nope"), "model=tiny"]),
     # --- audit logs --------------------------------------------------------------------------------------
-    *[Case("audit", f"{action}-{name}", _audit(action, builder)) for action in ("verify", "show")
-      for name, builder in [
-          ("fifo", lambda d: _fifo(d / "egress.jsonl")),
-          ("dev-zero", lambda d: _link(d / "egress.jsonl", "/dev/zero")),
-          ("directory", lambda d: d),
-          ("missing", lambda d: d / "none.jsonl"),
-          ("binary", lambda d: _w(d / "egress.jsonl", b"\xff\xfe\x00\n")),
-          ("deep", lambda d: _w(d / "egress.jsonl", "[" * 100_000 + "]" * 100_000 + "\n")),
-          ("huge-int", lambda d: _w(d / "egress.jsonl", f'{{"seq": {HUGE_INT}}}\n')),
-          ("secret-line", lambda d: _w(d / "egress.jsonl", f'{{"{SECRET}": 1}}\n')),
-          ("no-newline", lambda d: _w(d / "egress.jsonl", '{"seq": 1}')),
-          ("name-too-long", lambda d: d / f"{LONG}.jsonl"),
-      ]],
+    *[
+        Case("audit", f"{action}-{name}", _audit(action, builder))
+        for action in ("verify", "show")
+        for name, builder in [
+            ("fifo", lambda d: _fifo(d / "egress.jsonl")),
+            ("dev-zero", lambda d: _link(d / "egress.jsonl", "/dev/zero")),
+            ("directory", lambda d: d),
+            ("missing", lambda d: d / "none.jsonl"),
+            ("binary", lambda d: _w(d / "egress.jsonl", b"\xff\xfe\x00\n")),
+            ("deep", lambda d: _w(d / "egress.jsonl", "[" * 100_000 + "]" * 100_000 + "\n")),
+            ("huge-int", lambda d: _w(d / "egress.jsonl", f'{{"seq": {HUGE_INT}}}\n')),
+            ("secret-line", lambda d: _w(d / "egress.jsonl", f'{{"{SECRET}": 1}}\n')),
+            ("no-newline", lambda d: _w(d / "egress.jsonl", '{"seq": 1}')),
+            ("name-too-long", lambda d: d / f"{LONG}.jsonl"),
+        ]
+    ],
 ]
 
 
@@ -465,8 +739,9 @@ def _alias_bomb(levels: int = 12) -> str:
 
 
 def _lora_config() -> str:
-    return json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
-                       "task_type": "CAUSAL_LM"})
+    return json.dumps(
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}
+    )
 
 
 def _fifo_weights(d: Path) -> Path:
@@ -503,21 +778,34 @@ def _link_manifest(d: Path) -> Path:
 
 # Commands that compose the Hydra config take ~0.5 s per case: the default tier keeps one case per kind of
 # failure there (the property tests cover the config value space); the slow soak runs them all.
-_FAST_HYDRA = {"config/value-privacy.target_epsilon-inf", "config/unknown-group-option", "config/unknown-nested-key",
-               "config/override-syntax-bracket", "config/batch-larger-than-file", "config/model-path-missing",
-               "config/coordinator-run-bad-override", "config/canaries-bad-override", "paths/fifo-data-in-simulate",
-               "record-text/secret-in-patient-field-value", "config/prepare-model-unknown-model"}
+_FAST_HYDRA = {
+    "config/value-privacy.target_epsilon-inf",
+    "config/unknown-group-option",
+    "config/unknown-nested-key",
+    "config/override-syntax-bracket",
+    "config/batch-larger-than-file",
+    "config/model-path-missing",
+    "config/coordinator-run-bad-override",
+    "config/canaries-bad-override",
+    "paths/fifo-data-in-simulate",
+    "record-text/secret-in-patient-field-value",
+    "config/prepare-model-unknown-model",
+}
 
 
 def _composes(case: Case) -> bool:
     source = case.build.__code__.co_consts + tuple(
-        c for cell in (case.build.__closure__ or ()) for c in getattr(cell.cell_contents, "__code__", None)
-        and cell.cell_contents.__code__.co_consts or ())
-    return case.category == "config" or any(isinstance(w, str) and w in ("simulate", "prepare-model", "canaries")
-                                            for w in source)
+        c
+        for cell in (case.build.__closure__ or ())
+        for c in getattr(cell.cell_contents, "__code__", None) and cell.cell_contents.__code__.co_consts or ()
+    )
+    return case.category == "config" or any(
+        isinstance(w, str) and w in ("simulate", "prepare-model", "canaries") for w in source
+    )
 
 
-CASES = [dataclasses.replace(c, fast=False) if c.fast and _composes(c) and c.id not in _FAST_HYDRA else c
-         for c in CASES]
+CASES = [
+    dataclasses.replace(c, fast=False) if c.fast and _composes(c) and c.id not in _FAST_HYDRA else c for c in CASES
+]
 BY_ID = {case.id: case for case in CASES}
 assert len(BY_ID) == len(CASES), "case ids must be unique"

@@ -46,8 +46,7 @@ class Outcome:
     problems: tuple[str, ...]
 
 
-def judge(case: Case, code: int | None, stdout: str, stderr: str, seconds: float,
-          peak_bytes: int | None) -> Outcome:
+def judge(case: Case, code: int | None, stdout: str, stderr: str, seconds: float, peak_bytes: int | None) -> Outcome:
     problems: list[str] = []
     if code is None:
         problems.append("timeout")
@@ -73,9 +72,14 @@ def judge(case: Case, code: int | None, stdout: str, stderr: str, seconds: float
 
 
 def _env(folder: Path) -> dict[str, str]:
-    return os.environ | {"FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-                         "FLWR_HOME": str(folder / ".flwr"), "FEDCARE_CACHE": str(folder / ".cache"),
-                         "TOKENIZERS_PARALLELISM": "false"}
+    return os.environ | {
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "FLWR_HOME": str(folder / ".flwr"),
+        "FEDCARE_CACHE": str(folder / ".cache"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def _limit_child() -> None:
@@ -89,9 +93,16 @@ def run_subprocess(case: Case, folder: Path) -> Outcome:
     out, err = folder / ".stdout", folder / ".stderr"
     start = time.monotonic()
     with out.open("wb") as o, err.open("wb") as e:
-        child = subprocess.Popen([sys.executable, "-m", "simulations.cli", *argv], cwd=folder, env=_env(folder),
-                                 stdin=subprocess.DEVNULL, stdout=o, stderr=e, preexec_fn=_limit_child,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "simulations.cli", *argv],
+            cwd=folder,
+            env=_env(folder),
+            stdin=subprocess.DEVNULL,
+            stdout=o,
+            stderr=e,
+            preexec_fn=_limit_child,
+            start_new_session=True,
+        )
         code: int | None = None
         peak = None
         while True:

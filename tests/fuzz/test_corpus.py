@@ -43,8 +43,20 @@ def test_default_tier_covers_every_command_and_category(tmp_path: Path) -> None:
         argv = case.build(folder)
         words = argv[:2] if argv[:1] in (["coordinator"], ["site"], ["audit"]) else argv[:1]
         commands.add(" ".join(words))
-    assert commands >= {"simulate", "check-data", "prepare-model", "generate", "verify", "certs", "coordinator start",
-                        "coordinator enroll", "coordinator run", "site start", "audit verify", "audit show",
-                        "audit canaries"}
+    assert commands >= {
+        "simulate",
+        "check-data",
+        "prepare-model",
+        "generate",
+        "verify",
+        "certs",
+        "coordinator start",
+        "coordinator enroll",
+        "coordinator run",
+        "site start",
+        "audit verify",
+        "audit show",
+        "audit canaries",
+    }
     assert {c.category for c in CASES if c.fast} == {c.category for c in CASES}
     assert len(CASES) >= 250

@@ -25,10 +25,21 @@ FAST = settings(max_examples=25, deadline=None, database=None, suppress_health_c
 
 _text = st.one_of(st.text(max_size=20), st.just(SECRET), st.sampled_from(["\ud800", "\x00", "\n", "\x1b[2J"]))
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), _text)
-_json = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.one_of(_text, st.sampled_from(
-        ["question", "answer", "input", "output", "messages", "role", "content", "system"])), inner, max_size=4)),
-    max_leaves=12)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.one_of(
+                _text,
+                st.sampled_from(["question", "answer", "input", "output", "messages", "role", "content", "system"]),
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
 
 
 def _assert_clean(err: Exception, *, record_text: bool = True) -> None:
@@ -73,8 +84,9 @@ def test_readers_survive_arbitrary_bytes(content: bytes, suffix: str) -> None:
 
 
 @FAST
-@given(st.lists(st.lists(st.one_of(st.text(max_size=12), st.just(SECRET)), min_size=1, max_size=4), min_size=1,
-                max_size=5))
+@given(
+    st.lists(st.lists(st.one_of(st.text(max_size=12), st.just(SECRET)), min_size=1, max_size=4), min_size=1, max_size=5)
+)
 def test_csv_reader_never_shows_cells_or_header_names(rows: list[list[str]]) -> None:
     import csv
     import io
@@ -85,12 +97,26 @@ def test_csv_reader_never_shows_cells_or_header_names(rows: list[list[str]]) -> 
 
 
 _numbers = st.one_of(st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True))
-_config_keys = st.sampled_from([
-    ("privacy", "target_epsilon"), ("privacy", "target_delta"), ("privacy", "max_grad_norm"), ("train", "batch_size"),
-    ("train", "learning_rate"), ("train", "weight_decay"), ("train", "local_steps"), ("lora", "rank"),
-    ("lora", "alpha"), ("lora", "dropout"), ("data", "eval_fraction"), ("data", "records_per_site"),
-    ("strategy", "fraction_train"), ("coordinator", "node_wait_s"), (None, "num_sites"), (None, "seed"),
-])
+_config_keys = st.sampled_from(
+    [
+        ("privacy", "target_epsilon"),
+        ("privacy", "target_delta"),
+        ("privacy", "max_grad_norm"),
+        ("train", "batch_size"),
+        ("train", "learning_rate"),
+        ("train", "weight_decay"),
+        ("train", "local_steps"),
+        ("lora", "rank"),
+        ("lora", "alpha"),
+        ("lora", "dropout"),
+        ("data", "eval_fraction"),
+        ("data", "records_per_site"),
+        ("strategy", "fraction_train"),
+        ("coordinator", "node_wait_s"),
+        (None, "num_sites"),
+        (None, "seed"),
+    ]
+)
 
 
 @FAST
@@ -114,9 +140,24 @@ def test_config_builder_gives_finite_in_range_values_or_a_config_error(settings_
 
 _yaml_text = st.one_of(
     st.text(max_size=80),
-    st.lists(st.sampled_from(["a: 1\n", "b: &x [1]\n", "c: *x\n", "- 1\n", "d: {e: [\n", "f: !!python/name:os\n",
-                              "a: 2\n", "? [1]\n: 2\n", "  g: 3\n", f"h: {SECRET}\n", "\x00"]),
-             max_size=6).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "a: 1\n",
+                "b: &x [1]\n",
+                "c: *x\n",
+                "- 1\n",
+                "d: {e: [\n",
+                "f: !!python/name:os\n",
+                "a: 2\n",
+                "? [1]\n: 2\n",
+                "  g: 3\n",
+                f"h: {SECRET}\n",
+                "\x00",
+            ]
+        ),
+        max_size=6,
+    ).map("".join),
 )
 
 

@@ -40,8 +40,13 @@ def site_log(caplog: pytest.LogCaptureFixture):  # noqa: ANN201
 @pytest.fixture
 def cfg(tiny) -> RunConfig:
     model_cfg, _, _ = tiny
-    return RunConfig(num_sites=2, num_rounds=2, model=model_cfg, train=TrainConfig(local_steps=3, batch_size=4),
-                     data=DataConfig(records_per_site=20))
+    return RunConfig(
+        num_sites=2,
+        num_rounds=2,
+        model=model_cfg,
+        train=TrainConfig(local_steps=3, batch_size=4),
+        data=DataConfig(records_per_site=20),
+    )
 
 
 @pytest.fixture
@@ -51,16 +56,23 @@ def initial(tiny, cfg: RunConfig) -> dict[str, np.ndarray]:
 
 
 def message(cfg: RunConfig, server_round: int, arrays: dict[str, np.ndarray], kind: str, run_id: str = "r") -> Message:
-    content = RecordDict({
-        ARRAYS: ArrayRecord(array_dict={k: Array.from_numpy_ndarray(v) for k, v in arrays.items()}),
-        PLAN: ConfigRecord(plan_to_flat(plan_for_round(cfg, server_round, run_id))),
-    })
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord(array_dict={k: Array.from_numpy_ndarray(v) for k, v in arrays.items()}),
+            PLAN: ConfigRecord(plan_to_flat(plan_for_round(cfg, server_round, run_id))),
+        }
+    )
     return Message(content, dst_node_id=7, message_type=kind)
 
 
 def context(partition: int = 0, node_config: dict | None = None) -> Context:
-    return Context(run_id=1, node_id=7, node_config=node_config or {"partition-id": partition, "num-partitions": 2},
-                   state=RecordDict(), run_config={})
+    return Context(
+        run_id=1,
+        node_id=7,
+        node_config=node_config or {"partition-id": partition, "num-partitions": 2},
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def site_node(cfg: RunConfig, root: Path, index: int = 0) -> dict[str, str]:

@@ -22,14 +22,21 @@ from tests.integration.conftest import context, message
 def main(site_yaml: str, run_id: str, cache: str) -> int:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     # Each run asks for epsilon 3 of the site's lifetime 8, so both fit.
-    cfg = RunConfig(num_sites=2, num_rounds=2, model=ModelConfig(name_or_path=TINY_MODEL, cache_dir=cache),
-                    privacy=PrivacyConfig(target_epsilon=3.0),
-                    train=TrainConfig(local_steps=3, batch_size=4), data=DataConfig(records_per_site=20))
+    cfg = RunConfig(
+        num_sites=2,
+        num_rounds=2,
+        model=ModelConfig(name_or_path=TINY_MODEL, cache_dir=cache),
+        privacy=PrivacyConfig(target_epsilon=3.0),
+        train=TrainConfig(local_steps=3, batch_size=4),
+        data=DataConfig(records_per_site=20),
+    )
     model, _ = model_for(cfg.model, cfg.lora, cfg.seed)
     arrays = adapter_arrays(model)
     for server_round in (1, 2):
-        reply = client_app.app(message(cfg, server_round, arrays, MessageType.TRAIN, run_id=run_id),
-                               context(node_config={"site-config": site_yaml}))
+        reply = client_app.app(
+            message(cfg, server_round, arrays, MessageType.TRAIN, run_id=run_id),
+            context(node_config={"site-config": site_yaml}),
+        )
         if reply.has_error():
             print(f"{run_id} round {server_round}: {reply.error.reason}", file=sys.stderr)
             return 1

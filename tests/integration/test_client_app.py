@@ -55,12 +55,11 @@ def test_ledger_persists_in_state_and_composes_over_rounds(cfg, initial, tmp_pat
     eps2 = second.content.metric_records[METRICS]["epsilon"]
     assert 0 < eps1 < eps2 <= 8.0
     ledger = _ledger(node)
-    assert ledger is not None and [(r['server_round'], r['steps']) for r in ledger.entries] == [(1, 3), (2, 3)]
+    assert ledger is not None and [(r["server_round"], r["steps"]) for r in ledger.entries] == [(1, 3), (2, 3)]
     assert ledger.epsilon() == pytest.approx(eps2)
 
 
-def test_a_run_the_remaining_budget_cannot_serve_is_refused_naming_what_is_left(cfg, initial,
-                                                                                 tmp_path: Path) -> None:
+def test_a_run_the_remaining_budget_cannot_serve_is_refused_naming_what_is_left(cfg, initial, tmp_path: Path) -> None:
     node = site_node(cfg, tmp_path)
     ctx = context(node_config=node)
     for server_round in (1, 2):  # run "r" spends (almost) the whole lifetime budget of 8
@@ -116,8 +115,11 @@ def test_patient_level_dp_accounts_per_patient(cfg, initial, tmp_path: Path) -> 
     path = tmp_path / "patients.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     files = dataclasses.replace(
-        cfg, data=DataConfig(kind="files", paths=(str(path), str(path)), patient_field="patient", eval_fraction=0.2),
-        privacy=dataclasses.replace(cfg.privacy, unit="patient"), train=TrainConfig(local_steps=3, batch_size=2))
+        cfg,
+        data=DataConfig(kind="files", paths=(str(path), str(path)), patient_field="patient", eval_fraction=0.2),
+        privacy=dataclasses.replace(cfg.privacy, unit="patient"),
+        train=TrainConfig(local_steps=3, batch_size=2),
+    )
     ctx = context(node_config=site_node(files, tmp_path))
     reply = client_app.app(message(files, 1, initial, MessageType.TRAIN), ctx)
     assert not reply.has_error(), reply.error.reason

@@ -28,7 +28,9 @@ def _site(tmp_path: Path, data_file: Path, cfg, target_epsilon: float = 8.0) -> 
     config.write_text(
         f"site_id: leaky\nsite_index: 0\nstate_dir: {tmp_path / 'state'}\ncoordinator: 127.0.0.1:1\ninsecure: true\n"
         f"model_cache: {cache}\n"
-        f"data:\n  paths: [{data_file}]\nprivacy:\n  target_epsilon: {target_epsilon}\n", encoding="utf-8")
+        f"data:\n  paths: [{data_file}]\nprivacy:\n  target_epsilon: {target_epsilon}\n",
+        encoding="utf-8",
+    )
     return {"site-config": str(config)}
 
 
@@ -39,8 +41,10 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         "empty field": (tmp_path / "b.jsonl", good + "\n" + json.dumps({"question": SECRET, "answer": " "})),
         "missing field": (tmp_path / "c.jsonl", good + "\n" + json.dumps({"input": SECRET})),
         "bad csv": (tmp_path / "d.csv", f'question,answer\n"{SECRET}","ok",extra\n'),
-        "bad chat role": (tmp_path / "e.jsonl", json.dumps({"messages": [{"role": SECRET, "content": "x"},
-                                                                        {"role": "assistant", "content": "y"}]})),
+        "bad chat role": (
+            tmp_path / "e.jsonl",
+            json.dumps({"messages": [{"role": SECRET, "content": "x"}, {"role": "assistant", "content": "y"}]}),
+        ),
     }
     for path, text in files.values():
         path.write_text(text, encoding="utf-8")
@@ -57,10 +61,12 @@ def _assert_clean(reply_reason: str, caplog: pytest.LogCaptureFixture, state: Pa
         assert SECRET not in egress.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("case", ["invalid json", "empty field", "missing field", "bad csv", "bad chat role",
-                                  "non-utf8"])
-def test_bad_data_errors_carry_no_record_text(case: str, cfg, initial, tmp_path: Path,
-                                              site_log: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "case", ["invalid json", "empty field", "missing field", "bad csv", "bad chat role", "non-utf8"]
+)
+def test_bad_data_errors_carry_no_record_text(
+    case: str, cfg, initial, tmp_path: Path, site_log: pytest.LogCaptureFixture
+) -> None:
     caplog = site_log
     path = _bad_files(tmp_path)[case]
     reply = client_app.app(message(cfg, 1, initial, MessageType.TRAIN), context(node_config=_site(tmp_path, path, cfg)))
@@ -68,8 +74,9 @@ def test_bad_data_errors_carry_no_record_text(case: str, cfg, initial, tmp_path:
     _assert_clean(reply.error.reason, caplog, tmp_path / "state")
 
 
-def test_an_exception_quoting_a_record_is_withheld(cfg, initial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   site_log: pytest.LogCaptureFixture) -> None:
+def test_an_exception_quoting_a_record_is_withheld(
+    cfg, initial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site_log: pytest.LogCaptureFixture
+) -> None:
     caplog = site_log
     data = tmp_path / "ok.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
@@ -85,8 +92,9 @@ def test_an_exception_quoting_a_record_is_withheld(cfg, initial, tmp_path: Path,
     _assert_clean(reply.error.reason, caplog, tmp_path / "state")  # ...the message does not
 
 
-def test_refusals_and_layout_errors_carry_no_record_text(cfg, initial, tmp_path: Path,
-                                                         site_log: pytest.LogCaptureFixture) -> None:
+def test_refusals_and_layout_errors_carry_no_record_text(
+    cfg, initial, tmp_path: Path, site_log: pytest.LogCaptureFixture
+) -> None:
     caplog = site_log
     data = tmp_path / "ok.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
@@ -100,8 +108,9 @@ def test_refusals_and_layout_errors_carry_no_record_text(cfg, initial, tmp_path:
         _assert_clean(r.error.reason, caplog, tmp_path / "state")
 
 
-def test_identifiers_are_scrubbed_before_training(cfg, initial, tmp_path: Path,
-                                                  site_log: pytest.LogCaptureFixture) -> None:
+def test_identifiers_are_scrubbed_before_training(
+    cfg, initial, tmp_path: Path, site_log: pytest.LogCaptureFixture
+) -> None:
     caplog = site_log
     data = tmp_path / "phi.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
@@ -121,8 +130,11 @@ def test_identifiers_are_scrubbed_before_training(cfg, initial, tmp_path: Path,
 def test_deid_can_be_switched_off_explicitly(cfg, initial, tmp_path: Path) -> None:
     data = tmp_path / "phi.jsonl"
     data.write_text("\n".join(json.dumps(ROW) for _ in range(12)), encoding="utf-8")
-    plain = dataclasses.replace(cfg, data=DataConfig(kind="files", paths=(str(data), str(data)), deid="off"),
-                                privacy=PrivacyConfig(enabled=False))
+    plain = dataclasses.replace(
+        cfg,
+        data=DataConfig(kind="files", paths=(str(data), str(data)), deid="off"),
+        privacy=PrivacyConfig(enabled=False),
+    )
     node = site_node(plain, tmp_path)
     reply = client_app.app(message(plain, 1, initial, MessageType.TRAIN), context(node_config=node))
     assert not reply.has_error(), reply.error.reason

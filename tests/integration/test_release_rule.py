@@ -26,29 +26,35 @@ def test_neighbouring_held_out_sets_stay_indistinguishable_within_the_accounted_
     clip, sigma, k, delta, trials = 5.0, 8.0, 10, 1e-5, 4000
     eps = compute_history_epsilon([(sigma, 1.0, 1)] * k, delta)
     rng = np.random.default_rng(0)
-    with_record = np.array([[release_sums({"s": np.array(100.0 + clip)}, clip, sigma, rng)["s"] for _ in range(k)]
-                            for _ in range(trials)]).mean(axis=1)
-    without = np.array([[release_sums({"s": np.array(100.0)}, clip, sigma, rng)["s"] for _ in range(k)]
-                        for _ in range(trials)]).mean(axis=1)
+    with_record = np.array(
+        [[release_sums({"s": np.array(100.0 + clip)}, clip, sigma, rng)["s"] for _ in range(k)] for _ in range(trials)]
+    ).mean(axis=1)
+    without = np.array(
+        [[release_sums({"s": np.array(100.0)}, clip, sigma, rng)["s"] for _ in range(k)] for _ in range(trials)]
+    ).mean(axis=1)
     worst = 0.0
     for threshold in np.quantile(without, [0.5, 0.8, 0.95, 0.99]):
         tpr, fpr = float(np.mean(with_record > threshold)), float(np.mean(without > threshold))
         worst = max(worst, tpr - (math.exp(eps) * fpr + delta))
-    print(f"\n{k} queries, sigma {sigma}, clip {clip}: accounted epsilon {eps:.3f}; worst TPR - (e^eps FPR + delta) "
-          f"{worst:.4f} (<= 0: within the guarantee)")
+    print(
+        f"\n{k} queries, sigma {sigma}, clip {clip}: accounted epsilon {eps:.3f}; worst TPR - (e^eps FPR + delta) "
+        f"{worst:.4f} (<= 0: within the guarantee)"
+    )
     assert worst <= 0.02  # sampling slack of 4000 trials
 
 
 def test_repeated_evaluate_requests_are_noised_charged_and_capped(cfg, initial, tmp_path: Path) -> None:
-    site_cfg = dataclasses.replace(cfg, privacy=PrivacyConfig(accountant="rdp", eval_loss_clip=10.0),
-                                   limits=SiteLimits(max_eval_queries=3))  # the tiny model's loss is ~5.5
+    site_cfg = dataclasses.replace(
+        cfg, privacy=PrivacyConfig(accountant="rdp", eval_loss_clip=10.0), limits=SiteLimits(max_eval_queries=3)
+    )  # the tiny model's loss is ~5.5
     node = site_node(site_cfg, tmp_path)
     rng = np.random.default_rng(1)
     released = []
     for query in range(3):  # a coordinator probing with crafted adapters
         crafted = {k: (v + rng.normal(0, 0.05, v.shape)).astype(np.float32) for k, v in initial.items()}
-        reply = client_app.app(message(site_cfg, 0, crafted if query else initial, MessageType.EVALUATE),
-                               context(node_config=node))
+        reply = client_app.app(
+            message(site_cfg, 0, crafted if query else initial, MessageType.EVALUATE), context(node_config=node)
+        )
         assert not reply.has_error(), reply.error.reason
         released.append(dict(reply.content.metric_records[METRICS]))
     refused = client_app.app(message(site_cfg, 0, initial, MessageType.EVALUATE), context(node_config=node))
@@ -63,8 +69,17 @@ def test_repeated_evaluate_requests_are_noised_charged_and_capped(cfg, initial, 
     from common.adapters import load_adapter_arrays
 
     load_adapter_arrays(model, initial)
-    exact = float(np.mean(np.clip(evaluate_example_losses(model, data.eval, batch_size=16, precision="fp32",
-                                                          pad_id=tokenizer.pad_token_id), 0, 10.0)))
+    exact = float(
+        np.mean(
+            np.clip(
+                evaluate_example_losses(
+                    model, data.eval, batch_size=16, precision="fp32", pad_id=tokenizer.pad_token_id
+                ),
+                0,
+                10.0,
+            )
+        )
+    )
     noise_std = 8.0 * 10.0 / len(data.eval)
     assert released[0]["eval_loss"] != pytest.approx(exact, abs=1e-6)  # never the exact value
     assert abs(released[0]["eval_loss"] - exact) < 6 * noise_std
@@ -72,8 +87,10 @@ def test_repeated_evaluate_requests_are_noised_charged_and_capped(cfg, initial, 
     assert [e["kind"] for e in ledger.entries] == ["evaluate"] * 3
     assert released[-1]["epsilon"] == pytest.approx(ledger.epsilon()) and 0 < ledger.epsilon() < 8.0
     assert released[0]["epsilon"] < released[1]["epsilon"] < released[2]["epsilon"]  # each query costs
-    print(f"\nheld-out loss exact {exact:.4f} (stays at the site), released {released[0]['eval_loss']:.4f} "
-          f"(noise std {noise_std:.3f} over {len(data.eval)} units); epsilon after 3 queries {ledger.epsilon():.3f}")
+    print(
+        f"\nheld-out loss exact {exact:.4f} (stays at the site), released {released[0]['eval_loss']:.4f} "
+        f"(noise std {noise_std:.3f} over {len(data.eval)} units); epsilon after 3 queries {ledger.epsilon():.3f}"
+    )
 
 
 def _plan(cfg):  # noqa: ANN001, ANN202

@@ -12,8 +12,9 @@ from client.secure_app import SECAGG_REFUSED, secagg_guard
 
 
 def _run(configs: dict) -> tuple[Message, list[Message]]:
-    msg = Message(RecordDict({RECORD_KEY_CONFIGS: ConfigRecord(configs)}), dst_node_id=7,
-                  message_type=MessageType.TRAIN)
+    msg = Message(
+        RecordDict({RECORD_KEY_CONFIGS: ConfigRecord(configs)}), dst_node_id=7, message_type=MessageType.TRAIN
+    )
     passed: list[Message] = []
 
     def call_next(m: Message, c: Context) -> Message:
@@ -25,30 +26,44 @@ def _run(configs: dict) -> tuple[Message, list[Message]]:
 
 
 def _setup(sites: int, shares: int, threshold: int) -> dict:
-    return {K.STAGE: Stage.SETUP, K.SAMPLE_NUMBER: sites, K.SHARE_NUMBER: shares, K.THRESHOLD: threshold,
-            K.CLIPPING_RANGE: 1.0, K.TARGET_RANGE: 2**22, K.MOD_RANGE: 2**32, K.MAX_WEIGHT: 1000.0}
+    return {
+        K.STAGE: Stage.SETUP,
+        K.SAMPLE_NUMBER: sites,
+        K.SHARE_NUMBER: shares,
+        K.THRESHOLD: threshold,
+        K.CLIPPING_RANGE: 1.0,
+        K.TARGET_RANGE: 2**22,
+        K.MOD_RANGE: 2**32,
+        K.MAX_WEIGHT: 1000.0,
+    }
 
 
-@pytest.mark.parametrize(("configs", "reason"), [
-    (_setup(2, 2, 2), "fewer than 3"),
-    (_setup(4, 4, 2), "not above half"),
-    (_setup(5, 5, 1), "not above half"),
-    ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [7, 8, 9], K.DEAD_NODE_ID_LIST: [9]}, "both as active"),
-    ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [8, 8, 9], K.DEAD_NODE_ID_LIST: []}, "listed twice"),
-    ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [8, 9], K.DEAD_NODE_ID_LIST: [7]}, "this site"),
-])
+@pytest.mark.parametrize(
+    ("configs", "reason"),
+    [
+        (_setup(2, 2, 2), "fewer than 3"),
+        (_setup(4, 4, 2), "not above half"),
+        (_setup(5, 5, 1), "not above half"),
+        ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [7, 8, 9], K.DEAD_NODE_ID_LIST: [9]}, "both as active"),
+        ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [8, 8, 9], K.DEAD_NODE_ID_LIST: []}, "listed twice"),
+        ({K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [8, 9], K.DEAD_NODE_ID_LIST: [7]}, "this site"),
+    ],
+)
 def test_inconsistent_instructions_get_an_error_reply_and_reach_nothing(configs: dict, reason: str) -> None:
     reply, passed = _run(configs)
     assert reply.has_error() and reply.error.code == SECAGG_REFUSED and reason in reply.error.reason
     assert passed == []  # neither Flower's SecAgg+ mod nor the site logic saw the message
 
 
-@pytest.mark.parametrize("configs", [
-    _setup(3, 3, 2),
-    _setup(10, 10, 6),
-    {K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [7, 8], K.DEAD_NODE_ID_LIST: [9]},
-    {K.STAGE: Stage.SHARE_KEYS},
-])
+@pytest.mark.parametrize(
+    "configs",
+    [
+        _setup(3, 3, 2),
+        _setup(10, 10, 6),
+        {K.STAGE: Stage.UNMASK, K.ACTIVE_NODE_ID_LIST: [7, 8], K.DEAD_NODE_ID_LIST: [9]},
+        {K.STAGE: Stage.SHARE_KEYS},
+    ],
+)
 def test_consistent_instructions_pass_through(configs: dict) -> None:
     reply, passed = _run(configs)
     assert not reply.has_error() and len(passed) == 1

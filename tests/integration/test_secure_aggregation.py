@@ -64,12 +64,15 @@ class RecordingFedAvg(SecureFedAvg):
     calls: ClassVar[list[dict[str, Any]]] = []
 
     def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001, ANN201
-        type(self).calls.append({
-            "round": server_round, "failures": list(failures),
-            "results": [(proxy.node_id, res) for proxy, res in results],
-            "parameters": [parameters_to_ndarrays(res.parameters) for _, res in results],
-            "parameter_objects": {id(res.parameters) for _, res in results},
-        })
+        type(self).calls.append(
+            {
+                "round": server_round,
+                "failures": list(failures),
+                "results": [(proxy.node_id, res) for proxy, res in results],
+                "parameters": [parameters_to_ndarrays(res.parameters) for _, res in results],
+                "parameter_objects": {id(res.parameters) for _, res in results},
+            }
+        )
         return super().aggregate_fit(server_round, results, failures)
 
 
@@ -77,9 +80,16 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None
     from flwr.simulation import run_simulation
 
     model_cfg, _, _ = tiny
-    cfg = RunConfig(num_sites=3, num_rounds=1, model=model_cfg, output_dir=str(tmp_path), run_name="secagg",
-                    train=TrainConfig(local_steps=2, batch_size=4), data=DataConfig(records_per_site=24),
-                    strategy=StrategyConfig(secure_aggregation=True, min_sites=2))  # DP on (default)
+    cfg = RunConfig(
+        num_sites=3,
+        num_rounds=1,
+        model=model_cfg,
+        output_dir=str(tmp_path),
+        run_name="secagg",
+        train=TrainConfig(local_steps=2, batch_size=4),
+        data=DataConfig(records_per_site=24),
+        strategy=StrategyConfig(secure_aggregation=True, min_sites=2),
+    )  # DP on (default)
     updates = tmp_path / "updates"
     updates.mkdir()
     # Ray workers import this module and the repository's packages, and read the test hooks, from the env.
@@ -92,22 +102,31 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None
     RecordingFedAvg.calls = []
     out = RunDirectory(tmp_path / "secagg")
     cores = os.cpu_count() or 1
-    run_simulation(server_app=make_secure_server_app(cfg, dataclasses.asdict(cfg), out, RecordingFedAvg),
-                   client_app=recording_app, num_supernodes=cfg.num_sites,
-                   backend_config={"client_resources": {"num_cpus": cores, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": cores, "logging_level": "ERROR"}})
+    run_simulation(
+        server_app=make_secure_server_app(cfg, dataclasses.asdict(cfg), out, RecordingFedAvg),
+        client_app=recording_app,
+        num_supernodes=cfg.num_sites,
+        backend_config={
+            "client_resources": {"num_cpus": cores, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cores, "logging_level": "ERROR"},
+        },
+    )
     sites = {}
     for path in sorted(updates.glob("site-*.npz")):
         with np.load(path) as npz:
-            sites[int(path.stem.split("-")[1])] = ([npz[f"arr_{i}"] for i in range(len(npz.files) - 1)],
-                                                   int(npz["num_examples"]))
+            sites[int(path.stem.split("-")[1])] = (
+                [npz[f"arr_{i}"] for i in range(len(npz.files) - 1)],
+                int(npz["num_examples"]),
+            )
     return {"out": out, "sites": sites, "calls": RecordingFedAvg.calls}
 
 
 def _weighted_mean(sites: dict[int, tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
     total = sum(n for _, n in sites.values())
-    return [sum(arrays[i].astype(np.float64) * n for arrays, n in sites.values()) / total
-            for i in range(len(next(iter(sites.values()))[0]))]
+    return [
+        sum(arrays[i].astype(np.float64) * n for arrays, n in sites.values()) / total
+        for i in range(len(next(iter(sites.values()))[0]))
+    ]
 
 
 def _check_boundary(run: dict[str, Any], expected_sites: list[int]) -> float:
@@ -123,7 +142,7 @@ def _check_boundary(run: dict[str, Any], expected_sites: list[int]) -> float:
         assert all(isinstance(v, (int, float)) for v in res.metrics.values())
     updates = [arrays for arrays, _ in sites.values()]
     for i, a in enumerate(updates):  # the sites' updates differ (DP noise, data), so "equals one" is meaningful
-        for b in updates[i + 1:]:
+        for b in updates[i + 1 :]:
             assert max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True)) > 1e-3
     for received in call["parameters"]:
         for update in updates:
@@ -170,8 +189,9 @@ def test_strategy_refuses_separate_updates(tmp_path: Path, tiny) -> None:
     from common.adapters import attach_lora
     from server.secure import RoundLog, Traffic
 
-    cfg = RunConfig(num_sites=3, num_rounds=1, model=model_cfg,
-                    strategy=StrategyConfig(secure_aggregation=True, min_sites=2))
+    cfg = RunConfig(
+        num_sites=3, num_rounds=1, model=model_cfg, strategy=StrategyConfig(secure_aggregation=True, min_sites=2)
+    )
     strategy = SecureFedAvg(cfg, RunDirectory(tmp_path), attach_lora(copy.deepcopy(model), cfg.lora), "r")
     strategy.current = RoundLog(1, 0.0, Traffic())
     arrays = [strategy.global_arrays[n] for n in strategy.names]
@@ -183,9 +203,11 @@ def test_strategy_refuses_separate_updates(tmp_path: Path, tiny) -> None:
         strategy.aggregate_fit(1, [(None, FitRes(Status(Code.OK, ""), shared, 10, {}))], [])
 
 
-def test_a_failing_secure_site_sends_only_fedcare_text(tiny, cfg: RunConfig, initial: dict[str, np.ndarray],
-                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_failing_secure_site_sends_only_fedcare_text(
+    tiny, cfg: RunConfig, initial: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Flower forwards an exception's text to the coordinator: a foreign error's text must stay at the site."""
+
     def boom(*_: Any) -> None:
         raise ValueError(f"tokenizer choked on {SECRET}")
 
@@ -202,5 +224,6 @@ def test_a_failing_secure_site_sends_only_fedcare_text(tiny, cfg: RunConfig, ini
     assert SECRET not in str(err.value) and "ValueError at the site" in str(err.value)
     assert err.value.__suppress_context__  # no chained exception for Flower to format
     with pytest.raises(secure_app.SiteError, match="no JSON plan"):
-        _remember_message(message(cfg, 1, initial, "train"), context(0),
-                          lambda m, c: site.fit([initial[n] for n in names], {}))
+        _remember_message(
+            message(cfg, 1, initial, "train"), context(0), lambda m, c: site.fit([initial[n] for n in names], {})
+        )

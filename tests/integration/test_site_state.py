@@ -21,8 +21,17 @@ PRIVACY = PrivacyConfig(target_epsilon=8.0)
 
 
 def _append(ledger: PrivacyLedger) -> tuple[PrivacyLedger, int]:
-    ledger.entries.append({"run": "r", "server_round": 1, "kind": "train", "noise_multiplier": 1.0,
-                           "sample_rate": 0.1, "steps": 1, "released": ""})
+    ledger.entries.append(
+        {
+            "run": "r",
+            "server_round": 1,
+            "kind": "train",
+            "noise_multiplier": 1.0,
+            "sample_rate": 0.1,
+            "steps": 1,
+            "released": "",
+        }
+    )
     return ledger, len(ledger.entries)
 
 
@@ -77,15 +86,26 @@ def test_two_concurrent_trainings_at_one_site_keep_every_ledger_entry(tmp_path: 
     cfg = RunConfig(num_sites=2, model=tiny[0], data=DataConfig(records_per_site=20))
     site_yaml = write_simulated_sites(cfg, tmp_path / "sites")[0]
     env = os.environ | {"PYTHONPATH": str(ROOT), "FLWR_TELEMETRY_ENABLED": "0"}
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.site_worker", str(site_yaml), run,
-                               str(cache_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-             for run in ("run-a", "run-b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.site_worker", str(site_yaml), run, str(cache_dir)],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for run in ("run-a", "run-b")
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
     ledger = SiteState(tmp_path / "sites" / "site-0").read_ledger()
     assert sorted((e["run"], e["server_round"]) for e in ledger.entries) == [
-        ("run-a", 1), ("run-a", 2), ("run-b", 1), ("run-b", 2)]
+        ("run-a", 1),
+        ("run-a", 2),
+        ("run-b", 1),
+        ("run-b", 2),
+    ]
     assert all(e["released"] for e in ledger.entries)  # the second save of each round was not lost either
     # Recompute epsilon from the raw entries with Opacus directly (no compaction, no caching).
     from opacus.accountants import PRVAccountant
@@ -95,7 +115,9 @@ def test_two_concurrent_trainings_at_one_site_keep_every_ledger_entry(tmp_path: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         recomputed = accountant.get_epsilon(ledger.delta)
-    print(f"\nconcurrent runs: ledger epsilon {ledger.epsilon():.4f}, recomputed {recomputed:.4f}, "
-          f"{len(ledger.entries)} entries")
+    print(
+        f"\nconcurrent runs: ledger epsilon {ledger.epsilon():.4f}, recomputed {recomputed:.4f}, "
+        f"{len(ledger.entries)} entries"
+    )
     assert ledger.epsilon() == pytest.approx(recomputed, rel=1e-6)
     assert ledger.epsilon() <= ledger.target_epsilon

@@ -48,8 +48,16 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_every_strategy_runs_two_tiny_sites_for_two_rounds(name: str, tmp_path: Path, cache_dir: Path) -> None:
     sites = 3 if name == "bulyan" else 2  # Flower's Bulyan needs 4 f + 3 updates (f = 0: 3 sites)
-    summary = simulate_inprocess(["+experiment=smoke", f"strategy={name}", f"num_sites={sites}",
-                                  f"model.cache_dir={cache_dir}", f"output_dir={tmp_path}", "run_name=r"])
+    summary = simulate_inprocess(
+        [
+            "+experiment=smoke",
+            f"strategy={name}",
+            f"num_sites={sites}",
+            f"model.cache_dir={cache_dir}",
+            f"output_dir={tmp_path}",
+            "run_name=r",
+        ]
+    )
     run = tmp_path / "r"
     assert summary["strategy"] == name and summary["rounds"] == 2
     assert len(summary["eval_loss_by_round"]) == 3 and all(np.isfinite(summary["eval_loss_by_round"]))
@@ -60,10 +68,17 @@ def test_every_strategy_runs_two_tiny_sites_for_two_rounds(name: str, tmp_path: 
 
 def _cfg(tiny, tmp_path: Path, name: str, **kw) -> RunConfig:
     model_cfg, _, _ = tiny
-    return RunConfig(num_sites=kw.pop("num_sites", 2), num_rounds=kw.pop("num_rounds", 2), model=model_cfg,
-                     output_dir=str(tmp_path), train=TrainConfig(local_steps=2, batch_size=4),
-                     data=DataConfig(records_per_site=16), privacy=PrivacyConfig(noise_seed=7),
-                     strategy=StrategyConfig(name=name, **kw.pop("strategy", {})), **kw)
+    return RunConfig(
+        num_sites=kw.pop("num_sites", 2),
+        num_rounds=kw.pop("num_rounds", 2),
+        model=model_cfg,
+        output_dir=str(tmp_path),
+        train=TrainConfig(local_steps=2, batch_size=4),
+        data=DataConfig(records_per_site=16),
+        privacy=PrivacyConfig(noise_seed=7),
+        strategy=StrategyConfig(name=name, **kw.pop("strategy", {})),
+        **kw,
+    )
 
 
 class Killed(RuntimeError):
@@ -126,8 +141,12 @@ def _corrupting(bad: dict[tuple[int, int], str]):  # noqa: ANN202
             arrays[first] = np.zeros((arrays[first].shape[0] + 1, *arrays[first].shape[1:]), np.float32)
         elif kind == "huge":
             arrays = {k: v * 1000.0 for k, v in arrays.items()}
-        reply.content = RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                                    METRICS: reply.content.metric_records[METRICS]})
+        reply.content = RecordDict(
+            {
+                ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                METRICS: reply.content.metric_records[METRICS],
+            }
+        )
         return reply
 
     return call
@@ -160,9 +179,15 @@ def test_a_round_with_fewer_accepted_updates_than_min_sites_stops_the_run(tiny, 
 def test_ffa_lora_sends_only_lora_b_and_keeps_lora_a_fixed(tmp_path: Path, cache_dir: Path) -> None:
     runs = {}
     for freeze in (False, True):
-        runs[freeze] = simulate_inprocess(["+experiment=smoke", f"lora.freeze_a={str(freeze).lower()}",
-                                           f"model.cache_dir={cache_dir}", f"output_dir={tmp_path}",
-                                           f"run_name=ffa-{freeze}"])
+        runs[freeze] = simulate_inprocess(
+            [
+                "+experiment=smoke",
+                f"lora.freeze_a={str(freeze).lower()}",
+                f"model.cache_dir={cache_dir}",
+                f"output_dir={tmp_path}",
+                f"run_name=ffa-{freeze}",
+            ]
+        )
     plain, ffa = _adapter(tmp_path / "ffa-False", 0), _adapter(tmp_path / "ffa-True", 2)
     b_bytes = sum(v.nbytes for k, v in plain.items() if ".lora_B." in k)
     assert runs[True]["bytes_up_per_round"] == [2 * b_bytes] * 2  # 2 sites, lora_B only

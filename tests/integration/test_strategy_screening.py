@@ -37,18 +37,17 @@ class Sites:
         if isinstance(answer, str):
             return Message(Error(code=1001, reason=answer), reply_to=msg)
         metrics = MetricRecord({NUM_EXAMPLES: self.examples, "site_index": index, "update_norm": 1.0})
-        return Message(RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in answer.items()}),
-                                   METRICS: metrics}), reply_to=msg)
+        return Message(
+            RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in answer.items()}), METRICS: metrics}), reply_to=msg
+        )
 
 
-def _round(name: str, answers: dict, server_round: int = 1, start: dict | None = None,
-           strategy=None, **kw):  # noqa: ANN001, ANN202
+def _round(name: str, answers: dict, server_round: int = 1, start: dict | None = None, strategy=None, **kw):  # noqa: ANN001, ANN202
     cfg = RunConfig(num_sites=len(answers), strategy=StrategyConfig(name=name, **kw))
     strategy = strategy or build_strategy(cfg)
     grid = InProcessGrid(Sites(answers), len(answers))
     start_record = ArrayRecord({k: Array(v) for k, v in (start or _global()).items()})
-    messages = strategy.configure_train(server_round, start_record,
-                                        ConfigRecord({"server_round": server_round}), grid)
+    messages = strategy.configure_train(server_round, start_record, ConfigRecord({"server_round": server_round}), grid)
     record, _ = strategy.aggregate_train(server_round, grid.send_and_receive(messages))
     return strategy, {k: record[k].numpy() for k in record}
 
@@ -65,8 +64,15 @@ def test_nan_wrong_shape_outlier_and_error_replies_are_dropped_with_reasons() ->
     nan[NAMES[1]][0, 0] = np.nan
     shape = _global(1.0) | {NAMES[0]: np.zeros((4, 3), np.float32)}
     extra = _global(1.0) | {"m.lm_head.weight": np.zeros(2, np.float32)}
-    answers = {0: _global(1.0), 1: _global(1.2), 2: nan, 3: shape, 4: _global(500.0), 5: extra,
-               6: "site refused: privacy budget exhausted"}
+    answers = {
+        0: _global(1.0),
+        1: _global(1.2),
+        2: nan,
+        3: shape,
+        4: _global(500.0),
+        5: extra,
+        6: "site refused: privacy budget exhausted",
+    }
     strategy, out = _round("fedavg", answers)
     rejected = strategy.last_round.rejected
     assert sorted(rejected) == ["site-2", "site-3", "site-4", "site-5"]
@@ -89,8 +95,9 @@ def test_disallowed_metrics_are_rejected() -> None:
     cfg = RunConfig(num_sites=2)
     strategy = build_strategy(cfg)
     grid = InProcessGrid(Chatty({0: _global(1.0), 1: _global(1.0)}), 2)
-    messages = strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in _global().items()}),
-                                        ConfigRecord({"server_round": 1}), grid)
+    messages = strategy.configure_train(
+        1, ArrayRecord({k: Array(v) for k, v in _global().items()}), ConfigRecord({"server_round": 1}), grid
+    )
     strategy.aggregate_train(1, grid.send_and_receive(messages))
     assert "not an allowed metric name" in strategy.last_round.rejected["site-1"]
 
@@ -107,8 +114,9 @@ def test_every_strategy_aggregates_three_updates(name: str) -> None:
     assert not np.allclose(out[NAMES[0]], 0.0)  # it moved from the start
 
 
-@pytest.mark.parametrize(("name", "kw"), [("fedadam", {}), ("fedyogi", {}), ("fedadagrad", {}),
-                                          ("fedavgm", {"server_momentum": 0.9})])
+@pytest.mark.parametrize(
+    ("name", "kw"), [("fedadam", {}), ("fedyogi", {}), ("fedadagrad", {}), ("fedavgm", {"server_momentum": 0.9})]
+)
 def test_strategy_state_survives_a_save_and_load(name: str, kw: dict) -> None:
     r1 = {0: _global(1.0), 1: _global(2.0)}
     s, after1 = _round(name, r1, **kw)
@@ -125,7 +133,8 @@ def test_strategy_state_survives_a_save_and_load(name: str, kw: dict) -> None:
 
 
 def test_the_deployed_coordinator_refuses_secure_aggregation_instead_of_running_plain_fedavg(
-        tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from simulations.cli import main
 
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))

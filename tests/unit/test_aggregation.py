@@ -10,8 +10,10 @@ from common.errors import AdapterLayoutError
 
 
 def _arrays(value: float) -> dict[str, np.ndarray]:
-    return {"a.lora_A.weight": np.full((2, 3), value, np.float32),
-            "a.lora_B.weight": np.full((3, 2), -value, np.float32)}
+    return {
+        "a.lora_A.weight": np.full((2, 3), value, np.float32),
+        "a.lora_B.weight": np.full((3, 2), -value, np.float32),
+    }
 
 
 def test_check_layout_rejects_a_wrong_shape_or_dtype() -> None:

@@ -371,8 +371,17 @@ def test_summarize_of_an_empty_log(tmp_path: Path) -> None:
 def test_entries_name_their_run_and_anchored_heads_reveal_a_rewrite_or_truncation(tmp_path: Path) -> None:
     path = tmp_path / "egress.jsonl"
     log = EgressLog(path)
-    heads = [log.append(message_type="evaluate", server_round=r, tensors=None, metrics={"eval_loss": 1.0},
-                        epsilon=None, run_id="run-7") for r in range(3)]
+    heads = [
+        log.append(
+            message_type="evaluate",
+            server_round=r,
+            tensors=None,
+            metrics={"eval_loss": 1.0},
+            epsilon=None,
+            run_id="run-7",
+        )
+        for r in range(3)
+    ]
     assert all(json.loads(line)["run"] == "run-7" for line in path.read_text().splitlines())
     anchors = [(h["seq"], h["hash"]) for h in heads]
     assert verify_log(path, anchors) == 3
@@ -384,7 +393,13 @@ def test_entries_name_their_run_and_anchored_heads_reveal_a_rewrite_or_truncatio
     path.unlink()  # rewritten from scratch, same length: every entry re-chained
     rewritten = EgressLog(path)
     for r in range(3):
-        rewritten.append(message_type="evaluate", server_round=r, tensors=None, metrics={"eval_loss": 0.5},
-                         epsilon=None, run_id="run-7")
+        rewritten.append(
+            message_type="evaluate",
+            server_round=r,
+            tensors=None,
+            metrics={"eval_loss": 0.5},
+            epsilon=None,
+            run_id="run-7",
+        )
     with pytest.raises(AuditError, match="entry 1 does not match the head hash recorded outside the site"):
         verify_log(path, anchors)

@@ -17,8 +17,17 @@ def test_aggregation_benchmark_checks_the_mean_and_reports_memory() -> None:
 
 @pytest.mark.slow  # HF Trainer, Opacus and 2 virtual sites on the tiny model: ~20 s on 2 quiet cores
 def test_speed_benchmark_runs_on_the_tiny_model(cache_dir: Path) -> None:
-    setup = Setup(model="tiny", batch_size=4, max_seq_len=64, steps=2, repeats=1, records=24,
-                  aggregate_updates=10, aggregate_parameters=10_000, sites=2)
+    setup = Setup(
+        model="tiny",
+        batch_size=4,
+        max_seq_len=64,
+        steps=2,
+        repeats=1,
+        records=24,
+        aggregate_updates=10,
+        aggregate_parameters=10_000,
+        sites=2,
+    )
     result = run(setup, cache_dir=str(cache_dir))
     runs = result["training"]["runs"]
     assert set(runs) == {"fedcare_dp", "fedcare_no_dp", "hf_trainer_peft_no_dp"}

@@ -55,15 +55,18 @@ def test_defaults_are_the_real_model_with_dp() -> None:
     assert cfg.privacy.enabled and cfg.data.kind == "synthetic"
 
 
-@pytest.mark.parametrize(("override", "match"), [
-    ("privacy.target_epsilon=-1", "privacy.target_epsilon"),
-    ("lora.target_modules=[embed_tokens]", "lora.target_modules"),
-    ("train.batch_size=0", "train.batch_size"),
-    ("model.precision=fp8", "model.precision"),
-    ("+privacy.sigma=1.0", "privacy.sigma: unknown key"),
-    ("num_sites=oops", "num_sites"),
-    ("privacy.enabled=maybe", "privacy.enabled"),
-])
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("privacy.target_epsilon=-1", "privacy.target_epsilon"),
+        ("lora.target_modules=[embed_tokens]", "lora.target_modules"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.precision=fp8", "model.precision"),
+        ("+privacy.sigma=1.0", "privacy.sigma: unknown key"),
+        ("num_sites=oops", "num_sites"),
+        ("privacy.enabled=maybe", "privacy.enabled"),
+    ],
+)
 def test_invalid_values_name_the_key(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         compose([override])
@@ -99,12 +102,15 @@ def test_site_plan_accepts_the_keys_flowers_strategies_add() -> None:
         plan_from_flat(flat | {"server-round": 3})
 
 
-@pytest.mark.parametrize(("overrides", "match"), [
-    (["strategy.name=fedsgd"], "strategy.name"),
-    (["strategy=bulyan", "num_sites=2"], "4 x strategy.num_malicious_nodes"),
-    (["strategy=secagg", "strategy.name=fedmedian"], "secure_aggregation"),
-    (["strategy=fedtrimmedavg", "strategy.trim_beta=0.5"], "strategy.trim_beta"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["strategy.name=fedsgd"], "strategy.name"),
+        (["strategy=bulyan", "num_sites=2"], "4 x strategy.num_malicious_nodes"),
+        (["strategy=secagg", "strategy.name=fedmedian"], "secure_aggregation"),
+        (["strategy=fedtrimmedavg", "strategy.trim_beta=0.5"], "strategy.trim_beta"),
+    ],
+)
 def test_strategy_choices_are_validated(overrides: list[str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         compose(overrides)

@@ -234,9 +234,10 @@ def _handshake(paths: CredentialPaths, trusted_ca: Path, server_hostname: str = 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, client_ctx.wrap_socket(
-                raw, server_hostname=server_hostname
-            ) as tls:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+                client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls,
+            ):
                 return tls.recv(2).decode()
         finally:
             thread.join(timeout=2)

@@ -257,7 +257,10 @@ def test_parse_markup_keeps_offsets_and_optional_spans() -> None:
     record = parse_markup("x", "Dr {{NAME|Okafor}} at {{~FACILITY|Mater}} on {{DATE|3/5/21}}.")
     assert record.text == "Dr Okafor at Mater on 3/5/21."
     assert [(s.kind, record.text[s.start : s.end], s.required) for s in record.spans] == [
-        ("NAME", "Okafor", True), ("FACILITY", "Mater", False), ("DATE", "3/5/21", True)]
+        ("NAME", "Okafor", True),
+        ("FACILITY", "Mater", False),
+        ("DATE", "3/5/21", True),
+    ]
 
 
 def test_evaluate_needs_every_character_removed_and_scores_precision_on_characters() -> None:
@@ -345,5 +348,5 @@ def test_library_backends_are_not_imported_by_the_core() -> None:
         if relative not in allowed:
             assert not imported & libraries, relative
             assert not {"common.deid.presidio", "common.deid.philter"} & {
-                node.module for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.ImportFrom)}, relative
+                node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
+            }, relative

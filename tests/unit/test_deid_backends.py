@@ -23,8 +23,9 @@ def test_presidio_plus_rules_finds_names_places_and_structured_identifiers(defau
 
 
 def test_presidio_spans_that_are_not_names_are_dropped(default) -> None:
-    text = ("Hb 68 -> 81. Started Sertraline and Keppra. Parkinson's disease. Crohn's disease, "
-            "2/3 blood culture bottles.")
+    text = (
+        "Hb 68 -> 81. Started Sertraline and Keppra. Parkinson's disease. Crohn's disease, 2/3 blood culture bottles."
+    )
     assert [text[f.start : f.end] for f in detect(text, default)] == []
 
 

@@ -27,8 +27,10 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def test_load_choice_task_with_context_and_label_set(tmp_path: Path) -> None:
-    rows = [{"question": f"q{i}?", "context": "ctx", "label": lab, "sex": "f" if i % 2 else "m"}
-            for i, lab in enumerate(["yes", "no", "maybe", "yes"])]
+    rows = [
+        {"question": f"q{i}?", "context": "ctx", "label": lab, "sex": "f" if i % 2 else "m"}
+        for i, lab in enumerate(["yes", "no", "maybe", "yes"])
+    ]
     task = load_task(_write(tmp_path / "t.jsonl", rows), TaskSpec(group_column="sex"))
     assert task.kind == "choice"
     assert task.labels == ("maybe", "no", "yes")
@@ -39,8 +41,10 @@ def test_load_choice_task_with_context_and_label_set(tmp_path: Path) -> None:
 
 
 def test_load_choice_task_with_own_options_uses_letters(tmp_path: Path) -> None:
-    rows = [{"question": "q?", "choices": ["red", "blue", "green"], "label": 2},
-            {"question": "r?", "choices": ["up", "down"], "label": "A"}]
+    rows = [
+        {"question": "q?", "choices": ["red", "blue", "green"], "label": 2},
+        {"question": "r?", "choices": ["up", "down"], "label": "A"},
+    ]
     task = load_task(_write(tmp_path / "mc.jsonl", rows))
     assert task.labels == ("A", "B", "C")
     assert [i.answer for i in task.items] == ["green", "up"]
@@ -60,8 +64,9 @@ def test_load_task_errors_name_file_and_row(tmp_path: Path) -> None:
 
 def test_kv_cached_option_scores_equal_full_forward(tiny) -> None:  # noqa: ANN001
     _, model, tokenizer = tiny
-    item = TaskItem((("user", "Is aspirin an antiplatelet drug? Answer yes or no."),), "yes",
-                    ("yes", "no", "maybe not"))
+    item = TaskItem(
+        (("user", "Is aspirin an antiplatelet drug? Answer yes or no."),), "yes", ("yes", "no", "maybe not")
+    )
     score = score_choice(model, tokenizer, item, 512)
     ids = prompt_ids(tokenizer, item.prompt, 512)
     for option, cached in zip(item.choices, score.loglik, strict=True):
@@ -75,8 +80,14 @@ def test_kv_cached_option_scores_equal_full_forward(tiny) -> None:  # noqa: ANN0
 
 def test_evaluate_models_is_deterministic_and_formats(tiny, tmp_path: Path) -> None:  # noqa: ANN001
     _, model, tokenizer = tiny
-    rows = [{"question": f"Does patient {i} need a referral?", "label": ["yes", "no"][i % 2],
-             "site": ["a", "b"][i % 3 == 0]} for i in range(8)]
+    rows = [
+        {
+            "question": f"Does patient {i} need a referral?",
+            "label": ["yes", "no"][i % 2],
+            "site": ["a", "b"][i % 3 == 0],
+        }
+        for i in range(8)
+    ]
     task = load_task(_write(tmp_path / "c.jsonl", rows), TaskSpec(group_column="site"))
     first = evaluate_models(model, tokenizer, task, [], progress=False)
     second = evaluate_models(model, tokenizer, task, [], progress=False)
@@ -92,8 +103,10 @@ def test_evaluate_models_is_deterministic_and_formats(tiny, tmp_path: Path) -> N
 
 def test_generation_task_reports_rouge_loss_perplexity(tiny, tmp_path: Path) -> None:  # noqa: ANN001
     _, model, tokenizer = tiny
-    rows = [{"input": "Summarize: chest pain for two days.", "output": "Chest pain, two days."},
-            {"input": "Summarize: cough and fever.", "output": "Cough, fever."}]
+    rows = [
+        {"input": "Summarize: chest pain for two days.", "output": "Chest pain, two days."},
+        {"input": "Summarize: cough and fever.", "output": "Cough, fever."},
+    ]
     task = load_task(_write(tmp_path / "g.jsonl", rows))
     assert task.kind == "generation"
     out = evaluate_models(model, tokenizer, task, [], EvalSettings(max_new_tokens=8), progress=False)
@@ -121,6 +134,7 @@ def test_adapter_side_by_side_differs_from_base(tiny, tmp_path: Path) -> None:  
     base = AutoModelForCausalLM.from_pretrained(resolve_model(cfg))
     out = evaluate_models(base, tokenizer, task, [("trained", adapter)], progress=False)
     assert [m["name"] for m in out["models"]] == ["base", "trained"]
-    alone = evaluate_models(AutoModelForCausalLM.from_pretrained(resolve_model(cfg)), tokenizer, task, [],
-                            progress=False)
+    alone = evaluate_models(
+        AutoModelForCausalLM.from_pretrained(resolve_model(cfg)), tokenizer, task, [], progress=False
+    )
     assert out["models"][0]["metrics"] == alone["models"][0]["metrics"]  # disable_adapter() = the base model

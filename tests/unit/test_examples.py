@@ -58,4 +58,4 @@ def test_collate_pads_right_and_masks_padding(tiny) -> None:
     batch = collate([a, b], pad_id=tokenizer.pad_token_id)
     assert batch["input_ids"].shape == (2, len(a.input_ids))
     assert int(batch["attention_mask"][1].sum()) == len(b.input_ids)
-    assert (batch["labels"][1, len(b.input_ids):] == IGNORE_INDEX).all()
+    assert (batch["labels"][1, len(b.input_ids) :] == IGNORE_INDEX).all()

@@ -51,14 +51,17 @@ def test_make_private_dir_refuses_empty_file_and_unwritable_paths(tmp_path: Path
     assert make_private_dir(tmp_path / "new" / "dir", "--out").is_dir()
 
 
-@pytest.mark.parametrize(("row", "reason"), [
-    ('{"question": "a\\ud800", "answer": "b"}', r"line 1: a text value holds a lone surrogate \(character 2\)"),
-    ('{"question": "a\\u0000", "answer": "b"}', "NUL character"),
-    ('{"question": ' + "[" * 20 + "]" * 20 + ', "answer": "b"}', "nested more than 8 levels deep"),
-    ('{"question": 1' + "0" * 5000 + "}", r"invalid JSON \(a number is too long\)"),
-    (json.dumps({f"k{i}": 1 for i in range(MAX_FIELDS + 1)}), f"{MAX_FIELDS + 1} fields in one value"),
-    (json.dumps({"question": "q" * 1_000_001, "answer": "a"}), "over the limit of 1,000,000"),
-])
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ('{"question": "a\\ud800", "answer": "b"}', r"line 1: a text value holds a lone surrogate \(character 2\)"),
+        ('{"question": "a\\u0000", "answer": "b"}', "NUL character"),
+        ('{"question": ' + "[" * 20 + "]" * 20 + ', "answer": "b"}', "nested more than 8 levels deep"),
+        ('{"question": 1' + "0" * 5000 + "}", r"invalid JSON \(a number is too long\)"),
+        (json.dumps({f"k{i}": 1 for i in range(MAX_FIELDS + 1)}), f"{MAX_FIELDS + 1} fields in one value"),
+        (json.dumps({"question": "q" * 1_000_001, "answer": "a"}), "over the limit of 1,000,000"),
+    ],
+)
 def test_load_records_refuses_rows_past_the_caps(tmp_path: Path, row: str, reason: str) -> None:
     path = tmp_path / "site.jsonl"
     path.write_text(row + "\n", encoding="utf-8")
@@ -96,14 +99,17 @@ def test_parquet_row_count_is_checked_before_decoding(tmp_path: Path) -> None:
         load_records(tmp_path / "bomb.parquet")
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("a: &x [1, 2]\nb: *x\n", "line 1: YAML anchors and aliases"),
-    ("a: " + "[" * 40 + "]" * 40 + "\n", "nested more than 16 levels deep"),
-    ("a: 1\na: 2\n", "line 2: key 'a' appears twice"),
-    ("- a\n", "expected a mapping"),
-    ("a: [1\n", "not valid YAML"),
-    ("!!python/object/apply:os.system ['true']\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a: &x [1, 2]\nb: *x\n", "line 1: YAML anchors and aliases"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", "nested more than 16 levels deep"),
+        ("a: 1\na: 2\n", "line 2: key 'a' appears twice"),
+        ("- a\n", "expected a mapping"),
+        ("a: [1\n", "not valid YAML"),
+        ("!!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    ],
+)
 def test_load_yaml_mapping_refuses_aliases_depth_duplicates_and_tags(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(text, encoding="utf-8")
@@ -117,27 +123,33 @@ def test_load_yaml_mapping_reads_a_plain_mapping(tmp_path: Path) -> None:
     assert load_yaml_mapping(path, "site configuration") == {"site_id": "a", "data": {"paths": ["x.jsonl"]}}
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    ({"privacy": {"target_epsilon": float("inf")}}, r"privacy\.target_epsilon: expected a finite number, got inf"),
-    ({"privacy": {"target_delta": float("nan")}}, "privacy.target_delta: expected a finite number"),
-    ({"privacy": {"target_epsilon": 10**400}}, "expected a finite number, got an integer of 401 digits"),
-    ({"num_sites": 10**30}, "num_sites: expected an integer below 2"),
-    ({"num_sites": 100_000}, r"num_sites: expected in \[1, 1000\]"),
-    ({"run_name": "../x"}, "run_name: expected a folder name"),
-    ({"num_site": 3}, "num_site: unknown key; did you mean num_sites"),
-    ({"privacy": {"target_epsilo": 3}}, "privacy.target_epsilo: unknown key; did you mean privacy.target_epsilon"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ({"privacy": {"target_epsilon": float("inf")}}, r"privacy\.target_epsilon: expected a finite number, got inf"),
+        ({"privacy": {"target_delta": float("nan")}}, "privacy.target_delta: expected a finite number"),
+        ({"privacy": {"target_epsilon": 10**400}}, "expected a finite number, got an integer of 401 digits"),
+        ({"num_sites": 10**30}, "num_sites: expected an integer below 2"),
+        ({"num_sites": 100_000}, r"num_sites: expected in \[1, 1000\]"),
+        ({"run_name": "../x"}, "run_name: expected a folder name"),
+        ({"num_site": 3}, "num_site: unknown key; did you mean num_sites"),
+        ({"privacy": {"target_epsilo": 3}}, "privacy.target_epsilo: unknown key; did you mean privacy.target_epsilon"),
+    ],
+)
 def test_run_config_refuses_non_finite_out_of_range_and_unknown_values(raw: dict, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         run_config_from_dict(raw)
 
 
-@pytest.mark.parametrize(("overrides", "reason"), [
-    (["model=tinyy"], r"^model=tinyy: no such option in conf/model/; did you mean tiny\?$"),
-    (["num_site=3"], r"^num_site: unknown key; did you mean num_sites\?$"),
-    (["+experiment=smok"], r"^experiment=smok: no such option in conf/experiment/; did you mean smoke\?$"),
-    (["num_sites=["], r"^config override 'num_sites=\[': "),
-])
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["model=tinyy"], r"^model=tinyy: no such option in conf/model/; did you mean tiny\?$"),
+        (["num_site=3"], r"^num_site: unknown key; did you mean num_sites\?$"),
+        (["+experiment=smok"], r"^experiment=smok: no such option in conf/experiment/; did you mean smoke\?$"),
+        (["num_sites=["], r"^config override 'num_sites=\[': "),
+    ],
+)
 def test_compose_turns_hydra_errors_into_one_line(overrides: list[str], reason: str) -> None:
     from server.compose import compose
 
@@ -179,8 +191,10 @@ def test_check_adapter_dir_accepts_a_real_peft_adapter(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
-    save_file({"base_model.model.q_proj.lora_A.weight": np.zeros((2, 4), np.float32)},
-              str(tmp_path / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.model.q_proj.lora_A.weight": np.zeros((2, 4), np.float32)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )
     from common.adapters import check_adapter_dir
 
     check_adapter_dir(tmp_path)

@@ -36,8 +36,9 @@ def test_small_alpha_concentrates_each_label_large_alpha_spreads_it() -> None:
 def test_label_shares_follow_the_dirichlet_mean_and_variance() -> None:
     # Dir(alpha 1_N): each share has mean 1/N and variance (N-1) / (N^2 (N alpha + 1)).
     n, alpha = 4, 0.5
-    shares = np.concatenate([_shares(dirichlet_partition(LABELS, n, alpha, seed=s, min_size=0)).ravel()
-                             for s in range(40)])
+    shares = np.concatenate(
+        [_shares(dirichlet_partition(LABELS, n, alpha, seed=s, min_size=0)).ravel() for s in range(40)]
+    )
     assert shares.mean() == pytest.approx(1 / n, abs=0.01)
     assert shares.var() == pytest.approx((n - 1) / (n**2 * (n * alpha + 1)), rel=0.2)
 

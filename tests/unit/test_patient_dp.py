@@ -52,8 +52,16 @@ def test_patient_level_dp_round_trains(tiny) -> None:
     units = [i // 3 for i in range(len(examples))]  # 8 patients with 3 records each
     before = adapter_arrays(model)
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=2 / 8)
-    result = train_round(model, examples, TrainConfig(local_steps=4, batch_size=2), precision="fp32",
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0), units=units)
+    result = train_round(
+        model,
+        examples,
+        TrainConfig(local_steps=4, batch_size=2),
+        precision="fp32",
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(0),
+        units=units,
+    )
     assert result.update_norm > 0 and result.examples_seen % 3 == 0  # whole patients only
     assert any(not np.array_equal(before[k], v) for k, v in adapter_arrays(model).items())
 

@@ -64,8 +64,9 @@ def test_calibration_matches_opacus_get_noise_multiplier() -> None:
     from opacus.accountants.utils import get_noise_multiplier
 
     ours = calibrate_noise(8.0, 1 / 380, 8 / 38, 20)
-    theirs = get_noise_multiplier(target_epsilon=8.0, target_delta=1 / 380, sample_rate=8 / 38, steps=20,
-                                  accountant="prv")
+    theirs = get_noise_multiplier(
+        target_epsilon=8.0, target_delta=1 / 380, sample_rate=8 / 38, steps=20, accountant="prv"
+    )
     assert ours == pytest.approx(theirs, rel=0.02)  # both within their epsilon tolerance of the target
     assert compute_epsilon(ours, 8 / 38, 20, 1 / 380) <= 8.0
 
@@ -81,8 +82,14 @@ LIMITS = SiteLimits(max_eval_queries=2, min_noise_multiplier=0.3, max_noise_mult
 
 
 def _run(run_id: str = "run-a", planned_steps: int = 20, batch_size: int = 8, target: float = 4.0) -> RunRequest:
-    return RunRequest(run_id=run_id, num_units=40, batch_size=batch_size, planned_steps=planned_steps,
-                      target_epsilon=target, eval_noise_multiplier=8.0)
+    return RunRequest(
+        run_id=run_id,
+        num_units=40,
+        batch_size=batch_size,
+        planned_steps=planned_steps,
+        target_epsilon=target,
+        eval_noise_multiplier=8.0,
+    )
 
 
 def _ledger(lifetime: float = 4.0) -> PrivacyLedger:
@@ -133,8 +140,9 @@ def test_a_second_run_is_calibrated_against_what_the_first_spent_and_capped_per_
 def test_a_nearly_spent_budget_refuses_a_run_that_would_train_on_noise_and_says_what_is_left() -> None:
     ledger, _ = charge_round(_ledger(), _run(planned_steps=10), 1, 10, LIMITS)
     with pytest.raises(PrivacyBudgetExceededError, match=r"left; .*max_noise_multiplier=5.*to proceed"):
-        charge_round(ledger, _run("run-b", planned_steps=10), 1, 10,
-                     dataclasses.replace(LIMITS, max_noise_multiplier=5.0))
+        charge_round(
+            ledger, _run("run-b", planned_steps=10), 1, 10, dataclasses.replace(LIMITS, max_noise_multiplier=5.0)
+        )
 
 
 def test_the_minimum_noise_multiplier_wins_over_a_generous_budget() -> None:

@@ -32,9 +32,7 @@ FLAT_ROWS = [
     {"question": "What is HbA1c?", "answer": "A three-month blood sugar average."},
 ]
 FLAT_EXPECTED = [
-    ChatRecord(
-        prompt=(("user", "What is a fever?"),), completion="A raised body temperature."
-    ),
+    ChatRecord(prompt=(("user", "What is a fever?"),), completion="A raised body temperature."),
     ChatRecord(
         prompt=(("system", "Be brief."), ("user", "Define tachycardia.")),
         completion="A fast heart rate.",
@@ -94,9 +92,7 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
 
 def assert_error(path: Path, where: str, reason: str) -> None:
     """Loading path fails naming the file, the row and the reason, and leaks no record text."""
-    with pytest.raises(
-        DataError, match=re.escape(f"{path} {where}: ") + reason
-    ) as info:
+    with pytest.raises(DataError, match=re.escape(f"{path} {where}: ") + reason) as info:
         load_records(path)
     assert SECRET not in str(info.value)
     assert "Jane" not in str(info.value)
@@ -115,12 +111,8 @@ def test_load_records_reads_every_shape_from_json(tmp_path: Path) -> None:
     assert load_records(str(path)) == [*FLAT_EXPECTED, CHAT_EXPECTED]
 
 
-@pytest.mark.parametrize(
-    "shape", [("input", "output"), ("prompt", "completion"), ("question", "answer")]
-)
-def test_load_records_reads_flat_shapes_from_csv(
-    tmp_path: Path, shape: tuple[str, str]
-) -> None:
+@pytest.mark.parametrize("shape", [("input", "output"), ("prompt", "completion"), ("question", "answer")])
+def test_load_records_reads_flat_shapes_from_csv(tmp_path: Path, shape: tuple[str, str]) -> None:
     path = write_csv(
         tmp_path / "site.csv",
         [*shape, "system"],
@@ -130,12 +122,8 @@ def test_load_records_reads_flat_shapes_from_csv(
         ],
     )
     assert load_records(path) == [
-        ChatRecord(
-            prompt=(("user", "Q one, with comma"),), completion="A one\nspans two lines"
-        ),
-        ChatRecord(
-            prompt=(("system", "Be kind."), ("user", "Q two")), completion="A two"
-        ),
+        ChatRecord(prompt=(("user", "Q one, with comma"),), completion="A one\nspans two lines"),
+        ChatRecord(prompt=(("system", "Be kind."), ("user", "Q two")), completion="A two"),
     ]
 
 
@@ -147,29 +135,19 @@ def test_load_records_reads_flat_and_chat_shapes_from_parquet(tmp_path: Path) ->
 
 
 def test_load_records_keeps_text_verbatim(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "site.jsonl", [{"input": "  padded  ", "output": "\tanswer\n"}]
-    )
-    assert load_records(path) == [
-        ChatRecord(prompt=(("user", "  padded  "),), completion="\tanswer\n")
-    ]
+    path = write_jsonl(tmp_path / "site.jsonl", [{"input": "  padded  ", "output": "\tanswer\n"}])
+    assert load_records(path) == [ChatRecord(prompt=(("user", "  padded  "),), completion="\tanswer\n")]
 
 
 def test_load_records_keeps_csv_cells_as_strings(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "site.csv", ["question", "answer"], [["007", "NA"]])
-    assert load_records(path) == [
-        ChatRecord(prompt=(("user", "007"),), completion="NA")
-    ]
+    assert load_records(path) == [ChatRecord(prompt=(("user", "007"),), completion="NA")]
 
 
 def test_load_records_accepts_utf8_bom_and_non_ascii(tmp_path: Path) -> None:
     path = tmp_path / "site.csv"
-    path.write_bytes(
-        b"\xef\xbb\xbfquestion,answer\n" + "Fièvre ?,Température élevée\n".encode()
-    )
-    assert load_records(path) == [
-        ChatRecord(prompt=(("user", "Fièvre ?"),), completion="Température élevée")
-    ]
+    path.write_bytes(b"\xef\xbb\xbfquestion,answer\n" + "Fièvre ?,Température élevée\n".encode())
+    assert load_records(path) == [ChatRecord(prompt=(("user", "Fièvre ?"),), completion="Température élevée")]
 
 
 def test_load_records_skips_blank_jsonl_lines(tmp_path: Path) -> None:
@@ -193,12 +171,8 @@ def test_load_records_uses_column_mapping(tmp_path: Path) -> None:
         ChatRecord(prompt=(("user", "Q2"),), completion="A2"),
     ]
     assert load_records(write_jsonl(tmp_path / "m.jsonl", rows), mapping) == expected
-    assert (
-        load_records(write_parquet(tmp_path / "m.parquet", rows), mapping) == expected
-    )
-    csv_path = write_csv(
-        tmp_path / "m.csv", ["q", "a", "sys"], [["Q1", "A1", "S1"], ["Q2", "A2", ""]]
-    )
+    assert load_records(write_parquet(tmp_path / "m.parquet", rows), mapping) == expected
+    csv_path = write_csv(tmp_path / "m.csv", ["q", "a", "sys"], [["Q1", "A1", "S1"], ["Q2", "A2", ""]])
     assert load_records(csv_path, mapping) == expected
 
 
@@ -215,9 +189,7 @@ def test_load_records_where_keeps_only_matching_rows_unvalidated(
     path = write_jsonl(tmp_path / "all.jsonl", rows)
     records = load_records(path, where=("source", "A"))
     assert [record.completion for record in records] == ["A1", "A3"]
-    assert [
-        record.completion for record in load_records(path, where=("source", "7"))
-    ] == ["A5"]
+    assert [record.completion for record in load_records(path, where=("source", "7"))] == ["A5"]
 
 
 def test_load_records_where_on_csv(tmp_path: Path) -> None:
@@ -226,35 +198,25 @@ def test_load_records_where_on_csv(tmp_path: Path) -> None:
         ["source", "question", "answer"],
         [["A", "Q1", "A1"], ["B", "Q2", "A2"]],
     )
-    assert [
-        record.completion for record in load_records(path, where=("source", "B"))
-    ] == ["A2"]
+    assert [record.completion for record in load_records(path, where=("source", "B"))] == ["A2"]
 
 
 def test_load_records_where_matching_nothing_is_empty(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "all.jsonl", [{"source": SECRET, "question": "Q", "answer": "A"}]
-    )
-    with pytest.raises(
-        DataError, match=r"all\.jsonl contains no records with field 'source'"
-    ) as info:
+    path = write_jsonl(tmp_path / "all.jsonl", [{"source": SECRET, "question": "Q", "answer": "A"}])
+    with pytest.raises(DataError, match=r"all\.jsonl contains no records with field 'source'") as info:
         load_records(path, where=("source", "other"))
     assert SECRET not in str(info.value)
 
 
 def test_read_rows_numbers_rows_as_users_see_them(tmp_path: Path) -> None:
-    csv_path = write_csv(
-        tmp_path / "s.csv", ["question", "answer"], [["Q1", "two\nlines"], ["Q2", "A2"]]
-    )
+    csv_path = write_csv(tmp_path / "s.csv", ["question", "answer"], [["Q1", "two\nlines"], ["Q2", "A2"]])
     assert [number for number, _ in read_rows(csv_path)] == [2, 4]
     json_path = write_json(tmp_path / "s.json", FLAT_ROWS)
     assert [number for number, _ in read_rows(json_path)] == [1, 2, 3]
     parquet_path = write_parquet(tmp_path / "s.parquet", FLAT_ROWS)
     numbered = read_rows(parquet_path)
     assert [number for number, _ in numbered] == [1, 2, 3]
-    assert (
-        numbered[0][1] == FLAT_ROWS[0]
-    )  # Parquet nulls for absent columns are dropped
+    assert numbered[0][1] == FLAT_ROWS[0]  # Parquet nulls for absent columns are dropped
 
 
 def test_field_values_orders_by_count_then_name(tmp_path: Path) -> None:
@@ -267,17 +229,13 @@ def test_field_values_orders_by_count_then_name(tmp_path: Path) -> None:
         "c",
         "d",
     ]
-    csv_path = write_csv(
-        tmp_path / "f.csv", ["source"], [[source] for source in sources]
-    )
+    csv_path = write_csv(tmp_path / "f.csv", ["source"], [[source] for source in sources])
     assert field_values(csv_path, "source") == ["a", "b", "c", "d"]
 
 
 def test_field_values_rejects_absent_field(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "f.jsonl", [{"question": SECRET, "answer": "A"}])
-    with pytest.raises(
-        DataError, match=r"f\.jsonl: no row has a value for field 'source'"
-    ) as info:
+    with pytest.raises(DataError, match=r"f\.jsonl: no row has a value for field 'source'") as info:
         field_values(path, "source")
     assert SECRET not in str(info.value)
 
@@ -338,18 +296,12 @@ def test_load_records_rejects_invalid_json_line(tmp_path: Path) -> None:
 
 def test_load_records_rejects_invalid_json_file(tmp_path: Path) -> None:
     path = tmp_path / "site.json"
-    path.write_text(
-        '[\n  {"input": "' + SECRET + '",\n   "output" "x"}\n]', encoding="utf-8"
-    )
-    assert_error(
-        path, "line 3", r"invalid JSON \(Expecting ':' delimiter, column \d+\)"
-    )
+    path.write_text('[\n  {"input": "' + SECRET + '",\n   "output" "x"}\n]', encoding="utf-8")
+    assert_error(path, "line 3", r"invalid JSON \(Expecting ':' delimiter, column \d+\)")
 
 
 def test_load_records_rejects_json_that_is_not_a_list(tmp_path: Path) -> None:
-    path = write_json(
-        tmp_path / "site.json", {"data": [{"input": SECRET, "output": "x"}]}
-    )
+    path = write_json(tmp_path / "site.json", {"data": [{"input": SECRET, "output": "x"}]})
     with pytest.raises(
         DataError,
         match=r"site\.json: expected a top-level JSON list of objects, found object",
@@ -358,25 +310,17 @@ def test_load_records_rejects_json_that_is_not_a_list(tmp_path: Path) -> None:
     assert SECRET not in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("suffix", "where"), [(".jsonl", "line 2"), (".json", "row 2")]
-)
-def test_load_records_rejects_row_that_is_not_an_object(
-    tmp_path: Path, suffix: str, where: str
-) -> None:
+@pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "line 2"), (".json", "row 2")])
+def test_load_records_rejects_row_that_is_not_an_object(tmp_path: Path, suffix: str, where: str) -> None:
     rows = [FLAT_ROWS[0], [SECRET, "x"]]
-    path = (write_jsonl if suffix == ".jsonl" else write_json)(
-        tmp_path / f"site{suffix}", rows
-    )
+    path = (write_jsonl if suffix == ".jsonl" else write_json)(tmp_path / f"site{suffix}", rows)
     assert_error(path, where, r"not an object \(found list\)")
 
 
 def test_load_records_rejects_unreadable_parquet(tmp_path: Path) -> None:
     path = tmp_path / "site.parquet"
     path.write_bytes(b"PAR1" + SECRET.encode() + b"not really parquet")
-    with pytest.raises(
-        DataError, match=r"site\.parquet: not a readable Parquet file \(\w+\)"
-    ) as info:
+    with pytest.raises(DataError, match=r"site\.parquet: not a readable Parquet file \(\w+\)") as info:
         load_records(path)
     assert SECRET not in str(info.value)
 
@@ -399,9 +343,7 @@ def test_load_records_rejects_csv_with_header_only(tmp_path: Path) -> None:
 
 
 def test_load_records_rejects_unrecognised_shape(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "site.jsonl", [FLAT_ROWS[0], {"text": SECRET, "label": "x"}]
-    )
+    path = write_jsonl(tmp_path / "site.jsonl", [FLAT_ROWS[0], {"text": SECRET, "label": "x"}])
     assert_error(
         path,
         "line 2",
@@ -438,9 +380,7 @@ def test_load_records_rejects_ambiguous_shape(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_load_records_rejects_bad_flat_field(
-    tmp_path: Path, row: dict, reason: str
-) -> None:
+def test_load_records_rejects_bad_flat_field(tmp_path: Path, row: dict, reason: str) -> None:
     path = write_jsonl(tmp_path / "site_a.jsonl", [FLAT_ROWS[0]] * 16 + [row])
     assert_error(path, "line 17", reason)
 
@@ -450,9 +390,7 @@ def test_load_records_rejects_empty_field(tmp_path: Path) -> None:
         tmp_path / "site_a.jsonl",
         [FLAT_ROWS[0]] * 16 + [{"input": SECRET, "output": "  "}],
     )
-    with pytest.raises(
-        DataError, match=re.escape(f"{path} line 17: field 'output' is empty")
-    ) as info:
+    with pytest.raises(DataError, match=re.escape(f"{path} line 17: field 'output' is empty")) as info:
         load_records(path)
     assert SECRET not in str(info.value)
 
@@ -506,9 +444,7 @@ def _chat(*messages: object) -> dict:
             "unknown role; accepted: system, user, assistant",
         ),
         (
-            _chat(
-                {"role": "user", "content": SECRET}, {"role": "user", "content": "more"}
-            ),
+            _chat({"role": "user", "content": SECRET}, {"role": "user", "content": "more"}),
             "line 3",
             r"the last message must have role 'assistant' \(found 'user'\)",
         ),
@@ -522,18 +458,14 @@ def _chat(*messages: object) -> dict:
         ),
     ],
 )
-def test_load_records_rejects_bad_chat_row(
-    tmp_path: Path, row: dict, where: str, reason: str
-) -> None:
+def test_load_records_rejects_bad_chat_row(tmp_path: Path, row: dict, where: str, reason: str) -> None:
     path = write_jsonl(tmp_path / "chat.jsonl", [CHAT_ROW, CHAT_ROW, row])
     assert_error(path, where, reason)
 
 
 def test_load_records_rejects_bad_row_in_json_and_parquet(tmp_path: Path) -> None:
     rows = [FLAT_ROWS[0], {"input": SECRET, "output": ""}]
-    assert_error(
-        write_json(tmp_path / "site.json", rows), "row 2", "field 'output' is empty"
-    )
+    assert_error(write_json(tmp_path / "site.json", rows), "row 2", "field 'output' is empty")
     assert_error(
         write_parquet(tmp_path / "site.parquet", rows),
         "row 2",
@@ -542,18 +474,14 @@ def test_load_records_rejects_bad_row_in_json_and_parquet(tmp_path: Path) -> Non
 
 
 def test_load_records_treats_parquet_null_as_missing(tmp_path: Path) -> None:
-    path = write_parquet(
-        tmp_path / "site.parquet", [FLAT_ROWS[2], {"question": SECRET, "answer": None}]
-    )
+    path = write_parquet(tmp_path / "site.parquet", [FLAT_ROWS[2], {"question": SECRET, "answer": None}])
     assert_error(path, "row 2", "field 'answer' is missing")
 
 
 def test_load_records_rejects_csv_missing_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "site.csv", ["question", "reply"], [[SECRET, "x"]])
     mapping = ColumnMapping(prompt="question", completion="answer")
-    with pytest.raises(
-        DataError, match=re.escape(f"{path} line 1: column 'answer' is missing")
-    ) as info:
+    with pytest.raises(DataError, match=re.escape(f"{path} line 1: column 'answer' is missing")) as info:
         load_records(path, mapping)
     assert SECRET not in str(info.value)
 
@@ -570,25 +498,19 @@ def test_load_records_rejects_csv_row_with_wrong_field_count(tmp_path: Path) -> 
 
 
 def test_load_records_rejects_empty_csv_cell(tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path / "site.csv", ["question", "answer"], [["Q", "A"], [SECRET, ""]]
-    )
+    path = write_csv(tmp_path / "site.csv", ["question", "answer"], [["Q", "A"], [SECRET, ""]])
     assert_error(path, "line 3", "field 'answer' is empty")
 
 
 def test_load_records_rejects_csv_missing_filter_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "site.csv", ["question", "answer"], [[SECRET, "x"]])
-    with pytest.raises(
-        DataError, match=re.escape(f"{path} line 1: column 'source' is missing")
-    ) as info:
+    with pytest.raises(DataError, match=re.escape(f"{path} line 1: column 'source' is missing")) as info:
         load_records(path, where=("source", "A"))
     assert SECRET not in str(info.value)
 
 
 def test_load_records_rejects_parquet_missing_column(tmp_path: Path) -> None:
-    path = write_parquet(
-        tmp_path / "site.parquet", [{"question": SECRET, "answer": "a"}]
-    )
+    path = write_parquet(tmp_path / "site.parquet", [{"question": SECRET, "answer": "a"}])
     with pytest.raises(
         DataError,
         match=r"site\.parquet: column 'body' is missing \(the file has 2 columns\)",
@@ -597,8 +519,6 @@ def test_load_records_rejects_parquet_missing_column(tmp_path: Path) -> None:
 
 
 def test_load_records_fails_before_returning_anything(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "site.jsonl", [FLAT_ROWS[0]] * 50 + [{"input": SECRET, "output": ""}]
-    )
+    path = write_jsonl(tmp_path / "site.jsonl", [FLAT_ROWS[0]] * 50 + [{"input": SECRET, "output": ""}])
     with pytest.raises(DataError):
         load_records(path)

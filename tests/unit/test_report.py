@@ -11,38 +11,93 @@ from common.report import fairness_rows, sweep_points, write_report, write_sweep
 
 
 def _metrics(acc: float, n: int = 10) -> dict:
-    return {"n": n, "accuracy": acc, "macro_precision": acc, "macro_recall": acc, "macro_f1": acc,
-            "confusion_matrix": {"labels": ["no", "yes"], "matrix": [[n // 2, 0], [n - n // 2, 0]]}}
+    return {
+        "n": n,
+        "accuracy": acc,
+        "macro_precision": acc,
+        "macro_recall": acc,
+        "macro_f1": acc,
+        "confusion_matrix": {"labels": ["no", "yes"], "matrix": [[n // 2, 0], [n - n // 2, 0]]},
+    }
 
 
 def _run(tmp: Path, name: str, epsilon: float | None, final_loss: float) -> Path:
     run = tmp / name
     run.mkdir(parents=True)
-    sites = [{"site_id": f"site-{i}", "examples": 40, "epsilon": epsilon and epsilon * 0.99, "delta": 0.0025,
-              "target_epsilon": epsilon, "noise_multiplier": 0.9, "dp_enabled": epsilon is not None}
-             for i in range(2)]
-    (run / "summary.json").write_text(json.dumps({
-        "rounds": 2, "dp_enabled": epsilon is not None, "sites": sites, "eval_loss_by_round": [2.7, 2.6, final_loss],
-        "bytes_up_per_round": [2000, 2000], "bytes_down_per_round": [2000, 2000], "wall_seconds": 10.0}))
-    (run / "config.json").write_text(json.dumps({"model": {"name_or_path": "tiny"},
-                                                 "privacy": {"accountant": "prv", "target_epsilon": epsilon or 8}}))
-    rows = [{"round": r, "eval_loss_by_site": {"site-0": 2.6, "site-1": 2.5}, "bytes_up": 2000, "bytes_down": 2000,
-             "sites": {s["site_id"]: {"epsilon": (epsilon or 0) * r / 2} for s in sites}} for r in (1, 2)]
+    sites = [
+        {
+            "site_id": f"site-{i}",
+            "examples": 40,
+            "epsilon": epsilon and epsilon * 0.99,
+            "delta": 0.0025,
+            "target_epsilon": epsilon,
+            "noise_multiplier": 0.9,
+            "dp_enabled": epsilon is not None,
+        }
+        for i in range(2)
+    ]
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "rounds": 2,
+                "dp_enabled": epsilon is not None,
+                "sites": sites,
+                "eval_loss_by_round": [2.7, 2.6, final_loss],
+                "bytes_up_per_round": [2000, 2000],
+                "bytes_down_per_round": [2000, 2000],
+                "wall_seconds": 10.0,
+            }
+        )
+    )
+    (run / "config.json").write_text(
+        json.dumps(
+            {"model": {"name_or_path": "tiny"}, "privacy": {"accountant": "prv", "target_epsilon": epsilon or 8}}
+        )
+    )
+    rows = [
+        {
+            "round": r,
+            "eval_loss_by_site": {"site-0": 2.6, "site-1": 2.5},
+            "bytes_up": 2000,
+            "bytes_down": 2000,
+            "sites": {s["site_id"]: {"epsilon": (epsilon or 0) * r / 2} for s in sites},
+        }
+        for r in (1, 2)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
     def entry(acc: float, groups: bool) -> dict:
         out = {"metrics": _metrics(acc)}
         if groups:
             out["groups"] = {"18-44": _metrics(acc + 0.1), "65+": _metrics(acc - 0.2)}
-            out["fairness"] = {"metric": "accuracy", "worst_group": "65+", "best_group": "18-44",
-                               "largest_gap": 0.3, "ranked": ["65+", "18-44"]}
+            out["fairness"] = {
+                "metric": "accuracy",
+                "worst_group": "65+",
+                "best_group": "18-44",
+                "largest_gap": 0.3,
+                "ranked": ["65+", "18-44"],
+            }
         return out
-    (run / "evaluation.json").write_text(json.dumps({
-        "task": "triage", "kind": "choice", "metric": "accuracy", "labels": ["no", "yes"],
-        "baselines": {"majority": {"label": "no", "accuracy": 0.5, "macro_f1": 0.33},
-                      "chance": {"accuracy": 0.5, "macro_f1": 0.5}},
-        "sites": {"site-0": {"base": entry(0.5, False), "final": entry(0.7, False)},
-                  "site-1": {"base": entry(0.6, False), "final": entry(0.55, False)}},
-        "pooled": {"base": entry(0.55, True), "final": entry(0.62, True)}}))
+
+    (run / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "task": "triage",
+                "kind": "choice",
+                "metric": "accuracy",
+                "labels": ["no", "yes"],
+                "baselines": {
+                    "majority": {"label": "no", "accuracy": 0.5, "macro_f1": 0.33},
+                    "chance": {"accuracy": 0.5, "macro_f1": 0.5},
+                },
+                "sites": {
+                    "site-0": {"base": entry(0.5, False), "final": entry(0.7, False)},
+                    "site-1": {"base": entry(0.6, False), "final": entry(0.55, False)},
+                },
+                "pooled": {"base": entry(0.55, True), "final": entry(0.62, True)},
+            }
+        )
+    )
     return run
 
 
@@ -57,11 +112,20 @@ def test_write_report_writes_and_references_every_plot(tmp_path: Path) -> None:
 
 
 def test_fairness_rows_list_sites_then_groups() -> None:
-    rows, gaps = fairness_rows(json.loads(json.dumps({
-        "metric": "accuracy", "sites": {"site-0": {"base": {"metrics": _metrics(0.5)},
-                                                   "final": {"metrics": _metrics(0.75)}}},
-        "pooled": {"base": {"metrics": _metrics(0.5), "groups": {"a": _metrics(0.4)}},
-                   "final": {"metrics": _metrics(0.75), "groups": {"a": _metrics(0.3)}}}})))
+    rows, gaps = fairness_rows(
+        json.loads(
+            json.dumps(
+                {
+                    "metric": "accuracy",
+                    "sites": {"site-0": {"base": {"metrics": _metrics(0.5)}, "final": {"metrics": _metrics(0.75)}}},
+                    "pooled": {
+                        "base": {"metrics": _metrics(0.5), "groups": {"a": _metrics(0.4)}},
+                        "final": {"metrics": _metrics(0.75), "groups": {"a": _metrics(0.3)}},
+                    },
+                }
+            )
+        )
+    )
     assert rows[0] == ["site", "site-0", 10, 0.5, 0.75, 0.25]
     assert rows[1][:2] == ["group", "a"] and rows[1][5] == pytest.approx(-0.1)
     assert gaps == {"base": None, "final": None}

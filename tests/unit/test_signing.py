@@ -187,8 +187,15 @@ def _run_adapter(root: Path, run: str, server_round: int, dp: bool) -> Path:
 
 
 def _facts(run: str, server_round: int, dp: bool) -> dict:
-    site = {"dp_enabled": dp, "epsilon": 3.5 if dp else None, "delta": 1e-5 if dp else 0.0, "target_epsilon": 8.0,
-            "noise_multiplier": 0.9 if dp else 0.0, "egress_seq": 5, "egress_head": "ab" * 32}
+    site = {
+        "dp_enabled": dp,
+        "epsilon": 3.5 if dp else None,
+        "delta": 1e-5 if dp else 0.0,
+        "target_epsilon": 8.0,
+        "noise_multiplier": 0.9 if dp else 0.0,
+        "egress_seq": 5,
+        "egress_head": "ab" * 32,
+    }
     return {"run_id": run, "round": server_round, "strategy": "fedavg", "sites": {"site-0": site}}
 
 
@@ -220,8 +227,9 @@ def test_a_non_dp_adapter_copied_into_a_dp_run_no_longer_verifies(tmp_path: Path
         verify_adapter(target, public_key)
 
 
-def test_signing_and_ca_keys_can_be_passphrase_protected(adapter: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signing_and_ca_keys_can_be_passphrase_protected(
+    adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from common.credentials import create_ca, create_server_cert
 
     monkeypatch.setenv("FEDCARE_KEY_PASSPHRASE", "correct horse battery staple")

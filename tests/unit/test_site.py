@@ -26,18 +26,29 @@ def test_simulated_site_yaml_reads_back_to_the_config_it_was_written_from(tmp_pa
     assert site.state_dir == str((tmp_path / "site-1").resolve())
 
 
-@pytest.mark.parametrize(("change", "key", "asked", "cap"), [
-    ({"num_rounds": 9}, "num_rounds", 9, "max_rounds"),
-    ({"train": TrainConfig(local_steps=50)}, "train.local_steps", 50, "max_local_steps"),
-    ({"train": TrainConfig(batch_size=33)}, "train.batch_size", 33, "max_batch_size"),
-    ({"train": TrainConfig(max_seq_len=999)}, "train.max_seq_len", 999, "max_seq_len"),
-    ({"train": TrainConfig(eval_batch_size=99)}, "train.eval_batch_size", 99, "max_eval_batch_size"),
-    ({"model": ModelConfig(num_threads=16)}, "model.num_threads", 16, "max_threads"),
-])
-def test_a_plan_over_a_site_cap_is_refused_naming_key_asked_value_and_cap(tmp_path: Path, change: dict, key: str,
-                                                                        asked: int, cap: str) -> None:
-    site = _site(tmp_path, max_rounds=5, max_local_steps=20, max_batch_size=32, max_seq_len=512,
-                 max_eval_batch_size=32, max_threads=4)
+@pytest.mark.parametrize(
+    ("change", "key", "asked", "cap"),
+    [
+        ({"num_rounds": 9}, "num_rounds", 9, "max_rounds"),
+        ({"train": TrainConfig(local_steps=50)}, "train.local_steps", 50, "max_local_steps"),
+        ({"train": TrainConfig(batch_size=33)}, "train.batch_size", 33, "max_batch_size"),
+        ({"train": TrainConfig(max_seq_len=999)}, "train.max_seq_len", 999, "max_seq_len"),
+        ({"train": TrainConfig(eval_batch_size=99)}, "train.eval_batch_size", 99, "max_eval_batch_size"),
+        ({"model": ModelConfig(num_threads=16)}, "model.num_threads", 16, "max_threads"),
+    ],
+)
+def test_a_plan_over_a_site_cap_is_refused_naming_key_asked_value_and_cap(
+    tmp_path: Path, change: dict, key: str, asked: int, cap: str
+) -> None:
+    site = _site(
+        tmp_path,
+        max_rounds=5,
+        max_local_steps=20,
+        max_batch_size=32,
+        max_seq_len=512,
+        max_eval_batch_size=32,
+        max_threads=4,
+    )
     check_plan(plan_for_round(CFG, 1), site)  # the plan within the caps is fine
     plan = plan_for_round(dataclasses.replace(CFG, **change), 1)
     with pytest.raises(PlanRefusedError) as err:

@@ -15,8 +15,14 @@ def test_every_strategy_and_the_ffa_comparison_are_rows() -> None:
 
 
 def test_table_lists_each_site_the_mean_and_the_worst() -> None:
-    row = {"label": "fedavg", "by_site": {"site-0": 2.0, "site-1": 3.0}, "mean": 2.5, "worst": ("site-1", 3.0),
-           "bytes_up": 1000.0, "seconds": 1.25}
+    row = {
+        "label": "fedavg",
+        "by_site": {"site-0": 2.0, "site-1": 3.0},
+        "mean": 2.5,
+        "worst": ("site-1", 3.0),
+        "bytes_up": 1000.0,
+        "seconds": 1.25,
+    }
     text = table([row], ["site-0", "site-1"])
     assert "| fedavg | 2.0000 | 3.0000 | 2.5000 | site-1 (3.0000) | 1,000 | 1.2 |" in text
 

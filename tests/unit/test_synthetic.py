@@ -13,10 +13,7 @@ from common.synthetic import SPECIALTIES, generate_site_records, site_name, writ
 
 
 def _words(records: list) -> set[str]:
-    text = " ".join(
-        record.completion + " " + " ".join(content for _, content in record.prompt)
-        for record in records
-    )
+    text = " ".join(record.completion + " " + " ".join(content for _, content in record.prompt) for record in records)
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
@@ -32,10 +29,7 @@ def test_specialties_are_distinct_and_at_least_eight() -> None:
 def test_site_name_includes_index_and_specialty() -> None:
     assert site_name(0) == f"hospital-00-{SPECIALTIES[0]}"
     assert site_name(3) == f"hospital-03-{SPECIALTIES[3]}"
-    assert (
-        site_name(len(SPECIALTIES))
-        == f"hospital-{len(SPECIALTIES):02d}-{SPECIALTIES[0]}"
-    )
+    assert site_name(len(SPECIALTIES)) == f"hospital-{len(SPECIALTIES):02d}-{SPECIALTIES[0]}"
 
 
 def test_generate_site_records_is_deterministic() -> None:
@@ -59,31 +53,20 @@ def test_generate_site_records_mixes_three_task_kinds() -> None:
     assert any(prompt.startswith("Write a clinical note") for prompt in prompts)
     assert any(prompt.startswith("Patient message:") for prompt in prompts)
     assert any(prompt.startswith("Answer this medical question") for prompt in prompts)
-    notes = [
-        record.completion
-        for record in generate_site_records(0, 200)
-        if "Chief complaint:" in record.completion
-    ]
+    notes = [record.completion for record in generate_site_records(0, 200) if "Chief complaint:" in record.completion]
     assert notes and all("Assessment:" in note and "Plan:" in note for note in notes)
 
 
 def test_generate_site_records_differs_between_sites() -> None:
     first, second = generate_site_records(0, 150), generate_site_records(1, 150)
     assert site_name(0) != site_name(1)
-    assert _jaccard(_words(first), _words(second)) < _jaccard(
-        _words(first[:75]), _words(first[75:])
-    )
+    assert _jaccard(_words(first), _words(second)) < _jaccard(_words(first[:75]), _words(first[75:]))
 
 
 def test_generate_site_records_uses_specialty_vocabulary() -> None:
     cardiology = " ".join(record.completion for record in generate_site_records(0, 100))
-    endocrinology = " ".join(
-        record.completion for record in generate_site_records(1, 100)
-    )
-    assert (
-        "atrial fibrillation" in cardiology
-        and "atrial fibrillation" not in endocrinology
-    )
+    endocrinology = " ".join(record.completion for record in generate_site_records(1, 100))
+    assert "atrial fibrillation" in cardiology and "atrial fibrillation" not in endocrinology
     assert "levothyroxine" in endocrinology and "levothyroxine" not in cardiology
 
 

@@ -43,8 +43,15 @@ def test_dp_round_changes_the_adapter_and_keeps_it_finite(peft_model, examples) 
     model, tokenizer = peft_model
     before = adapter_arrays(model)
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
-    result = train_round(model, examples, TrainConfig(local_steps=8, batch_size=4), precision="fp32",
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
+    result = train_round(
+        model,
+        examples,
+        TrainConfig(local_steps=8, batch_size=4),
+        precision="fp32",
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(0),
+    )
     after = adapter_arrays(model)
     assert result.steps == 8 and result.update_norm > 0
     assert any(not np.array_equal(before[k], after[k]) for k in before)
@@ -58,8 +65,15 @@ def test_dp_noise_makes_identical_rounds_differ(tiny, examples) -> None:
     for _ in range(2):
         model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
         dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
-        train_round(model, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
-                    pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(7))  # same batches
+        train_round(
+            model,
+            examples,
+            TrainConfig(local_steps=2, batch_size=4),
+            precision="fp32",
+            pad_id=tokenizer.pad_token_id,
+            dp=dp,
+            rng=np.random.default_rng(7),
+        )  # same batches
         ends.append(adapter_arrays(model))
     assert any(not np.allclose(ends[0][k], ends[1][k]) for k in ends[0])
 
@@ -69,8 +83,15 @@ def test_non_dp_round_is_reproducible(tiny, examples) -> None:
     ends = []
     for _ in range(2):
         model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
-        train_round(model, examples, TrainConfig(local_steps=3, batch_size=4), precision="fp32",
-                    pad_id=tokenizer.pad_token_id, dp=None, rng=np.random.default_rng(7))
+        train_round(
+            model,
+            examples,
+            TrainConfig(local_steps=3, batch_size=4),
+            precision="fp32",
+            pad_id=tokenizer.pad_token_id,
+            dp=None,
+            rng=np.random.default_rng(7),
+        )
         ends.append(adapter_arrays(model))
     assert all(np.allclose(ends[0][k], ends[1][k]) for k in ends[0])
 
@@ -78,8 +99,15 @@ def test_non_dp_round_is_reproducible(tiny, examples) -> None:
 def test_training_lowers_the_loss_without_dp(peft_model, examples) -> None:
     model, tokenizer = peft_model
     start = evaluate_loss(model, examples, batch_size=8, precision="fp32", pad_id=tokenizer.pad_token_id)
-    train_round(model, examples, TrainConfig(local_steps=30, batch_size=8, learning_rate=1e-2), precision="fp32",
-                pad_id=tokenizer.pad_token_id, dp=None, rng=np.random.default_rng(0))
+    train_round(
+        model,
+        examples,
+        TrainConfig(local_steps=30, batch_size=8, learning_rate=1e-2),
+        precision="fp32",
+        pad_id=tokenizer.pad_token_id,
+        dp=None,
+        rng=np.random.default_rng(0),
+    )
     end = evaluate_loss(model, examples, batch_size=8, precision="fp32", pad_id=tokenizer.pad_token_id)
     assert end < start - 0.1
 
@@ -87,8 +115,15 @@ def test_training_lowers_the_loss_without_dp(peft_model, examples) -> None:
 def test_bf16_autocast_trains_under_dp(peft_model, examples) -> None:
     model, tokenizer = peft_model
     dp = DPSettings(noise_multiplier=0.5, max_grad_norm=1.0, sample_rate=4 / len(examples))
-    result = train_round(model, examples, TrainConfig(local_steps=2, batch_size=4), precision="bf16",
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
+    result = train_round(
+        model,
+        examples,
+        TrainConfig(local_steps=2, batch_size=4),
+        precision="bf16",
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(0),
+    )
     assert result.update_norm > 0 and all(v.dtype == np.float32 for v in adapter_arrays(model).values())
 
 
@@ -97,8 +132,9 @@ def test_saved_adapter_loads_with_peft_from_pretrained(tiny, peft_model, tmp_pat
 
     _, base, tokenizer = tiny
     model, _ = peft_model
-    arrays = {k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
-              for k, v in adapter_arrays(model).items()}
+    arrays = {
+        k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32) for k, v in adapter_arrays(model).items()
+    }
     load_adapter_arrays(model, arrays)
     save_adapter(model, tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
@@ -122,15 +158,17 @@ def _full_vocabulary_loss(model, batch) -> torch.Tensor:
     """The textbook computation: logits at every position, then each example's mean over its answer tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
-    token_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                                   ignore_index=IGNORE_INDEX, reduction="none").view(labels.shape)
+    token_loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
     return token_loss.sum(dim=1) / (labels != IGNORE_INDEX).sum(dim=1)
 
 
 def test_answer_only_loss_equals_the_full_vocabulary_reference(peft_model, examples) -> None:
     model, tokenizer = peft_model
-    arrays = {k: np.random.default_rng(3).normal(0, 0.1, v.shape).astype(np.float32)
-              for k, v in adapter_arrays(model).items()}
+    arrays = {
+        k: np.random.default_rng(3).normal(0, 0.1, v.shape).astype(np.float32) for k, v in adapter_arrays(model).items()
+    }
     load_adapter_arrays(model, arrays)  # a non-zero adapter, so LoRA is part of what is compared
     lengths = (96, 80, 90, 85, 96, 93)
     rows = [TokenizedExample(e.input_ids[:n], e.labels[:n]) for e, n in zip(examples, lengths, strict=False)]
@@ -177,9 +215,14 @@ def test_bf16_dp_clips_and_noises_in_fp32(tiny, examples) -> None:
     model.train()
     gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
     sigma, clip, batch_size = 2.0, 1e-3, 4  # a tiny clip: every example is clipped
-    optimizer = DPOptimizer(torch.optim.SGD(params, lr=0.0), noise_multiplier=sigma, max_grad_norm=clip,
-                            expected_batch_size=batch_size, loss_reduction="mean",
-                            generator=torch.Generator().manual_seed(0))
+    optimizer = DPOptimizer(
+        torch.optim.SGD(params, lr=0.0),
+        noise_multiplier=sigma,
+        max_grad_norm=clip,
+        expected_batch_size=batch_size,
+        loss_reduction="mean",
+        generator=torch.Generator().manual_seed(0),
+    )
     try:
         per_example_loss(model, collate(examples[:batch_size], tokenizer.pad_token_id), "bf16").mean().backward()
         assert {p.grad_sample.dtype for p in params} == {torch.bfloat16}  # what autocast computes
@@ -205,8 +248,7 @@ def test_gradient_checkpointing_gives_opacus_the_same_per_sample_gradients(tiny,
     batch = collate(examples[:3], tokenizer.pad_token_id)
     grads = []
     for checkpointing in (False, True):
-        base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, gradient_checkpointing=checkpointing,
-                                                               device="cpu"))
+        base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, gradient_checkpointing=checkpointing, device="cpu"))
         assert base.is_gradient_checkpointing == checkpointing
         model = attach_lora(base, AdapterConfig(), seed=0)
         load_adapter_arrays(model, {k: np.full(v.shape, 0.05, np.float32) for k, v in adapter_arrays(model).items()})
@@ -220,6 +262,8 @@ def test_gradient_checkpointing_gives_opacus_the_same_per_sample_gradients(tiny,
             gsm._close()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
     assert all(float(g.abs().sum()) > 0 for g in grads[1])
+
+
 def test_proximal_gradient_goes_into_every_per_sample_row() -> None:
     from client.train import add_proximal_gradient
 
@@ -238,14 +282,29 @@ def test_fedprox_term_keeps_the_adapter_near_the_global_one(tiny, examples) -> N
     norms = {}
     for mu in (0.0, 100.0):
         model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
-        norms[mu] = train_round(model, examples, TrainConfig(local_steps=6, batch_size=4), precision="fp32",
-                                pad_id=tokenizer.pad_token_id, dp=None, rng=np.random.default_rng(7),
-                                proximal_mu=mu).update_norm
+        norms[mu] = train_round(
+            model,
+            examples,
+            TrainConfig(local_steps=6, batch_size=4),
+            precision="fp32",
+            pad_id=tokenizer.pad_token_id,
+            dp=None,
+            rng=np.random.default_rng(7),
+            proximal_mu=mu,
+        ).update_norm
     assert norms[100.0] < 0.5 * norms[0.0]
     model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)  # and under DP-SGD (hooks mode)
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
-    result = train_round(model, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0), proximal_mu=1.0)
+    result = train_round(
+        model,
+        examples,
+        TrainConfig(local_steps=2, batch_size=4),
+        precision="fp32",
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(0),
+        proximal_mu=1.0,
+    )
     assert result.update_norm > 0 and all(np.isfinite(v).all() for v in adapter_arrays(model).values())
 
 
@@ -261,8 +320,15 @@ def test_ffa_lora_trains_and_sends_only_lora_b(tiny, examples, tmp_path) -> None
     a_before = {n: p.detach().clone() for n, p in ffa.named_parameters() if ".lora_A." in n}
     assert all(torch.equal(a_before[n], p) for n, p in plain.named_parameters() if ".lora_A." in n)  # same seed
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=4 / len(examples))
-    result = train_round(ffa, examples, TrainConfig(local_steps=2, batch_size=4), precision="fp32",
-                         pad_id=tokenizer.pad_token_id, dp=dp, rng=np.random.default_rng(0))
+    result = train_round(
+        ffa,
+        examples,
+        TrainConfig(local_steps=2, batch_size=4),
+        precision="fp32",
+        pad_id=tokenizer.pad_token_id,
+        dp=dp,
+        rng=np.random.default_rng(0),
+    )
     assert result.update_norm > 0
     assert all(torch.equal(a_before[n], p) for n, p in ffa.named_parameters() if ".lora_A." in n)
     save_adapter(ffa, tmp_path / "ffa")  # the PEFT file still holds A: it loads on its own
