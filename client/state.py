@@ -80,11 +80,28 @@ class SiteState:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
+    def _egress_shows_dp_release(self) -> bool:
+        """Whether the egress log holds a DP release (an entry with an epsilon), which a ledger must account.
+
+        Error replies and non-DP releases carry no epsilon: a site refused before its first DP release
+        (a plan over its limits, say) has nothing in a ledger, and starts one.
+        """
+        if not self.egress_path.exists():
+            return False
+        with open(self.egress_path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    return True  # unreadable: fail closed, as for a corrupt ledger
+                if isinstance(entry, dict) and entry.get("epsilon") is not None:
+                    return True
+        return False
+
     def _load(self) -> PrivacyLedger | None:
         if not self.ledger_path.exists():
             released = self.released_dir.exists() and any(self.released_dir.iterdir())
-            sent = self.egress_path.exists() and self.egress_path.stat().st_size > 0
-            if released or sent:
+            if released or self._egress_shows_dp_release():
                 raise SiteStateError(
                     f"{self.ledger_path}: missing, but this state dir already released "
                     f"({'updates in released/' if released else 'entries in egress.jsonl'}); restore the ledger from "

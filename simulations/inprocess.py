@@ -13,13 +13,16 @@ import copy
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from common.config import RunConfig
 from common.errors import FedcareError
+from common.site import write_simulated_sites
 from server.compose import compose
 from server.federation import EvaluateFn, federated_evaluation, run_federation
 from server.server_app import new_run_directory
@@ -94,6 +97,19 @@ class InProcessGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
+def site_calls(cfg: RunConfig, run_dir: Path) -> ClientCall:
+    """The real ClientApp serving ``cfg``'s virtual hospitals, each with its own site.yaml under ``run_dir/sites``.
+
+    The same path as ``fedcare simulate``: every site reads its data, limits, ledger file and egress
+    log from its site.yaml (written here from the config).
+    """
+    from client.client_app import site_app
+
+    sites_dir = (run_dir / "sites").resolve()
+    write_simulated_sites(cfg, sites_dir)
+    return site_app(sites_dir)
+
+
 def simulate_inprocess(
     overrides: list[str], client_app: ClientCall | None = None, evaluate: EvaluateFn = federated_evaluation
 ) -> dict[str, Any]:
@@ -106,8 +122,7 @@ def simulate_inprocess(
     cfg, raw = compose(overrides)
     if cfg.strategy.secure_aggregation:
         raise FedcareError("strategy.secure_aggregation: the in-process engine has no SecAgg+; use fedcare simulate")
-    if client_app is None:
-        from client.client_app import app as client_app
     out = new_run_directory(cfg)
     out.write_config(raw)
-    return run_federation(InProcessGrid(client_app, cfg.num_sites), cfg, out, evaluate)
+    sites = site_calls(cfg, out.path)
+    return run_federation(InProcessGrid(client_app or sites, cfg.num_sites), cfg, out, evaluate)

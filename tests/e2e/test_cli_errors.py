@@ -113,6 +113,7 @@ def test_simulate_stops_before_training_on_bad_data(tmp_path: Path) -> None:
         "data=files",
         f"data.paths=[{good},{bad}]",
         "num_sites=2",
+        "train.batch_size=2",  # within the good site's records, so the bad file is what stops the run
         f"output_dir={tmp_path / 'runs'}",
         cwd=tmp_path,
     )

@@ -151,6 +151,7 @@ def test_smollm2_three_sites_learns_under_dp_and_the_adapter_generates(tmp_path:
             "num_sites=3",
             "num_rounds=2",
             "train.local_steps=5",
+            "train.batch_size=8",  # 29 training records: the sites cap the sampling rate at 0.5
             "data.records_per_site=32",
             f"output_dir={tmp_path}",
             "run_name=smol",

@@ -39,9 +39,18 @@ def test_a_missing_ledger_in_a_state_dir_that_released_is_an_error(tmp_path: Pat
     state = SiteState(tmp_path)
     assert state.update_ledger(PRIVACY, 40, _append) == 1  # a fresh site: a new ledger
     state.ledger_path.unlink()
-    state.egress_path.write_text('{"seq": 0}\n')
+    state.egress_path.write_text('{"seq": 1, "error": null, "epsilon": 0.8}\n')
     with pytest.raises(SiteStateError, match="missing, but this state dir already released"):
         state.update_ledger(PRIVACY, 40, _append)
+
+
+def test_a_site_that_only_sent_refusals_starts_its_ledger(tmp_path: Path) -> None:
+    # A plan over the site's limits is refused (an error entry, no epsilon) before any DP release:
+    # there is nothing to account, so the next acceptable plan must not brick the site.
+    state = SiteState(tmp_path)
+    state.egress_path.parent.mkdir(parents=True, exist_ok=True)
+    state.egress_path.write_text('{"seq": 1, "error": "train.batch_size: over the cap", "epsilon": null}\n')
+    assert state.update_ledger(PRIVACY, 40, _append) == 1
 
 
 def test_a_corrupt_ledger_is_an_error_not_a_fresh_budget(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from safetensors.numpy import load_file
 
-from client import client_app
 from common.config import (
     STRATEGIES,
     CoordinatorConfig,
@@ -30,7 +29,7 @@ from common.errors import FedcareError
 from common.wire import ARRAYS, METRICS
 from server.federation import run_federation
 from server.run_dir import RunDirectory
-from simulations.inprocess import InProcessGrid, simulate_inprocess
+from simulations.inprocess import InProcessGrid, simulate_inprocess, site_calls
 
 # Each test trains the tiny model for real at every site (tens of seconds on two shared cores).
 pytestmark = pytest.mark.slow
@@ -102,32 +101,35 @@ class KilledAfter(InProcessGrid):
 
 @pytest.mark.parametrize("name", ["fedavg", "fedadam"])
 def test_a_coordinator_killed_after_round_one_resumes_to_the_same_adapter(name: str, tiny, tmp_path: Path) -> None:
-    full = _cfg(tiny, tmp_path, name, run_name="full")
-    run_federation(InProcessGrid(client_app.app, 2), full, RunDirectory(tmp_path / "full"))
+    # Same run name (the run id pins the test noise seeds) in two folders: uninterrupted vs killed + resumed.
+    full_dir, cut_dir = tmp_path / "full" / "run", tmp_path / "cut" / "run"
+    full = _cfg(tiny, tmp_path / "full", name, run_name="run")
+    run_federation(InProcessGrid(site_calls(full, full_dir), 2), full, RunDirectory(full_dir))
 
-    cut = dataclasses.replace(full, run_name="cut")
-    grid = KilledAfter(client_app.app, 2)  # the same sites (contexts, ledgers) before and after the kill
+    cut = dataclasses.replace(full, output_dir=str(tmp_path / "cut"))
+    grid = KilledAfter(site_calls(cut, cut_dir), 2)  # the same sites (ledgers, state) before and after the kill
     grid.kill_round = 2
     with pytest.raises(Killed):
-        run_federation(grid, cut, RunDirectory(tmp_path / "cut"))
-    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["completed_round"] == 1
+        run_federation(grid, cut, RunDirectory(cut_dir))
+    assert json.loads((cut_dir / "checkpoint.json").read_text())["completed_round"] == 1
     resumed = dataclasses.replace(cut, coordinator=CoordinatorConfig(resume=True))
-    summary = run_federation(grid, resumed, RunDirectory(tmp_path / "cut"))
+    summary = run_federation(grid, resumed, RunDirectory(cut_dir))
 
-    diff = _max_diff(_adapter(tmp_path / "cut", 2), _adapter(tmp_path / "full", 2))
+    diff = _max_diff(_adapter(cut_dir, 2), _adapter(full_dir, 2))
     print(f"\n{name}: resumed vs uninterrupted adapter after round 2: max abs diff {diff:.3e}")
     assert diff < 1e-6
-    assert _max_diff(_adapter(tmp_path / "cut", 2), _adapter(tmp_path / "cut", 1)) > 1e-4  # round 2 did train
+    assert _max_diff(_adapter(cut_dir, 2), _adapter(cut_dir, 1)) > 1e-4  # round 2 did train
     assert len(summary["eval_loss_by_round"]) == 3
-    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (cut_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
 
 
-def _corrupting(bad: dict[tuple[int, int], str]):  # noqa: ANN202
+def _corrupting(cfg: RunConfig, run_dir: Path, bad: dict[tuple[int, int], str]):  # noqa: ANN202
     """The real ClientApp, whose train reply of (site, round) in ``bad`` is corrupted after the site built it."""
+    sites = site_calls(cfg, run_dir)
 
     def call(msg: Message, context: Context) -> Message:
-        reply = client_app.app(msg, context)
+        reply = sites(msg, context)
         site = int(context.node_config["partition-id"])
         kind = bad.get((site, int(msg.content.config_records["config"]["server_round"])))
         if kind is None or msg.metadata.message_type != "train" or reply.has_error():
@@ -154,7 +156,7 @@ def _corrupting(bad: dict[tuple[int, int], str]):  # noqa: ANN202
 
 def test_bad_updates_are_rejected_named_and_the_rounds_complete(tiny, tmp_path: Path) -> None:
     cfg = _cfg(tiny, tmp_path, "fedavg", num_sites=3, run_name="bad")
-    grid = InProcessGrid(_corrupting({(1, 1): "nan", (2, 1): "shape", (1, 2): "huge"}), 3)
+    grid = InProcessGrid(_corrupting(cfg, tmp_path / "bad", {(1, 1): "nan", (2, 1): "shape", (1, 2): "huge"}), 3)
     summary = run_federation(grid, cfg, RunDirectory(tmp_path / "bad"))
 
     rejected = {(r["round"], r["site"]): r["reason"] for r in summary["rejected_updates"]}
@@ -171,7 +173,7 @@ def test_bad_updates_are_rejected_named_and_the_rounds_complete(tiny, tmp_path: 
 
 def test_a_round_with_fewer_accepted_updates_than_min_sites_stops_the_run(tiny, tmp_path: Path) -> None:
     cfg = _cfg(tiny, tmp_path, "fedavg", num_rounds=1, run_name="few", strategy={"min_sites": 2})
-    grid = InProcessGrid(_corrupting({(0, 1): "nan"}), 2)
+    grid = InProcessGrid(_corrupting(cfg, tmp_path / "few", {(0, 1): "nan"}), 2)
     with pytest.raises(FedcareError, match=r"1 site updates accepted, fewer than strategy.min_sites=2.*site-0"):
         run_federation(grid, cfg, RunDirectory(tmp_path / "few"))
 
