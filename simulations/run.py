@@ -153,9 +153,9 @@ def multirun(overrides: list[str]) -> int:
     for i, job in enumerate(jobs):
         job = [o for o in job if o.split("=", 1)[0] not in ("output_dir", "run_name")]
         print(f"[multirun {i + 1}/{len(jobs)}] {' '.join(o for o in job if o.split('=', 1)[0] in keys)}", flush=True)
-        code = subprocess.run(
-            [sys.executable, "-m", "simulations.run", *job, f"output_dir={root}", f"run_name={i}"], check=False
-        ).returncode
+        # Quoted: the job number names a folder, so Hydra must read it as a string, not an int.
+        command = [sys.executable, "-m", "simulations.run", *job, f"output_dir={root}", f"run_name='{i}'"]
+        code = subprocess.run(command, check=False).returncode
         if code != 0:
             failed.append(i)
     report = write_sweep_report(root)
