@@ -1,4 +1,4 @@
-"""Build common/deid/names.txt, the name list of fedcare's rule detector (run by a developer, not at run time).
+"""Build common/deid/names.json, the name list of fedcare's rule detector (run by a developer, not at run time).
 
     apt-get install wamerican && pip install 'fedcare[deid]' && python -m benchmarks.deid_names
 
@@ -12,11 +12,12 @@ and names under three letters. The rules use the rest as names without further c
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "common" / "deid" / "names.txt"
+OUT = Path(__file__).resolve().parents[1] / "common" / "deid" / "names.json"
 _LATIN = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿĀ-žḀ-ỿ'’-]+$")
 
 
@@ -155,7 +156,9 @@ def main() -> int:
     candidates = sorted(names)
     drugs = {candidates[start] for _, start, _ in find_drugs(candidates, is_ignore_case=True)}
     kept = sorted(names - drugs)
-    OUT.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    # JSON, not .txt: Flower's app bundle (FAB) carries only .py/.toml/.md/.json/.yaml files, and a
+    # deployed site runs the detector from the bundle.
+    OUT.write_text(json.dumps(kept, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(f"{len(kept)} names written to {OUT} ({len(drugs)} drug names left out)")
     return 0
 

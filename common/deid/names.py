@@ -1,13 +1,14 @@
 """Names beyond capitalised text: a 37,000-name list of many cultures, names in lower case and ALL CAPS, cues.
 
 Part of fedcare's rule detector (common.deid.rules runs these with its own name rules). The list
-(names.txt, built by benchmarks/deid_names.py from Faker's name providers) holds only names that are no
+(names.json, a JSON list built by benchmarks/deid_names.py from Faker's name providers) holds only names that are no
 lower-case English word, drug, eponym or clinical abbreviation, so a listed word is a name on its own; words
 that are also ordinary words ("Grace", "Will", "Winter") need a title or a relation before them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -102,8 +103,9 @@ _NOT_A_PERSON_BEFORE = re.compile(r"(?:St\.?|Saint|San|Santa|Fort|Lake|Mount|Mt\
 @cache
 def listed() -> frozenset[str]:
     """The name list, lower case."""
-    path = Path(__file__).with_name("names.txt")
-    return frozenset(path.read_text(encoding="utf-8").split())
+    # JSON (not .txt) so that Flower's app bundle, which carries .json but no .txt, ships it to a site.
+    path = Path(__file__).with_name("names.json")
+    return frozenset(json.loads(path.read_text(encoding="utf-8")))
 
 
 def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Finding]:
