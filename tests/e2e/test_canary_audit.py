@@ -27,6 +27,7 @@ def test_canary_audit_reports_both_runs(
             "num_sites=2",
             "num_rounds=2",
             "train.local_steps=10",
+            "train.batch_size=8",  # ~29 training records per site: the sites cap the sampling rate at 0.5
             "data.records_per_site=24",
             "--canaries",
             "3",
