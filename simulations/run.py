@@ -145,7 +145,7 @@ def multirun(overrides: list[str]) -> int:
 
     jobs = sweep_jobs(overrides)
     keys = {o.split("=", 1)[0] for o in overrides}
-    cfg, _ = compose([o for o in jobs[0] if o.split("=", 1)[0].lstrip("+") not in ("output_dir", "run_name")])
+    cfg, _ = compose([o for o in jobs[0] if o.split("=", 1)[0].lstrip("+") != "run_name"])  # output_dir is kept
     root = Path(cfg.output_dir) / "multirun" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
     (root / "jobs.json").write_text(json.dumps([{"job": i, "overrides": job} for i, job in enumerate(jobs)], indent=2))
