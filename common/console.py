@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -15,3 +17,19 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
+    quiet_third_party()
+
+
+def quiet_third_party() -> None:
+    """Keep the console to fedcare's own lines: no transformers/PEFT banners or loading bars."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # else the variables above reach it when it is imported
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    logging.getLogger("peft").setLevel(logging.ERROR)
+    for module in ("transformers", "peft", "torch", "opacus"):  # deprecation notices meant for their developers
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)

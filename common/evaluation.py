@@ -126,7 +126,9 @@ def task_from_rows(
 def site_task(data: Any, site_index: int) -> Task | None:
     """Site ``site_index``'s task set from a ``DataConfig``: generated triage items (synthetic data),
     the site's file in ``data.task_paths``, or None when the site has none."""
-    spec = TaskSpec(group_column=data.group_field)
+    spec = TaskSpec(
+        prompt_column=data.prompt_column, answer_column=data.completion_column, group_column=data.group_field
+    )
     if data.kind == "synthetic":
         from common.synthetic import generate_site_task
 

@@ -42,17 +42,55 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def train_arm(
+    model: Any,
+    initial: dict[str, np.ndarray],
+    examples: list[Any],
+    cfg: Any,
+    *,
+    batch: int,
+    dp: bool,
+    seed: int,
+    precision: str,
+    pad_id: int,
+) -> dict[str, np.ndarray]:
+    """Train ``model`` from the adapter ``initial`` on ``examples`` in this process: all of the run's
+    ``num_rounds x local_steps`` steps in one go, DP-SGD (noise calibrated to the run's epsilon at
+    q = batch / records) when ``dp`` and the run has DP on; returns the trained adapter arrays."""
+    from client.train import DPSettings, train_round
+    from common.adapters import adapter_arrays, load_adapter_arrays
+    from common.privacy import calibrate_noise, resolve_delta
+
+    load_adapter_arrays(model, initial)
+    total_steps = cfg.num_rounds * cfg.train.local_steps
+    settings_dp = None
+    if dp and cfg.privacy.enabled:
+        q = batch / len(examples)
+        sigma = calibrate_noise(
+            cfg.privacy.target_epsilon,
+            resolve_delta(cfg.privacy.target_delta, len(examples)),
+            q,
+            total_steps,
+            cfg.privacy.accountant,
+        )
+        settings_dp = DPSettings(sigma, cfg.privacy.max_grad_norm, q)
+    train_cfg = replace(cfg.train, local_steps=total_steps, batch_size=batch)
+    train_round(
+        model, examples, train_cfg, precision=precision, pad_id=pad_id, dp=settings_dp, rng=np.random.default_rng(seed)
+    )
+    return adapter_arrays(model)
+
+
 def compare(overrides: list[str]) -> dict[str, Any]:
     """Run every arm; returns (and writes) ``compare.json``."""
     from client import runtime
-    from client.train import DPSettings, evaluate_loss, train_round
+    from client.train import evaluate_loss
     from common.adapters import adapter_arrays, load_adapter_arrays
     from common.config import plan_for_round
+    from common.console import quiet_third_party
     from common.evaluation import EvalSettings, primary_metric, score_task, site_task, summarize_scores
-    from common.privacy import calibrate_noise, resolve_delta
     from common.report import write_report
     from server.compose import compose
-    from simulations.evaluate import quiet_third_party
     from simulations.run import simulate
 
     quiet_third_party()
@@ -74,27 +112,16 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
 
     def train(examples: list[Any], batch: int, dp: bool, seed: int) -> dict[str, np.ndarray]:
-        load_adapter_arrays(model, initial)
-        settings_dp = None
-        if dp and cfg.privacy.enabled:
-            q = batch / len(examples)
-            sigma = calibrate_noise(
-                cfg.privacy.target_epsilon,
-                resolve_delta(cfg.privacy.target_delta, len(examples)),
-                q,
-                total_steps,
-                cfg.privacy.accountant,
-            )
-            settings_dp = DPSettings(sigma, cfg.privacy.max_grad_norm, q)
-        train_cfg = replace(cfg.train, local_steps=total_steps, batch_size=batch)
-        train_round(
-            model, examples, train_cfg, precision=precision, pad_id=pad, dp=settings_dp, rng=np.random.default_rng(seed)
-        )
-        return adapter_arrays(model)
+        return train_arm(model, initial, examples, cfg, batch=batch, dp=dp, seed=seed, precision=precision, pad_id=pad)
 
-    def score(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    evaluation = summary.get("evaluation") or {}
+
+    def score(arrays: dict[str, np.ndarray], scored_by_run: str = "") -> dict[str, dict[str, Any]]:
+        """Held-out loss and task metric of ``arrays`` at every site; the task metric of the base model
+        and the final adapter comes from the run's own ``evaluation.json`` (``scored_by_run``)."""
         load_adapter_arrays(model, arrays)
         out = {}
+        scored: list[tuple[Any, Any]] = []  # sites sharing one task file are scored once per adapter
         for i, site in enumerate(sites):
             key = f"site-{i}"
             loss = evaluate_loss(
@@ -102,9 +129,15 @@ def compare(overrides: list[str]) -> dict[str, Any]:
             )
             task = tasks[key]
             metric = None
-            if task is not None:
-                summary_ = summarize_scores(task, score_task(model, tokenizer, task, settings, progress=False))
-                metric = summary_["metrics"][primary_metric(task.kind)]
+            done = evaluation.get("sites", {}).get(key, {}).get(scored_by_run)
+            if task is not None and done is not None:
+                metric = done["metrics"][primary_metric(task.kind)]
+            elif task is not None:
+                metric = next((m for t, m in scored if t == task), None)
+                if metric is None:
+                    summary_ = summarize_scores(task, score_task(model, tokenizer, task, settings, progress=False))
+                    metric = summary_["metrics"][primary_metric(task.kind)]
+                    scored.append((task, metric))
             out[key] = {"loss": loss, "task": metric}
         return out
 
@@ -112,9 +145,11 @@ def compare(overrides: list[str]) -> dict[str, Any]:
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     log.info("compare: scoring the base model")
-    results["base"] = score(initial)
+    results["base"] = score(initial, "base")
     log.info("compare: scoring the federated adapter %s", summary["adapter_dir"])
-    results["federated"] = score(dict(load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors"))))
+    results["federated"] = score(
+        dict(load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors"))), "final"
+    )
     local: dict[str, dict[str, Any]] = {}
     for i, site in enumerate(sites):
         log.info("compare: site-%d alone (%d records, %d DP-SGD steps)", i, len(site.train), total_steps)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -59,7 +58,6 @@ def main(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging()
-    quiet_third_party()
     adapters = [_named(a, i) for i, a in enumerate(args.adapter)]
     for _, path in adapters:
         if args.key:
@@ -115,22 +113,3 @@ def _named(spec: str, index: int) -> tuple[str, Path]:
         parts = directory.resolve().parts
         name = f"{parts[-3]}/{parts[-1]}" if len(parts) >= 3 and parts[-2] == "adapters" else directory.name
     return name or f"adapter-{index + 1}", directory
-
-
-def quiet_third_party() -> None:
-    """Keep the console to fedcare's own lines: no transformers/PEFT banners or loading bars."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
-    logging.getLogger("peft").setLevel(logging.ERROR)
-    import warnings
-
-    for module in ("transformers", "peft", "torch"):  # deprecation notices meant for their developers
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)

@@ -23,9 +23,9 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict
     """Score each site's task set with the base model and the final adapter; write ``evaluation.json``."""
     import torch
 
+    from common.console import quiet_third_party
     from common.evaluation import EvalSettings, evaluate_sites, site_task
     from common.model import load_model_and_tokenizer
-    from simulations.evaluate import quiet_third_party
 
     quiet_third_party()
     tasks = {f"site-{i}": t for i in range(cfg.num_sites) if (t := site_task(cfg.data, i)) is not None}

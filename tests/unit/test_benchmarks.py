@@ -49,3 +49,27 @@ def test_startup_benchmark_splits_a_message_into_phases(cache_dir: Path) -> None
     assert all(got[k] > 0 for k in phases)
     assert sum(got[k] for k in phases) == pytest.approx(got["process_total_s"])
     assert 0 < got["startup_fraction"] < 1
+
+
+def test_every_lever_row_composes_and_changes_what_it_names() -> None:
+    from benchmarks.levers import ROWS
+    from server.compose import compose
+
+    base, _ = compose(["+experiment=smoke"])
+    for name, extra in ROWS.items():
+        cfg, _ = compose(["+experiment=smoke", *extra])
+        assert (cfg == base) == (name == "default"), name
+    assert not compose(["+experiment=smoke", *ROWS["no_dp"]])[0].privacy.enabled
+    assert compose(["+experiment=smoke", *ROWS["ffa_lora"]])[0].lora.freeze_a
+
+
+def test_lever_table_gives_each_row_its_share_of_the_no_dp_gain() -> None:
+    from benchmarks.levers import table
+
+    def row(name: str, after: float) -> dict:
+        return {"row": name, "lever": name, "before": 3.0, "after": after, "gain": 3.0 - after, "noise_multiplier": 1.0,
+                "batch": 16, "steps": 15, "trainable": 10, "seconds": 1.0}  # fmt: skip
+
+    text = table([row("default", 2.5), row("no_dp", 2.0), row("lr_high", 2.2)])
+    lines = text.splitlines()
+    assert "| 50% |" in lines[2] and "| 100% |" in lines[3] and "| 80% |" in lines[4]

@@ -138,3 +138,27 @@ def test_adapter_side_by_side_differs_from_base(tiny, tmp_path: Path) -> None:  
         AutoModelForCausalLM.from_pretrained(resolve_model(cfg)), tokenizer, task, [], progress=False
     )
     assert out["models"][0]["metrics"] == alone["models"][0]["metrics"]  # disable_adapter() = the base model
+
+
+def test_site_task_reads_task_files_with_the_training_column_mapping(tmp_path: Path) -> None:
+    # A dialogue -> note task file uses the same columns as the training data (data.prompt_column /
+    # data.completion_column), so a site needs no second mapping for its task set.
+    from common.config import DataConfig
+    from common.evaluation import site_task
+
+    path = tmp_path / "val.csv"
+    path.write_text("dialogue,section_text,section_header\nDoctor: any pain?,No pain reported.,ROS\n", encoding="utf-8")
+    data = DataConfig(
+        kind="files",
+        paths=[str(path)],
+        task_paths=[str(path)],
+        prompt_column="dialogue",
+        completion_column="section_text",
+        group_field="section_header",
+    )
+    task = site_task(data, 0)
+    assert task is not None and task.kind == "generation"
+    (item,) = task.items
+    assert item.answer == "No pain reported." and item.group == "ROS"
+    assert "any pain" in item.prompt[0][1]
+    assert site_task(data, 1) is None

@@ -1,0 +1,163 @@
+"""What each DP-SGD lever buys: one site trained alone under DP, one lever changed per row.
+
+    python -m benchmarks.levers data=files 'data.paths=[a.csv,b.csv,c.csv]' data.prompt_column=dialogue \\
+        data.completion_column=section_text train.max_seq_len=256
+    python -m benchmarks.levers +experiment=smoke --rows default no_dp lr_high     # seconds, tiny model
+
+Every row trains site ``--site``'s training split in this process with the site's own code
+(``client.train.train_round`` through ``simulations.compare.train_arm``): the run's
+``num_rounds x local_steps`` DP-SGD steps, noise calibrated to the run's epsilon, the same seed and
+LoRA init for rows that share a LoRA shape. It then measures the exact answer-token loss on the
+site's held-out split (nothing is released: this is a research tool on data you hold). The table
+gives held-out loss before and after, the gain, the row's share of the non-DP row's gain, the noise
+multiplier and the seconds of training. Rows are overrides on top of the given ones, so a lever's
+effect is read against the ``default`` row of the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS: dict[str, list[str]] = {
+    "default": [],
+    "no_dp": ["privacy=none"],
+    "lr_low": ["train.learning_rate=0.0005"],
+    "lr_high": ["train.learning_rate=0.01"],
+    "batch_x3": ["train.batch_size=48"],
+    "clip_0.1": ["privacy.max_grad_norm=0.1"],
+    "clip_10": ["privacy.max_grad_norm=10.0"],
+    "rank_2": ["lora.rank=2", "lora.alpha=4"],
+    "rank_32": ["lora.rank=32", "lora.alpha=64"],
+    "qkvo": ["lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"],
+    "ffa_lora": ["lora.freeze_a=true"],
+}
+DESCRIPTION = {
+    "default": "the given config",
+    "no_dp": "no DP (the ceiling)",
+    "lr_low": "learning rate 5e-4",
+    "lr_high": "learning rate 1e-2",
+    "batch_x3": "expected batch 48 (3x compute)",
+    "clip_0.1": "clipping bound C = 0.1",
+    "clip_10": "clipping bound C = 10",
+    "rank_2": "LoRA rank 2",
+    "rank_32": "LoRA rank 32",
+    "qkvo": "LoRA on q, k, v, o",
+    "ffa_lora": "FFA-LoRA (A frozen)",
+}
+
+
+def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> dict[str, Any]:
+    """Train one row; returns its measurements."""
+    import numpy as np
+
+    from client import runtime
+    from client.train import evaluate_loss
+    from common.adapters import adapter_arrays, load_adapter_arrays
+    from common.config import plan_for_round
+    from common.privacy import calibrate_noise, resolve_delta
+    from server.compose import compose
+    from simulations.compare import train_arm
+
+    cfg, _ = compose([*base, *ROWS[name]])
+    plan = plan_for_round(cfg, 1, "levers")
+    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    examples = runtime.examples_for(cfg.data, site, cfg.num_sites, plan, tokenizer)
+    precision = runtime.precision_for(cfg.model)
+    pad = tokenizer.pad_token_id
+    initial = adapter_arrays(model)
+    key = (cfg.model, cfg.lora, cfg.seed, cfg.data, cfg.train.max_seq_len)
+    if key not in cache:  # the untrained adapter's loss (LoRA B starts at zero: the base model's)
+        cache[key] = evaluate_loss(
+            model, examples.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
+        )
+    steps = cfg.num_rounds * cfg.train.local_steps
+    sigma = 0.0
+    if cfg.privacy.enabled:
+        q = cfg.train.batch_size / len(examples.train)
+        delta = resolve_delta(cfg.privacy.target_delta, len(examples.train))
+        sigma = calibrate_noise(cfg.privacy.target_epsilon, delta, q, steps, cfg.privacy.accountant)
+    start = time.perf_counter()
+    arrays = train_arm(
+        model,
+        initial,
+        examples.train,
+        cfg,
+        batch=cfg.train.batch_size,
+        dp=True,
+        seed=cfg.seed,
+        precision=precision,
+        pad_id=pad,
+    )
+    seconds = time.perf_counter() - start
+    load_adapter_arrays(model, arrays)
+    after = evaluate_loss(model, examples.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad)
+    load_adapter_arrays(model, initial)
+    before = cache[key]
+    return {
+        "row": name,
+        "lever": DESCRIPTION[name],
+        "overrides": ROWS[name],
+        "before": before,
+        "after": after,
+        "gain": before - after,
+        "noise_multiplier": sigma,
+        "batch": cfg.train.batch_size,
+        "steps": steps,
+        "records": len(examples.train),
+        "trainable": int(sum(np.asarray(a).size for a in arrays.values())),
+        "seconds": seconds,
+        "epsilon": cfg.privacy.target_epsilon if cfg.privacy.enabled else None,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per row, the share of the no-DP row's gain when there is one."""
+    ceiling = next((r["gain"] for r in rows if r["row"] == "no_dp"), None)
+    head = (
+        "| lever | held-out loss before -> after | gain | share of no-DP gain | sigma | batch x steps | trainable | s |"
+    )
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        share = f"{r['gain'] / ceiling:.0%}" if ceiling and ceiling > 0 else "-"
+        lines.append(
+            f"| {r['lever']} | {r['before']:.4f} -> {r['after']:.4f} | {r['gain']:+.4f} | {share} | "
+            f"{r['noise_multiplier']:.3f} | {r['batch']} x {r['steps']} | {r['trainable']:,} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of every row, as for `fedcare simulate`")
+    parser.add_argument("--site", type=int, default=0, help="the site trained alone")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS), help="rows to run, in order")
+    parser.add_argument("--json", type=Path, help="write the rows here too (rewritten after every row)")
+    args = parser.parse_args(argv)
+    from common.console import quiet_third_party
+
+    quiet_third_party()
+    logging.getLogger("fedcare").setLevel(logging.WARNING)
+    rows: list[dict[str, Any]] = []
+    cache: dict[Any, float] = {}
+    for name in args.rows:
+        row = run_row(name, list(args.overrides), args.site, cache)
+        rows.append(row)
+        print(
+            f"{row['lever']}: held-out loss {row['before']:.4f} -> {row['after']:.4f} "
+            f"(sigma {row['noise_multiplier']:.3f}, {row['seconds']:.0f} s)",
+            flush=True,
+        )
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print("\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
