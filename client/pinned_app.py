@@ -6,34 +6,34 @@ process``: the SuperNode then starts no ClientApp itself. The site daemon runs F
 with this module's runner (a small executable written into the site's state dir) instead of
 ``flwr-clientapp``. The runner (:func:`clientapp_main`) is Flower's ``flwr-clientapp`` with a check
 at the one point where the bundle enters: before Flower installs the FAB (nothing of it is
-extracted, imported or run before), its SHA-256 must be one of the site's ``trusted_apps`` and
-equal the hash the SuperLink claims for it. A refused bundle is answered with an error reply that
+extracted, imported or run before), its SHA-256 must be one of the site's ``trusted_apps``, or the
+run must carry a consortium signature over exactly these bytes (run config ``app-signature``) by
+one of the site's ``trusted_signers`` (:func:`common.signing.check_app`); and it must equal the
+hash the SuperLink claims for it. A refused bundle is answered with an error reply that
 names the hash, so the refusal shows in the coordinator's log as well as the site's.
 
 Why not ``--trusted-entities``: in flwr 1.42 it checks signatures that Flower Hub attaches to a
 FAB; a FAB submitted straight to a consortium's SuperLink has none and is always refused. The
-consortium builds and hashes (optionally signs) its approved FAB with ``fedcare app build``; a site
-reviews it with ``fedcare site review``.
+consortium builds, hashes and signs its approved FAB with ``fedcare app build --sign``; a site
+reviews it (files, hash, signer) with ``fedcare site review``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedcareError
+from common.signing import AppRefusedError, check_app, load_trusted_signers
 from common.site import load_site_config
+
+__all__ = ["AppRefusedError", "clientapp_main", "superexec_main", "write_runner"]
 
 log = logging.getLogger("fedcare.site")
 
 RUNNER_NAME = "fedcare-clientapp"  # the executable SuperExec launches for each ClientApp task
-
-
-class AppRefusedError(FedcareError):
-    """The coordinator shipped an app bundle this site did not approve."""
+SIGNATURE_KEY = "app-signature"  # run config key carrying the consortium's signature (pyproject [tool.flwr.app.config])
 
 
 def write_runner(state_dir: Path, site_config: Path) -> Path:
@@ -51,26 +51,6 @@ def write_runner(state_dir: Path, site_config: Path) -> Path:
     return path
 
 
-def check_bundle(content: bytes, claimed_hash: str, trusted: tuple[str, ...], site_id: str) -> str:
-    """The bundle's SHA-256, if the site trusts it.
-
-    Raises:
-        AppRefusedError: naming the hash when it is not in ``trusted`` or differs from the claimed one.
-    """
-    digest = hashlib.sha256(content).hexdigest()
-    if claimed_hash and claimed_hash != digest:
-        raise AppRefusedError(
-            f"site {site_id} refused the app bundle: its content hashes to sha256 {digest}, "
-            f"not the {claimed_hash} the SuperLink claims"
-        )
-    if digest not in trusted:
-        raise AppRefusedError(
-            f"site {site_id} refused the app bundle sha256 {digest}: not one of the apps its "
-            "site.yaml trusts (trusted_apps); nothing of it was installed or run"
-        )
-    return digest
-
-
 def clientapp_main(site_config: str, argv: list[str]) -> int:
     """Flower's ``flwr-clientapp`` for one task, refusing any bundle the site did not approve."""
     import flwr.supernode.runtime.run_clientapp as runner
@@ -80,23 +60,32 @@ def clientapp_main(site_config: str, argv: list[str]) -> int:
 
     configure_logging()
     cfg = load_site_config(site_config)
+    signers = load_trusted_signers(cfg.trusted_signers)
     claimed: dict[str, str] = {}
     pull, install = runner.pull_task_input, runner.install_from_fab
 
     def pull_task_input(client: Any) -> Any:
         message, context, run, fab = pull(client)
         claimed["hash"] = fab.hash_str
+        claimed["signature"] = str(run.override_config.get(SIGNATURE_KEY, ""))  # what the coordinator sent
         return message, context, run, fab
 
     def install_from_fab(fab_file: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(fab_file, bytes):
             raise AppRefusedError("site: the app bundle did not arrive as bytes; refused")
         try:
-            digest = check_bundle(fab_file, claimed.get("hash", ""), cfg.trusted_apps, cfg.site_id)
+            approved = check_app(
+                fab_file,
+                site_id=cfg.site_id,
+                trusted_apps=cfg.trusted_apps,
+                trusted_signers=signers,
+                signature=claimed.get("signature", ""),
+                claimed_hash=claimed.get("hash", ""),
+            )
         except AppRefusedError as err:
             log.error("%s", err)
             raise
-        log.info("site %s: app bundle sha256 %s is approved; installing it", cfg.site_id, digest[:16])
+        log.info("site %s: app bundle %s is approved; installing it", cfg.site_id, approved)
         return install(fab_file, *args, **kwargs)
 
     runner.pull_task_input = pull_task_input
@@ -115,14 +104,18 @@ def superexec_main(site_config: str, argv: list[str]) -> int:
 
     configure_logging()
     cfg = load_site_config(site_config)
-    if not cfg.trusted_apps:
-        raise AppRefusedError(f"{site_config}: trusted_apps is empty; the pinned runner would refuse every app")
+    if not cfg.pins_apps:
+        raise AppRefusedError(
+            f"{site_config}: trusted_apps and trusted_signers are empty; the pinned runner would refuse every app"
+        )
+    signers = load_trusted_signers(cfg.trusted_signers)  # an unreadable key stops the site here, not at a run
     runner = write_runner(Path(cfg.state_dir), Path(site_config))
     constant.TASK_TYPE_TO_COMMAND[constant.TaskType.CLIENT_APP] = str(runner)
     log.info(
-        "site %s: ClientApps run only from approved bundles %s",
+        "site %s: ClientApps run only from approved bundles: pinned %s; signed by %s",
         cfg.site_id,
-        ", ".join(h[:16] for h in cfg.trusted_apps),
+        ", ".join(h[:16] for h in cfg.trusted_apps) or "none",
+        ", ".join(signers) or "nobody",
     )
     sys.argv = ["flower-superexec", *argv]
     flower_superexec()

@@ -32,7 +32,7 @@ def supernode_command(cfg: SiteConfig, config_path: Path) -> list[str]:
         "--node-config",
         f'site-config="{config_path.resolve()}"',
     ]
-    if cfg.trusted_apps:  # the site runs the ClientApp process itself (superexec_command), never Flower's default
+    if cfg.pins_apps:  # the site runs the ClientApp process itself (superexec_command), never Flower's default
         cmd += ["--isolation", "process"]
     if cfg.insecure:
         return [*cmd, "--insecure"]
@@ -46,7 +46,7 @@ def supernode_command(cfg: SiteConfig, config_path: Path) -> list[str]:
 
 def superexec_command(cfg: SiteConfig, config_path: Path) -> list[str]:
     """The site's own SuperExec (Flower's, see client/pinned_app.py): it launches each ClientApp task
-    through the pinned runner, which refuses any app bundle not in ``trusted_apps``."""
+    through the pinned runner, which refuses any app bundle not pinned or signed by a trusted key."""
     import sys
 
     return [

@@ -240,3 +240,135 @@ def _load_public_key(path: Path) -> ed25519.Ed25519PublicKey:
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise SignatureError(f"{path}: not an Ed25519 public key (got {type(key).__name__})")
     return key
+
+
+# --- The consortium's signature over an app bundle (FAB) ------------------------------------------------------------
+
+APP_SIGNATURE_VERSION = 1
+APP_SIGNATURE_SUFFIX = ".sig"  # approved/fedcare.fab -> approved/fedcare.fab.sig
+
+
+class AppRefusedError(FedcareError):
+    """The coordinator shipped an app bundle the site did not approve (no trusted hash, no valid trusted signature)."""
+
+
+def sign_app(fab: bytes, private_key_path: Path) -> str:
+    """A detached Ed25519 signature over an app bundle's SHA-256, as one line of JSON.
+
+    The line is ``{"version": 1, "algorithm": "ed25519", "sha256": hex, "public_key": base64 raw key,
+    "signer": "SHA256:...", "signature": base64}``; the signature covers the canonical JSON of everything but
+    ``"signature"``, so it binds the bundle's hash to the signer. It travels with a run (the run config key
+    ``app-signature``) and is checked by :func:`check_app` at each site before any of the bundle is installed.
+
+    Raises:
+        SignatureError: The key is not an Ed25519 private key (or is encrypted and the passphrase is wrong).
+    """
+    key = _load_private_key(Path(private_key_path))
+    public = key.public_key()
+    body = {
+        "version": APP_SIGNATURE_VERSION,
+        "algorithm": ALGORITHM,
+        "sha256": hashlib.sha256(fab).hexdigest(),
+        "public_key": base64.b64encode(
+            public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        ).decode("ascii"),
+        "signer": key_fingerprint(public),
+    }
+    return json.dumps(
+        {**body, "signature": base64.b64encode(key.sign(_canonical(body))).decode("ascii")}, sort_keys=True
+    )
+
+
+def read_app_signature(text: str) -> tuple[str, str, ed25519.Ed25519PublicKey]:
+    """``(signed sha256, signer fingerprint, signer's public key)`` of a genuine signature line.
+
+    "Genuine" means the signature matches the public key the line names; whether that key is trusted is the
+    caller's decision (:func:`check_app`).
+
+    Raises:
+        SignatureError: The line is not a fedcare app signature, or its signature does not match its key.
+    """
+    try:
+        sig = json.loads(text)
+        if (
+            not isinstance(sig, dict)
+            or sig.get("version") != APP_SIGNATURE_VERSION
+            or sig.get("algorithm") != ALGORITHM
+        ):
+            raise ValueError
+        body = {k: v for k, v in sig.items() if k != "signature"}
+        public = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"], validate=True))
+        signed = str(sig["sha256"])
+        if not _SHA256_HEX.fullmatch(signed):
+            raise ValueError
+        public.verify(base64.b64decode(sig["signature"], validate=True), _canonical(body))
+    except (ValueError, TypeError, KeyError, RecursionError, InvalidSignature):
+        raise SignatureError(
+            f"the app signature is not a valid fedcare app signature (version {APP_SIGNATURE_VERSION}, ed25519)"
+        ) from None
+    return signed, key_fingerprint(public), public
+
+
+def load_trusted_signers(paths: tuple[str, ...] | list[str]) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The Ed25519 public keys a site trusts to sign app bundles, by fingerprint.
+
+    Raises:
+        SignatureError: A file is missing or not an Ed25519 public key (the file is named).
+    """
+    keys = {}
+    for path in paths:
+        key = _load_public_key(Path(path))
+        keys[key_fingerprint(key)] = key
+    return keys
+
+
+def check_app(
+    fab: bytes,
+    *,
+    site_id: str,
+    trusted_apps: tuple[str, ...] = (),
+    trusted_signers: dict[str, ed25519.Ed25519PublicKey] | None = None,
+    signature: str = "",
+    claimed_hash: str = "",
+) -> str:
+    """Why a site may run this app bundle, or :class:`AppRefusedError` naming why not.
+
+    Approved is a bundle whose SHA-256 is pinned in ``trusted_apps``, or that carries a signature, valid over
+    exactly these bytes, by one of ``trusted_signers``. ``claimed_hash`` (the hash the SuperLink announces) must
+    equal the bundle's own hash when given.
+
+    Returns:
+        ``"sha256 <hash> pinned in trusted_apps"`` or ``"sha256 <hash> signed by SHA256:..."``.
+
+    Raises:
+        AppRefusedError: The message names the site, the bundle's hash and the reason.
+    """
+    digest = hashlib.sha256(fab).hexdigest()
+    refused = f"site {site_id} refused the app bundle sha256 {digest}"
+    tail = "; nothing of it was installed or run"
+    if claimed_hash and claimed_hash != digest:
+        raise AppRefusedError(f"{refused}: the SuperLink claims it is sha256 {claimed_hash}{tail}")
+    if digest in trusted_apps:
+        return f"sha256 {digest} pinned in trusted_apps"
+    signers = trusted_signers or {}
+    if not signature:
+        how = "its site.yaml neither pins this hash (trusted_apps)"
+        how += " nor does the run carry a consortium signature (app-signature)" if signers else ""
+        raise AppRefusedError(f"{refused}: {how}{tail}")
+    try:
+        signed, signer, public = read_app_signature(signature)
+    except SignatureError as err:
+        raise AppRefusedError(f"{refused}: {err}{tail}") from None
+    if signer not in signers or signers[signer].public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    ) != public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw):
+        trusted = ", ".join(sorted(signers)) or "none"
+        raise AppRefusedError(
+            f"{refused}: it is signed by {signer}, not a key its site.yaml trusts (trusted_signers: {trusted}){tail}"
+        )
+    if signed != digest:
+        raise AppRefusedError(
+            f"{refused}: the signature by {signer} is for sha256 {signed}, not for this bundle "
+            f"(the bundle was changed after signing){tail}"
+        )
+    return f"sha256 {digest} signed by {signer}"

@@ -41,7 +41,9 @@ class SiteConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # target_epsilon = the site's LIFETIME budget
     limits: SiteLimits = field(default_factory=SiteLimits)
     trusted_apps: tuple[str, ...] = ()  # SHA-256 of the app bundles (FABs) this site runs (`fedcare app build`);
-    # non-empty = the ClientApp runs only from one of them (`--isolation process` + client/pinned_app.py)
+    trusted_signers: tuple[str, ...] = ()  # Ed25519 public keys (files) whose signature over a bundle approves it
+    # (`fedcare app build --sign`); either list non-empty = the ClientApp runs only from an approved bundle
+    # (`--isolation process` + client/pinned_app.py)
     data_slot: int = 0  # simulation only: which of ``data``'s sites this one is
     data_sites: int = 1  # simulation only: how many sites share ``data``
 
@@ -64,6 +66,11 @@ class SiteConfig:
             )
 
     @property
+    def pins_apps(self) -> bool:
+        """The site runs only approved app bundles (pinned by hash or signed by a trusted key)."""
+        return bool(self.trusted_apps or self.trusted_signers)
+
+    @property
     def ledger_path(self) -> Path:
         return Path(self.state_dir) / "privacy_ledger.json"
 
@@ -84,6 +91,8 @@ def load_site_config(path: str | Path) -> SiteConfig:
     for key in ("state_dir", "ca_cert", "auth_key", "model_cache"):
         if raw.get(key):
             raw[key] = str((base / str(raw[key])).resolve())
+    if isinstance(raw.get("trusted_signers"), list):
+        raw["trusted_signers"] = [str((base / str(p)).resolve()) for p in raw["trusted_signers"]]
     data = raw.get("data") or {}
     paths = data.get("paths", []) if isinstance(data, dict) else None
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):

@@ -99,7 +99,11 @@ def enroll_command(public_key: Path) -> list[str]:
     return ["flwr", "supernode", "register", str(public_key.resolve()), CONNECTION, "--name", public_key.stem]
 
 
-def run_command(overrides: list[str], run_config_file: Path) -> list[str]:
-    """``flwr run`` of the fedcare app with Hydra overrides carried in the run config key ``overrides``."""
-    run_config_file.write_text(f"overrides = {json.dumps(shlex.join(overrides))}\n", encoding="utf-8")
+def run_command(overrides: list[str], run_config_file: Path, app_signature: str = "") -> list[str]:
+    """``flwr run`` of the fedcare app with Hydra overrides carried in the run config key ``overrides``, and the
+    consortium's signature over the bundle (``fedcare app build --sign``) in ``app-signature``."""
+    text = f"overrides = {json.dumps(shlex.join(overrides))}\n"
+    if app_signature:
+        text += f"app-signature = {json.dumps(app_signature)}\n"
+    run_config_file.write_text(text, encoding="utf-8")
     return ["flwr", "run", str(APP_DIR), CONNECTION, "--run-config", str(run_config_file), "--stream"]

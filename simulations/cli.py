@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     crun.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. num_sites=3 num_rounds=5")
     crun.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last round")
     crun.add_argument("--signing-key", help="Ed25519 key that signs each global adapter (coordinator.key)")
+    crun.add_argument("--app-signature", help="the consortium's signature of this checkout's bundle (fedcare.fab.sig)")
     for p in (cenroll, crun):
         p.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink address host:port")
         p.add_argument("--ca", help="consortium CA certificate (ca.crt)")
@@ -104,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     sstart.add_argument("--config", required=True, help="the site's site.yaml")
     srev = ssub.add_parser("review", help="review an app bundle (FAB) before trusting it in site.yaml")
     srev.add_argument("fab", help="the .fab file the consortium approved (from `fedcare app build`)")
+    srev.add_argument("--signature", help="its signature (default: FAB.sig when it exists)")
+    srev.add_argument("--config", help="this site's site.yaml: also say whether the site would run the bundle")
     app = sub.add_parser("app", help="the consortium's approved app bundle (FAB) that sites pin")
     asub_app = app.add_subparsers(dest="action", required=True)
     abuild = asub_app.add_parser("build", help="build this checkout's Flower app bundle and print its SHA-256")
     abuild.add_argument("--out", default=".", help="folder for fedcare.fab and fedcare.fab.sha256")
+    abuild.add_argument("--sign", metavar="KEY", help="the consortium's app-signing key: also write fedcare.fab.sig")
     audit = sub.add_parser("audit", help="inspect a site's egress log")
     asub = audit.add_subparsers(dest="action", required=True)
     for name in ("verify", "show"):
@@ -352,6 +356,9 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+APP_SIGNING = "app-signing"  # the consortium's key that signs approved app bundles (`fedcare app build --sign`)
+
+
 def _certs(args: argparse.Namespace) -> int:
     from common import credentials
 
@@ -369,6 +376,10 @@ def _certs(args: argparse.Namespace) -> int:
         credentials.create_signing_keypair(out)
     pub = paths.signing_public_key()
     print(f"adapter signing key:  {pub} ({credentials.fingerprint(pub)})")
+    if not paths.signing_public_key(APP_SIGNING).exists():
+        credentials.create_signing_keypair(out, APP_SIGNING)
+    app_pub = paths.signing_public_key(APP_SIGNING)
+    print(f"app signing key:      {app_pub} ({credentials.fingerprint(app_pub)}; sites trust it: trusted_signers)")
     for site_id in args.site:  # existing site keys are kept unless --overwrite (key rotation)
         if args.overwrite or not paths.site_public_key(site_id).exists():
             credentials.create_site_keypair(out, site_id, overwrite=args.overwrite)
@@ -480,9 +491,10 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     from server.server_app import refuse_unsupported
 
     refuse_unsupported(overrides)  # fail here, before a run is submitted, as the ServerApp would
+    signature = _app_signature(Path(args.app_signature)) if args.app_signature else ""
     _connect(args)
     with tempfile.TemporaryDirectory() as tmp:
-        code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml"))
+        code = _run(superlink.run_command(overrides, Path(tmp) / "run_config.toml", signature))
     summary = run_dir / "summary.json"
     if code != 0 or not summary.exists():
         raise FedcareError(
@@ -508,39 +520,112 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _app(args: argparse.Namespace) -> int:
-    import hashlib
-
+def _build_app() -> bytes:
     from flwr.cli.build import build_fab_from_disk
 
     from server.superlink import APP_DIR
 
-    fab = build_fab_from_disk(APP_DIR)  # byte for byte what `flwr run` (fedcare coordinator run) submits
+    return build_fab_from_disk(APP_DIR)  # byte for byte what `flwr run` (fedcare coordinator run) submits
+
+
+def _app_signature(path: Path) -> str:
+    """The signature line to send with a run; it must be genuine and sign the bundle this checkout builds."""
+    import hashlib
+
+    from common.files import read_regular
+    from common.signing import read_app_signature
+
+    text = read_regular(path, "app signature").decode("utf-8", "replace").strip()
+    signed, signer, _ = read_app_signature(text)
+    digest = hashlib.sha256(_build_app()).hexdigest()
+    if signed != digest:
+        raise FedcareError(
+            f"--app-signature {printable(path)}: it signs sha256 {signed}, but this checkout builds {digest}; "
+            "sites would refuse the run (build and sign this checkout with `fedcare app build --sign`)"
+        )
+    print(f"app bundle sha256 {digest[:16]}... signed by {signer}", file=sys.stderr)
+    return text
+
+
+def _app(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from server.superlink import APP_DIR
+
+    fab = _build_app()
     digest = hashlib.sha256(fab).hexdigest()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fedcare.fab").write_bytes(fab)
     (out / "fedcare.fab.sha256").write_text(f"{digest}  fedcare.fab\n", encoding="utf-8")
-    print(
-        f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}\n"
-        f"sites that approve it add to site.yaml:  trusted_apps: [{digest}]"
-    )
+    print(f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}")
+    if args.sign:
+        from common.signing import APP_SIGNATURE_SUFFIX, read_app_signature, sign_app
+
+        signature = sign_app(fab, Path(args.sign))
+        sig_path = out / f"fedcare.fab{APP_SIGNATURE_SUFFIX}"
+        sig_path.write_text(signature + "\n", encoding="utf-8")
+        print(
+            f"signature: {sig_path} (signer {read_app_signature(signature)[1]})\n"
+            f"submit runs with:  fedcare coordinator run ... --app-signature {sig_path}\n"
+            "sites that trust the signer add to site.yaml:  trusted_signers: [<the signer's .pub file>]"
+        )
+    print(f"sites that approve this one bundle add to site.yaml:  trusted_apps: [{digest}]")
     return 0
 
 
-def _review(fab_path: Path) -> int:
+def _review(fab_path: Path, signature_path: str | None, config: str | None) -> int:
     import hashlib
     import zipfile
 
-    data = fab_path.read_bytes()
+    from common.files import read_regular
+    from common.signing import (
+        APP_SIGNATURE_SUFFIX,
+        SignatureError,
+        check_app,
+        load_trusted_signers,
+        read_app_signature,
+    )
+
+    data = read_regular(fab_path, "app bundle", max_bytes=1 << 30)
+    digest = hashlib.sha256(data).hexdigest()
     with zipfile.ZipFile(fab_path) as fab:
         names = [(i.filename, i.file_size) for i in fab.infolist()]
-    print(f"{fab_path}: {len(names)} files, sha256 {hashlib.sha256(data).hexdigest()}")
+    print(f"{fab_path}: {len(names)} files, sha256 {digest}")
     for name, size in names:
         print(f"  {size:>9}  {name}")
+    sig_file = Path(signature_path) if signature_path else Path(f"{fab_path}{APP_SIGNATURE_SUFFIX}")
+    signature = ""
+    if signature_path or sig_file.exists():
+        signature = read_regular(sig_file, "app signature").decode("utf-8", "replace").strip()
+        try:
+            signed, signer, _ = read_app_signature(signature)
+        except SignatureError as err:
+            raise FedcareError(f"{printable(sig_file)}: {err}") from None
+        if signed != digest:
+            raise FedcareError(
+                f"{printable(sig_file)}: signed by {signer} for sha256 {signed}, not for this bundle ({digest}): "
+                "the bundle was changed after signing"
+            )
+        print(f"signature: {sig_file}: valid, signed by {signer} (compare with the consortium's published key)")
+    else:
+        print("signature: none (approve it by hash, or ask the consortium for fedcare.fab.sig)")
+    if config:
+        from common.site import load_site_config
+
+        cfg = load_site_config(config)
+        verdict = check_app(
+            data,
+            site_id=cfg.site_id,
+            trusted_apps=cfg.trusted_apps,
+            trusted_signers=load_trusted_signers(cfg.trusted_signers),
+            signature=signature,
+        )
+        print(f"site {cfg.site_id} would run it: {verdict}")
+        return 0
     print(
-        "Compare the hash with the one the consortium published, read the files that run at your site "
-        f"(client/, common/), then add to site.yaml:  trusted_apps: [{hashlib.sha256(data).hexdigest()}]"
+        "Compare the hash and signer with the ones the consortium published, read the files that run at your site "
+        f"(client/, common/), then add to site.yaml:  trusted_apps: [{digest}]  or  trusted_signers: [<signer .pub>]"
     )
     return 0
 
@@ -551,7 +636,7 @@ def _site(args: argparse.Namespace) -> int:
     from common.site import load_site_config
 
     if args.action == "review":
-        return _review(Path(args.fab))
+        return _review(Path(args.fab), args.signature, args.config)
     path = Path(args.config)
     cfg = load_site_config(path)
     from common.records import ColumnMapping, load_records
@@ -566,12 +651,16 @@ def _site(args: argparse.Namespace) -> int:
         _warn_insecure()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_logging()
-    if cfg.trusted_apps:
-        print(f"site {cfg.site_id}: runs only the approved app bundles {', '.join(h[:16] for h in cfg.trusted_apps)}")
+    if cfg.pins_apps:
+        from common.signing import load_trusted_signers
+
+        signers = ", ".join(load_trusted_signers(cfg.trusted_signers)) or "nobody"
+        pinned = ", ".join(h[:16] for h in cfg.trusted_apps) or "none"
+        print(f"site {cfg.site_id}: runs only approved app bundles: pinned {pinned}; signed by {signers}")
         return run_daemon(cmd, helper=superexec_command(cfg, path))
     print(
-        f"site {cfg.site_id}: WARNING: trusted_apps is empty, so this site runs whatever app bundle the "
-        "coordinator sends; pin the approved one (fedcare app build / fedcare site review)",
+        f"site {cfg.site_id}: WARNING: trusted_apps and trusted_signers are empty, so this site runs whatever app "
+        "bundle the coordinator sends; pin the approved one (fedcare app build / fedcare site review)",
         file=sys.stderr,
     )
     return run_daemon(cmd)

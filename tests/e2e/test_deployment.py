@@ -159,9 +159,12 @@ class Deployment:
         out = self.cli("app", "build", "--out", str(self.root / "approved"))
         return next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("sha256:"))
 
-    def site_config(self, i: int, state: str, *, noise_seed: int = 0, trusted_app: str = "") -> Path:
+    def site_config(
+        self, i: int, state: str, *, noise_seed: int = 0, trusted_app: str = "", trusted_signer: str = ""
+    ) -> Path:
         path = self.root / f"site-{i}-{state}.yaml"
         pinned = f"trusted_apps: [{trusted_app}]\n" if trusted_app else ""
+        pinned += f"trusted_signers: [{trusted_signer}]\n" if trusted_signer else ""
         path.write_text(
             f"site_id: site-{i}\nsite_index: {i}\nstate_dir: {state}/site-{i}\ncoordinator: {self.address}\n"
             f"ca_cert: certs/ca.crt\nauth_key: certs/site-{i}\nruntime_port: {_free_port()}\n{pinned}"
@@ -392,12 +395,9 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
     assert [r["round"] for r in rows] == [1, 2]
 
 
-def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deployment) -> None:
-    approved = deployment.approved_app()
-    deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
-    _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
-    # The coordinator's tampered copy: the approved files, with a ClientApp that writes the site's
-    # data file where the attacker wants it as soon as it is imported.
+def _tampered_app(deployment: Deployment) -> tuple[Path, Path]:
+    """The coordinator's tampered copy of the approved bundle: its ClientApp writes the site's data file where
+    the attacker wants it as soon as it is imported. Returns (app folder, where the leak would land)."""
     tampered = deployment.root / "tampered-app"
     with zipfile.ZipFile(deployment.root / "approved" / "fedcare.fab") as fab:
         fab.extractall(tampered)
@@ -408,6 +408,11 @@ def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deploym
         app_file.read_text() + f"\nimport shutil, glob\nfor f in glob.glob({data!r}):\n"
         f"    shutil.copy(f, {str(leak)!r})\n"
     )
+    return tampered, leak
+
+
+def _submit(deployment: Deployment, app: Path, name: str, signature: str = "") -> str:
+    """`flwr run` of ``app`` for one site and one round, as a coordinator could submit it; returns its output."""
     overrides = [
         *SMOKE,
         "num_sites=1",
@@ -415,22 +420,83 @@ def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deploym
         "coordinator.round_timeout_s=120",
         "coordinator.node_wait_s=60",
         "output_dir=runs",
-        "run_name=tampered",
+        f"run_name={name}",
     ]
-    config = deployment.root / "run_config.toml"
-    config.write_text(f"overrides = {json.dumps(' '.join(overrides))}\n")
+    config = deployment.root / f"run_config-{name}.toml"
+    text = f"overrides = {json.dumps(' '.join(overrides))}\n"
+    config.write_text(text + (f"app-signature = {json.dumps(signature)}\n" if signature else ""))
     run = subprocess.run(
-        ["flwr", "run", str(tampered), "fedcare", "--run-config", str(config), "--stream"],
+        ["flwr", "run", str(app), "fedcare", "--run-config", str(config), "--stream"],
         cwd=deployment.root,
         env=deployment.env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    coordinator_log = run.stdout + run.stderr
+    return run.stdout + run.stderr
+
+
+def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deployment) -> None:
+    approved = deployment.approved_app()
+    deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
+    _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
+    tampered, leak = _tampered_app(deployment)
+    coordinator_log = _submit(deployment, tampered, "tampered")
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
     assert "refused the app bundle sha256" in site_log, site_log[-3000:]
     assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
     assert not leak.exists()  # the tampered code never ran
     assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()  # nothing left the site
     assert approved not in site_log.split("refused the app bundle sha256")[1][:80]  # it named the other hash
+
+
+def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign_signed_one(
+    deployment: Deployment,
+) -> None:
+    # The consortium signs the approved bundle; the site trusts its key, and pins no hash.
+    built = deployment.cli("app", "build", "--out", "approved", "--sign", str(deployment.certs / "app-signing.key"))
+    assert "signature: approved/fedcare.fab.sig" in built.stdout
+    signature = (deployment.root / "approved" / "fedcare.fab.sig").read_text().strip()
+    site_yaml = deployment.site_config(0, "state", trusted_signer="certs/app-signing.pub")
+    review = deployment.cli("site", "review", "approved/fedcare.fab", "--config", str(site_yaml))
+    assert "site site-0 would run it: sha256" in review.stdout and "signed by SHA256:" in review.stdout
+    deployment.start_site(0, site_yaml)
+    _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
+
+    # 1. The tampered bundle, sent with the consortium's genuine signature of the approved one: refused.
+    tampered, leak = _tampered_app(deployment)
+    coordinator_log = _submit(deployment, tampered, "tampered", signature)
+    site_log = (deployment.root / "site-0.log").read_text(errors="replace")
+    assert "not for this bundle (the bundle was changed after signing)" in site_log, site_log[-3000:]
+    assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
+    assert not leak.exists()
+    assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()
+
+    # 2. The approved bytes signed by a key the site does not trust: refused.
+    deployment.cli("certs", "--out", "rogue-certs")
+    deployment.cli("app", "build", "--out", "rogue", "--sign", "rogue-certs/app-signing.key")
+    rogue = (deployment.root / "rogue" / "fedcare.fab.sig").read_text().strip()
+    coordinator_log = _submit(deployment, ROOT, "rogue", rogue)
+    site_log = (deployment.root / "site-0.log").read_text(errors="replace")
+    assert "not a key its site.yaml trusts" in site_log, site_log[-3000:]
+    assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
+    assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()
+
+    # 3. The approved bundle with the consortium's signature: the site runs it, and trains.
+    deployment.run(
+        *SMOKE,
+        "num_sites=1",
+        "num_rounds=1",
+        "train.local_steps=2",
+        "coordinator.node_wait_s=60",
+        "output_dir=runs",
+        "run_name=signed",
+        "--app-signature",
+        "approved/fedcare.fab.sig",
+    )
+    summary = json.loads((deployment.root / "runs" / "signed" / "summary.json").read_text())
+    assert summary["rounds"] == 1 and len(summary["sites"]) == 1
+    site_log = (deployment.root / "site-0.log").read_text(errors="replace")
+    assert "is approved; installing it" in site_log and "signed by SHA256:" in site_log
+    ledger = json.loads((deployment.root / "state" / "site-0" / "privacy_ledger.json").read_text())
+    assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1]
