@@ -315,6 +315,7 @@ class SimulationConfig:
     cpus_per_site: int = 0  # CPU cores reserved per ClientApp worker; 0 = all cores (one worker)
     gpus_per_site: float = 0.0  # GPU fraction per ClientApp worker (0.5 = two workers share a GPU); 0 = none
     verbose: bool = False  # Flower/Ray debug logging
+    exact_loss: bool = True  # after the run, measure every round's exact held-out loss per site (driver only)
 
     def __post_init__(self) -> None:
         _check(self.cpus_per_site >= 0, "simulation.cpus_per_site", ">= 0", self.cpus_per_site)

@@ -72,26 +72,43 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _loss_plot(summary: dict[str, Any], rows: list[dict[str, Any]], folder: Path) -> str | None:
+def _loss_plot(
+    summary: dict[str, Any], rows: list[dict[str, Any]], exact: dict[str, Any] | None, folder: Path
+) -> str | None:
+    """Per-site held-out loss by round: the exact losses when the simulation driver measured them
+    (``exact_loss.json``), with the sites' noised releases as faint points; else the releases alone."""
     plt = _pyplot()
     by_round = summary.get("eval_loss_by_round") or []
-    if not by_round:
+    if not by_round and not exact:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sites = sorted({s for r in rows for s in (r.get("eval_loss_by_site") or {})}, key=_site_key)
-    for site in sites:
+    if exact:
+        exact_sites = sorted({s for r in exact["by_round"] for s in r["sites"]}, key=_site_key)
+        for n, site in enumerate(exact_sites):
+            points = [(r["round"], r["sites"][site]) for r in exact["by_round"] if site in r["sites"]]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{n}", label=f"{site} (exact)")
+        means = [(r["round"], r["mean"]) for r in exact["by_round"]]
+        ax.plot(
+            [p[0] for p in means], [p[1] for p in means], color="black", linestyle="--", marker="s", label="all sites"
+        )
+    for n, site in enumerate(sites):
         points = [
             (r["round"], r["eval_loss_by_site"][site]) for r in rows if site in (r.get("eval_loss_by_site") or {})
         ]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=site)
-    ax.plot(range(len(by_round)), by_round, color="black", linestyle="--", marker="s", label="all sites (weighted)")
+        style = {"linestyle": "none", "alpha": 0.45, "marker": "x"} if exact else {"marker": "o"}
+        label = f"{site} released (DP noise)" if exact else site
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=f"C{n}", label=label, **style)
+    if not exact:
+        ax.plot(range(len(by_round)), by_round, color="black", linestyle="--", marker="s", label="all sites (weighted)")
+    rounds = len(exact["by_round"]) if exact else len(by_round)
     ax.set(
         xlabel="round (0 = base model)",
         ylabel="held-out loss (nats/token)",
-        title="Held-out loss per site",
-        xticks=range(len(by_round)),
+        title="Held-out loss per site" + (" (exact: simulation driver)" if exact else " (released by the sites)"),
+        xticks=range(rounds),
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return _save(fig, folder, "loss.png")
 
 
@@ -311,18 +328,19 @@ def write_report(run_dir: str | Path) -> Path:
     rows = _read_rows(run_dir / "metrics.jsonl")
     evaluation = _read_json(run_dir / "evaluation.json")
     compare = _read_json(run_dir / "compare.json")
+    exact = _read_json(run_dir / "exact_loss.json")
     folder = run_dir / PLOTS
-    losses = summary.get("eval_loss_by_round") or []
+    losses = [r["mean"] for r in exact["by_round"]] if exact else summary.get("eval_loss_by_round") or []
     title = f"fedcare run {run_dir.name}"
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(summary.get('sites', []))} sites, {summary.get('rounds')} rounds, model "
         f"{html.escape(str((config.get('model') or {}).get('name_or_path', '?')))}, DP "
-        f"{'on' if summary.get('dp_enabled') else 'OFF'}; held-out loss "
+        f"{'on' if summary.get('dp_enabled') else 'OFF'}; {'exact' if exact else 'released'} held-out loss "
         f"{' &rarr; '.join(_fmt(x, 3) for x in losses)}; {_fmt(summary.get('wall_seconds'), 0)} s.</p>",
     ]
     plots = [
-        ("Held-out loss", _loss_plot(summary, rows, folder)),
+        ("Held-out loss", _loss_plot(summary, rows, exact, folder)),
         ("Privacy budget", _epsilon_plot(summary, rows, folder)),
         ("Traffic", _bytes_plot(summary, folder)),
     ]
@@ -377,13 +395,15 @@ def sweep_points(sweep_dir: str | Path) -> list[dict[str, Any]]:
         config = _read_json(run / "config.json") or {}
         privacy = config.get("privacy", {})
         evaluation = _read_json(run / "evaluation.json")
-        losses = summary.get("eval_loss_by_round") or [math.nan]
+        exact = _read_json(run / "exact_loss.json")
+        losses = [r["mean"] for r in exact["by_round"]] if exact else summary.get("eval_loss_by_round") or [math.nan]
         points.append(
             {
                 "run": str(run),
                 "dp_enabled": bool(summary.get("dp_enabled")),
                 "target_epsilon": privacy.get("target_epsilon") if summary.get("dp_enabled") else None,
                 "epsilon": max((s.get("epsilon") or 0.0 for s in summary.get("sites", [])), default=None),
+                "loss_kind": "exact" if exact else "released",
                 "base_loss": losses[0],
                 "final_loss": losses[-1],
                 "metric": evaluation["metric"] if evaluation else None,
@@ -406,7 +426,13 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     plt = _pyplot()
     dp = [p for p in points if p["dp_enabled"]]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot([p["target_epsilon"] for p in dp], [p["final_loss"] for p in dp], marker="o", label="final held-out loss")
+    kind = "exact" if dp and all(p["loss_kind"] == "exact" for p in dp) else "released"
+    ax.plot(
+        [p["target_epsilon"] for p in dp],
+        [p["final_loss"] for p in dp],
+        marker="o",
+        label=f"final held-out loss ({kind})",
+    )
     if dp:
         ax.axhline(dp[0]["base_loss"], color="grey", linestyle=":", label="base model")
     for p in points:

@@ -49,6 +49,51 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict
     return result
 
 
+def exact_losses(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Simulation only: the exact held-out loss of the base model and every round's global adapter at
+    every site, written to ``exact_loss.json``. A deployed coordinator never sees these (it gets the
+    sites' noised releases); the simulation driver holds every site's data, so it can measure them."""
+    from safetensors.numpy import load_file
+
+    from client import runtime
+    from client.train import evaluate_loss
+    from common.adapters import adapter_arrays, load_adapter_arrays
+    from common.config import plan_for_round
+
+    adapters = sorted((run_dir / "adapters").glob("round-*/adapter_model.safetensors"))
+    if not cfg.simulation.exact_loss or not adapters:
+        return None
+    plan = plan_for_round(cfg, 1, run_dir.name)
+    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    precision = runtime.precision_for(cfg.model)
+    sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
+    initial = adapter_arrays(model)
+    log.info("exact held-out loss: base model and %d rounds' adapters at %d sites", len(adapters), len(sites))
+    by_round = []
+    for server_round, arrays in [
+        (0, initial),
+        *((int(a.parent.name.split("-")[1]), dict(load_file(str(a)))) for a in adapters),
+    ]:
+        load_adapter_arrays(model, arrays)
+        losses = {
+            f"site-{i}": evaluate_loss(
+                model,
+                site.eval,
+                batch_size=cfg.train.eval_batch_size,
+                precision=precision,
+                pad_id=tokenizer.pad_token_id,
+            )
+            for i, site in enumerate(sites)
+        }
+        counts = [len(site.eval) for site in sites]
+        mean = sum(losses[f"site-{i}"] * n for i, n in enumerate(counts)) / max(1, sum(counts))
+        by_round.append({"round": server_round, "sites": losses, "mean": mean})
+    load_adapter_arrays(model, initial)
+    result = {"by_round": by_round, "eval_records": {f"site-{i}": len(s.eval) for i, s in enumerate(sites)}}
+    (run_dir / "exact_loss.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
+
+
 def task_line(evaluation: dict[str, Any]) -> str:
     """One console line: the pooled task metric, base -> final, and the same per site."""
     metric = evaluation["metric"]

@@ -84,9 +84,12 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     summary["sites_never_trained"] = sites_never_trained(summary, cfg.num_sites)
     from common.report import write_report
-    from simulations.report import evaluate_run
+    from simulations.report import evaluate_run, exact_losses
 
     summary["evaluation"] = evaluate_run(cfg, out.path, summary["adapter_dir"])
+    exact = exact_losses(cfg, out.path)
+    if exact:
+        log.info("exact held-out loss by round: %s", " -> ".join(f"{r['mean']:.4f}" for r in exact["by_round"]))
     summary["report"] = str(write_report(out.path))
     from common.tracking import log_run
 

@@ -163,3 +163,41 @@ def test_tensorboard_tracking_writes_the_run_scalars(tmp_path: Path) -> None:
     events.Reload()
     assert [e.value for e in events.Scalars("eval_loss/all_sites")] == pytest.approx([2.7, 2.6, 2.4])
     assert [e.step for e in events.Scalars("task/accuracy")] == [0, 2]
+
+
+def test_exact_losses_measure_every_rounds_saved_adapter_and_the_report_plots_them(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    # A simulation's driver measures the exact held-out loss of the base model and of each round's
+    # saved global adapter (real PEFT files) at every site; the report then plots those, not the
+    # sites' noised releases, and says so.
+    import torch
+
+    from client import runtime
+    from common.adapters import save_adapter
+    from server.compose import compose
+    from simulations.report import exact_losses
+
+    cfg, _ = compose(["+experiment=smoke", f"model.cache_dir={cache_dir}", "num_rounds=1"])
+    model, _ = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    run = _run(tmp_path, "r", 8.0, 2.4)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.05)  # a trained round's adapter differs from the initial one (B = 0)
+    save_adapter(model, run / "adapters" / "round-001")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.sub_(0.05)
+    result = exact_losses(cfg, run)
+    assert result is not None and [r["round"] for r in result["by_round"]] == [0, 1]
+    first, last = result["by_round"]
+    assert set(first["sites"]) == {f"site-{i}" for i in range(cfg.num_sites)}
+    assert all(v > 0 for v in first["sites"].values()) and first["sites"] != last["sites"]
+    assert json.loads((run / "exact_loss.json").read_text()) == json.loads(json.dumps(result))
+    page = write_report(run).read_text()
+    assert f"exact held-out loss {first['mean']:.3f} &rarr; {last['mean']:.3f}" in page
+    assert (run / "report" / "loss.png").stat().st_size > 1000
+    off, _ = compose(["+experiment=smoke", f"model.cache_dir={cache_dir}", "simulation.exact_loss=false"])
+    assert exact_losses(off, run) is None
