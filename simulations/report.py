@@ -68,12 +68,10 @@ def exact_losses(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     precision = runtime.precision_for(cfg.model)
     sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
     initial = adapter_arrays(model)
-    log.info("exact held-out loss: base model and %d rounds' adapters at %d sites", len(adapters), len(sites))
+    log.info("exact held-out loss: %d saved adapters at %d sites", len(adapters), len(sites))
     by_round = []
-    for server_round, arrays in [
-        (0, initial),
-        *((int(a.parent.name.split("-")[1]), dict(load_file(str(a)))) for a in adapters),
-    ]:
+    saved = [(int(a.parent.name.split("-")[1]), dict(load_file(str(a)))) for a in adapters]
+    for server_round, arrays in saved if saved[0][0] == 0 else [(0, initial), *saved]:  # 000: before training
         load_adapter_arrays(model, arrays)
         losses = {
             f"site-{i}": evaluate_loss(
