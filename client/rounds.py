@@ -28,8 +28,10 @@ from common.adapters import adapter_arrays, load_adapter_arrays
 from common.audit import EgressLog
 from common.config import PrivacyConfig, SitePlan
 from common.errors import ConfigError, FedcareError
-from common.privacy import Charge, RunRequest, charge_query, charge_round, release_sums
+from common.evaluation import EvalSettings, score_task, site_task, summarize_scores, task_sums
+from common.privacy import Charge, RunRequest, charge_query, charge_round, joint_sensitivity, release_sums
 from common.site import SITE_FILE, SiteConfig, check_plan, load_site_config, site_model
+from common.task_release import TaskSums, release_metrics
 from common.wire import NUM_EXAMPLES
 
 log = logging.getLogger("fedcare.site")
@@ -194,7 +196,8 @@ def train(site: Site, plan: SitePlan, received: Arrays) -> Release:
 
 
 def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
-    """Held-out loss of the received adapter: per-unit clipped, summed, Gaussian-noised and charged (DP on)."""
+    """Held-out loss of the received adapter (and, when the plan asks, the site's task counts): per-unit
+    bounded sums released in ONE Gaussian query charged to the ledger (DP on), exact otherwise."""
     cfg = site.config
     check_plan(plan, cfg)
     model, tokenizer = runtime.model_for(site_model(plan, cfg), plan.lora, plan.seed)
@@ -208,8 +211,14 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         pad_id=tokenizer.pad_token_id,
     )
     privacy = cfg.privacy
+    tasks = _task_sums(site, plan, model, tokenizer) if plan.score_tasks else None
     exact = float(np.mean(losses))
     charge: Charge | None = None
+    clip = privacy.eval_loss_clip
+    per_unit = unit_means(np.clip(losses, 0.0, clip), _units(privacy, data.eval_units))
+    # Every sum scaled to a per-unit bound of 1: one unit moves all of them together by at most sqrt(#sums).
+    sums = {"loss": np.array(per_unit.sum() / clip), **(tasks.sums if tasks else {})}
+    sensitivity = joint_sensitivity(dict.fromkeys(sums, 1.0))
     if privacy.enabled:
         train_units = _units(privacy, data.train_units)
         num_train = len(set(train_units)) if train_units is not None else len(data.train)
@@ -217,16 +226,11 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         charge = site.state.update_ledger(
             privacy, num_train, lambda ledger: charge_query(ledger, run, plan.server_round, cfg.limits)
         )
-        per_unit = unit_means(np.clip(losses, 0.0, privacy.eval_loss_clip), _units(privacy, data.eval_units))
         seed = _seed(privacy, plan, site.index, "evaluate", charge.attempt)
-        noisy = release_sums(
-            {"loss": np.array(per_unit.sum())},
-            privacy.eval_loss_clip,
-            charge.noise_multiplier,
-            np.random.default_rng(seed),
-        )["loss"]
+        released = release_sums(sums, sensitivity, charge.noise_multiplier, np.random.default_rng(seed))
+        noise_std = charge.noise_multiplier * sensitivity
         # Clamping to the clip range is post-processing of the released value: free, and never negative.
-        eval_loss = min(max(float(noisy) / len(per_unit), 0.0), privacy.eval_loss_clip)
+        eval_loss = min(max(float(released["loss"]) * clip / len(per_unit), 0.0), clip)
         log.info(
             "site %d round %d: held-out loss %.4f exact (stays here), released %.4f with noise std %.4f "
             "(epsilon %.3f -> %.3f)",
@@ -234,12 +238,12 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
             plan.server_round,
             exact,
             eval_loss,
-            charge.noise_multiplier * privacy.eval_loss_clip / len(per_unit),
+            noise_std * clip / len(per_unit),
             charge.epsilon_before,
             charge.epsilon_after,
         )
     else:
-        eval_loss = exact
+        released, noise_std, eval_loss = sums, 0.0, exact
         log.info(
             "site %d round %d eval loss %.4f on %d held-out records (DP off: exact)",
             site.index,
@@ -253,7 +257,37 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         "eval_loss": eval_loss,
         **_budget(charge),
     }
+    if tasks is not None:
+        metrics.update(release_metrics(tasks, released, noise_std))
     return Release(None, metrics)
+
+
+def _task_sums(site: Site, plan: SitePlan, model: Any, tokenizer: Any) -> TaskSums | None:
+    """The site's own task set scored with the loaded adapter, as bounded sums; exact metrics go to its log only."""
+    cfg = site.config
+    by_unit = cfg.privacy.unit == "patient"
+    if by_unit and not cfg.data.patient_field:
+        raise ConfigError("privacy.unit=patient: the site's task rows carry no patient id (set data.patient_field)")
+    task = site_task(cfg.data, cfg.data_slot, plan.task_labels, cfg.data.patient_field if by_unit else "")
+    if task is None:
+        return None
+    scores = score_task(
+        model, tokenizer, task, EvalSettings.for_training_length(plan.train.max_seq_len), progress=False
+    )
+    exact = summarize_scores(task, scores)["metrics"]
+    log.info(
+        "site %d round %d: task %s (%s, %d items) %s exact (stays here)",
+        site.index,
+        plan.server_round,
+        task.name,
+        task.kind,
+        len(task.items),
+        ", ".join(f"{k} {exact[k]:.4f}" for k in _TASK_LOG[task.kind]),
+    )
+    return task_sums(task, scores, loss_clip=cfg.privacy.eval_loss_clip, by_unit=by_unit)
+
+
+_TASK_LOG = {"choice": ("accuracy", "macro_f1"), "generation": ("rouge_l", "loss")}
 
 
 def unit_means(values: np.ndarray, units: Sequence[int] | None) -> np.ndarray:

@@ -301,8 +301,20 @@ class CoordinatorConfig:
     node_wait_s: float = 120.0  # seconds to wait for num_sites sites to connect (then go on with >= min_sites)
     round_timeout_s: float = 0.0  # seconds to wait for a round's replies; 0 = until every site answers or fails
     rejoin_wait_s: float = 0.0  # before each round, seconds to wait for missing sites to (re)connect
+    # Sites score their own task sets (site.yaml data.task_paths; the synthetic triage items) in the evaluate
+    # reply of: -1 no round, 0 the last round only, k > 0 every k rounds (round 0 included) and the last.
+    task_eval_every: int = 0
+    task_labels: tuple[str, ...] = ()  # options of the consortium's choice task, in confusion-matrix order;
+    # () = the synthetic triage options (yes/no) for synthetic data, else each site's own (named class-0, ...)
 
     def __post_init__(self) -> None:
+        _check(self.task_eval_every >= -1, "coordinator.task_eval_every", ">= -1", self.task_eval_every)
+        _check(
+            len(set(self.task_labels)) == len(self.task_labels),
+            "coordinator.task_labels",
+            "distinct options",
+            self.task_labels,
+        )
         _check(self.node_wait_s >= 0, "coordinator.node_wait_s", ">= 0", self.node_wait_s)
         _check(self.round_timeout_s >= 0, "coordinator.round_timeout_s", ">= 0", self.round_timeout_s)
         _check(self.rejoin_wait_s >= 0, "coordinator.rejoin_wait_s", ">= 0", self.rejoin_wait_s)
@@ -407,6 +419,8 @@ class SitePlan:
     train: TrainConfig
     data: DataConfig
     proximal_mu: float = 0.0  # FedProx: mu of the proximal term (Flower's strategy sends it as "proximal-mu")
+    score_tasks: bool = False  # evaluate: also score the site's own task set (released in the same noised query)
+    task_labels: tuple[str, ...] = ()  # options of a choice task, in the coordinator's order (() = the site's own)
 
     def __post_init__(self) -> None:
         # The run id names files at the site (released updates): no separators, no "..", bounded.
@@ -466,7 +480,7 @@ def plan_to_flat(plan: SitePlan) -> dict[str, Any]:
                 v = getattr(value, g.name)
                 flat[f"{f.name}.{g.name}"] = list(v) if isinstance(v, tuple) else v
         else:
-            flat[f.name] = value
+            flat[f.name] = list(value) if isinstance(value, tuple) else value
     return flat
 
 

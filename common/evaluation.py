@@ -16,6 +16,7 @@ training's held-out loss) and its perplexity exp(total loss / total answer token
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from common.errors import DataError
 from common.metrics import baselines, classification_metrics, group_gaps, rouge_l
 from common.records import ChatRecord, ColumnMapping, load_records, read_rows
+from common.task_release import TaskSums, choice_sums, generation_sums
 
 KINDS = ("auto", "choice", "generation")
 _PROMPT_KEYS = ("input", "prompt", "question")
@@ -45,6 +47,7 @@ class TaskSpec:
     context_column: str = ""  # optional text put before the prompt ("" = a "context" field when present)
     choices: tuple[str, ...] = ()  # fixed options; () = the row's choices/options, else the distinct gold labels
     group_column: str = ""  # subgroup of each row for the fairness audit ("" = none)
+    unit_column: str = ""  # privacy unit of each row (patient id) for a DP release ("" = each row its own unit)
     limit: int = 0  # first N rows only; 0 = all
 
     def __post_init__(self) -> None:
@@ -62,6 +65,7 @@ class TaskItem:
     answer: str
     choices: tuple[str, ...] = ()
     group: str | None = None
+    unit: str | None = None  # privacy unit (patient id) when the spec names a unit column
 
 
 @dataclass(frozen=True)
@@ -117,36 +121,71 @@ def task_from_rows(
             raise DataError(f"{name} row {number}: the gold answer is not one of the options")
     if not own and len(labels) < 2:
         raise DataError(f"{name}: a choice task needs at least 2 distinct answers (set the choices)")
-    items = [_with_options(item, item.choices or labels) for item in items]
+    items = [_with_options(item, item.choices or labels) for item in items]  # keeps group and unit
     if own:
         labels = tuple(_LETTERS[: max(len(item.choices) for item in items)])
     return Task(name, kind, items, labels, own_choices=own)
 
 
-def site_task(data: Any, site_index: int) -> Task | None:
+SYNTHETIC_LABELS = ("no", "yes")  # options of the synthetic triage task (common.synthetic.generate_site_task)
+
+
+def site_task(data: Any, site_index: int, choices: Sequence[str] = (), unit_column: str = "") -> Task | None:
     """Site ``site_index``'s task set from a ``DataConfig``: generated triage items (synthetic data),
-    the site's file in ``data.task_paths``, or None when the site has none."""
+    the site's file in ``data.task_paths`` (a site daemon's own: index 0), or None when the site has none.
+
+    ``choices`` fix a choice task's options and their order (the coordinator's ``task_labels``);
+    ``unit_column`` names each row's privacy unit (its patient id) for a DP release.
+    """
     spec = TaskSpec(
-        prompt_column=data.prompt_column, answer_column=data.completion_column, group_column=data.group_field
+        prompt_column=data.prompt_column,
+        answer_column=data.completion_column,
+        group_column=data.group_field,
+        choices=tuple(choices),
+        unit_column=unit_column,
     )
     if data.kind == "synthetic":
         from common.synthetic import generate_site_task
 
         rows = list(enumerate(generate_site_task(site_index, data.task_items_per_site, seed=data.seed), start=1))
         return (
-            task_from_rows("synthetic triage", rows, TaskSpec(kind="choice", group_column=(data.group_field)), None)
-            if rows
-            else None
+            task_from_rows("synthetic triage", rows, dataclasses.replace(spec, kind="choice"), None) if rows else None
         )
     if site_index < len(data.task_paths):
         return load_task(data.task_paths[site_index], spec)
     return None
 
 
+def coordinator_task_labels(labels: Sequence[str], data: Any) -> tuple[str, ...]:
+    """The options a coordinator asks the sites to score in: its ``task_labels``, else the synthetic
+    triage options when its data is synthetic, else () (each site its own)."""
+    return tuple(labels) or (SYNTHETIC_LABELS if data.kind == "synthetic" else ())
+
+
+def task_sums(task: Task, scores: Sequence[ItemScore], *, loss_clip: float, by_unit: bool = False) -> TaskSums:
+    """A scored task reduced to the bounded sums a site may release (``common.task_release``).
+
+    Raises:
+        DataError: when ``by_unit`` and an item has no unit (the task file lacks the patient field).
+    """
+    units = None
+    if by_unit:
+        if any(i.unit is None for i in task.items):
+            raise DataError(f"{task.name}: privacy.unit=patient needs each task row's patient field")
+        units = [i.unit for i in task.items]
+    if task.kind == "choice":
+        gold = [task.label_of(i, i.answer) for i in task.items]
+        predicted = [task.label_of(i, s.predicted) for i, s in zip(task.items, scores, strict=True)]
+        return choice_sums(gold, predicted, task.labels, units)
+    return generation_sums([s.rouge_l for s in scores], [s.loss for s in scores], loss_clip, units)
+
+
 def _with_options(item: TaskItem, options: tuple[str, ...]) -> TaskItem:
     """Close the prompt with the options to answer from (the text lm-evaluation-harness would score)."""
     ((role, text),) = item.prompt
-    return TaskItem(((role, f"{text}\nAnswer with one of: {', '.join(options)}."),), item.answer, options, item.group)
+    return dataclasses.replace(
+        item, prompt=((role, f"{text}\nAnswer with one of: {', '.join(options)}."),), choices=options
+    )
 
 
 def _text(row: dict[str, Any], key: str, where: str) -> str:
@@ -169,6 +208,10 @@ def _pick(row: dict[str, Any], given: str, candidates: Sequence[str], what: str,
 
 def _group(row: dict[str, Any], spec: TaskSpec, where: str) -> str | None:
     return _text(row, spec.group_column, where) if spec.group_column else None
+
+
+def _unit(row: dict[str, Any], spec: TaskSpec, where: str) -> str | None:
+    return _text(row, spec.unit_column, where) if spec.unit_column else None
 
 
 def _choice_item(row: dict[str, Any], spec: TaskSpec, where: str) -> TaskItem:
@@ -200,17 +243,18 @@ def _choice_item(row: dict[str, Any], spec: TaskSpec, where: str) -> TaskItem:
                 gold = choices[index]
         text += "\nOptions:\n" + "\n".join(f"- {o}" for o in choices)
     answer = _text({gold_key: gold}, gold_key, where)
-    return TaskItem(((("user", text),)), answer, choices, _group(row, spec, where))
+    return TaskItem(((("user", text),)), answer, choices, _group(row, spec, where), _unit(row, spec, where))
 
 
 def _generation_items(path: str | Path, spec: TaskSpec, rows: list[tuple[int, dict[str, Any]]]) -> list[TaskItem]:
     columns = ColumnMapping(spec.prompt_column, spec.answer_column) if spec.prompt_column else None
     records: list[ChatRecord] = load_records(path, columns)[: len(rows)]
     name = Path(path).name
-    return [
-        TaskItem(r.prompt, r.completion, (), _group(row, spec, f"{name} row {number}"))
-        for r, (number, row) in zip(records, rows, strict=True)
-    ]
+    items = []
+    for r, (number, row) in zip(records, rows, strict=True):
+        where = f"{name} row {number}"
+        items.append(TaskItem(r.prompt, r.completion, (), _group(row, spec, where), _unit(row, spec, where)))
+    return items
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,6 +363,11 @@ class EvalSettings:
     max_prompt_tokens: int = 1024  # prompt tokens kept after the chat template (cut from the left)
     max_new_tokens: int = 128  # generation cap per item
     max_seq_len: int = 1024  # prompt + answer tokens for the answer-token loss
+
+    @classmethod
+    def for_training_length(cls, max_seq_len: int) -> EvalSettings:
+        """The budgets a run uses for its sites' task sets, from its ``train.max_seq_len``."""
+        return cls(max_prompt_tokens=max_seq_len * 4, max_new_tokens=max_seq_len, max_seq_len=max_seq_len * 5)
 
 
 def score_task(

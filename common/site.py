@@ -97,7 +97,15 @@ def load_site_config(path: str | Path) -> SiteConfig:
     paths = data.get("paths", []) if isinstance(data, dict) else None
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise ConfigError(f"{path}: site.data: expected a mapping whose 'paths' is a list of file names")
-    data = {"kind": "files", **data, "paths": [str((base / p).resolve()) for p in paths]}
+    tasks = data.get("task_paths", [])  # the site's own task set (its first file; fedcare evaluate format)
+    if not isinstance(tasks, list) or not all(isinstance(p, str) for p in tasks):
+        raise ConfigError(f"{path}: site.data.task_paths: expected a list of file names")
+    data = {
+        "kind": "files",
+        **data,
+        "paths": [str((base / p).resolve()) for p in paths],
+        "task_paths": [str((base / p).resolve()) for p in tasks],
+    }
     raw["data"] = data
     return build_dataclass(SiteConfig, raw, "site.")
 

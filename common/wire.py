@@ -48,12 +48,31 @@ TRAIN_METRICS: Mapping[str, str] = {
     "bf16": PUBLIC,  # 1.0 when the site computed in bf16 (model.precision, auto resolved for its hardware), 0.0 fp32
     **_BUDGET,
 }
+MAX_TASK_CLASSES = 10  # options of a choice task whose confusion matrix a site may release (A..J)
+TASK_PREFIX = "task_"  # reply metrics of the site's own task set (common.task_release); not averaged as-is
+
+
+def confusion_key(gold: int, predicted: int) -> str:
+    """Reply metric name of one confusion-matrix cell (gold class row, predicted class column)."""
+    return f"{TASK_PREFIX}confusion_{gold}_{predicted}"
+
+
 EVAL_METRICS: Mapping[str, str] = {
     NUM_EXAMPLES: PUBLIC,  # held-out records at the site
     "site_index": PUBLIC,
     "eval_loss": ACCOUNTED,  # mean held-out loss, nats/token: sum of per-unit losses clipped to
-    # [0, privacy.eval_loss_clip] plus N(0, (eval_noise_multiplier x eval_loss_clip)^2), over units
+    # [0, privacy.eval_loss_clip], released with the reply's other sums (common.task_release), over units
     **_BUDGET,
+    # The site's task set, scored when the plan asks (score_tasks): released in the SAME noised query as
+    # eval_loss, every sum scaled to a per-unit bound of 1 (joint sensitivity sqrt(number of sums)).
+    f"{TASK_PREFIX}units": PUBLIC,  # privacy units (items, or patients) in the site's task set: its size
+    f"{TASK_PREFIX}classes": PUBLIC,  # options of its choice task (0 = a generation task)
+    f"{TASK_PREFIX}noise_std": PUBLIC,  # std of the Gaussian noise on each released count / ROUGE-L sum (0 = DP off)
+    f"{TASK_PREFIX}loss_clip": PUBLIC,  # generation: per-unit answer loss clip (nats/token); its noise std x this
+    **{confusion_key(i, j): ACCOUNTED for i in range(MAX_TASK_CLASSES) for j in range(MAX_TASK_CLASSES)},
+    # choice: per-unit share of items with gold class i predicted as j (1 per item under privacy.unit=record), noised
+    f"{TASK_PREFIX}rouge_l_sum": ACCOUNTED,  # generation: sum of per-unit ROUGE-L F1 (each in [0, 1]), noised
+    f"{TASK_PREFIX}loss_sum": ACCOUNTED,  # generation: sum of per-unit answer-token loss clipped to [0, loss_clip]
 }
 
 

@@ -36,8 +36,17 @@ from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays
 from common.aggregation import nbytes
 from common.config import RunConfig, plan_for_round, plan_to_flat
 from common.errors import FedcareError
+from common.evaluation import coordinator_task_labels
 from common.model import load_model_and_tokenizer
-from server.run_dir import RunDirectory, adapter_facts, log_site_budgets, per_site_round, site_entry
+from common.task_release import is_task_round, task_metrics
+from server.run_dir import (
+    RunDirectory,
+    adapter_facts,
+    log_site_budgets,
+    log_task_metrics,
+    per_site_round,
+    site_entry,
+)
 from server.strategies import Evaluation, Screened, build_strategy, to_record
 
 log = logging.getLogger("fedcare.coordinator")
@@ -58,19 +67,29 @@ class LoopState:
     bytes_down: list[int] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"round", "site", "reason"}
     failed: list[dict[str, Any]] = field(default_factory=list)  # {"round", "site", "reason"}
+    task_metrics: dict[str, Any] = field(default_factory=dict)  # str(round) -> common.task_release.task_metrics
     seconds_before: float = 0.0  # wall seconds of earlier (interrupted) invocations
 
 
 def federated_evaluation(
     grid: Grid, strategy: Screened, cfg: RunConfig, run_id: str, server_round: int, arrays: Arrays
 ) -> Evaluation:
-    """Held-out metrics of the global adapter ``arrays`` at every connected site (round 0: the initial one)."""
-    plan = ConfigRecord(plan_to_flat(plan_for_round(cfg, server_round, run_id)))
+    """Held-out metrics of the global adapter ``arrays`` at every connected site (round 0: the initial one),
+    with the sites' task metrics in the rounds ``coordinator.task_eval_every`` names."""
+    score_tasks = is_task_round(cfg.coordinator.task_eval_every, server_round, cfg.num_rounds)
+    labels = coordinator_task_labels(cfg.coordinator.task_labels, cfg.data)
+    site_plan = dataclasses.replace(
+        plan_for_round(cfg, server_round, run_id), score_tasks=score_tasks, task_labels=labels if score_tasks else ()
+    )
     _seed_sampling(cfg, server_round, "evaluate")
-    messages = strategy.configure_evaluate(server_round, to_record(arrays), plan, grid)
+    messages = strategy.configure_evaluate(server_round, to_record(arrays), ConfigRecord(plan_to_flat(site_plan)), grid)
     replies = grid.send_and_receive(messages, timeout=cfg.coordinator.round_timeout_s or None)
     strategy.aggregate_evaluate(server_round, replies)
-    return strategy.last_evaluation
+    evaluation = strategy.last_evaluation
+    if score_tasks:
+        evaluation.tasks = task_metrics(evaluation.by_site, labels)
+        log_task_metrics(server_round, evaluation.tasks)
+    return evaluation
 
 
 def run_federation(
@@ -107,9 +126,10 @@ def run_federation(
     _wait_for_nodes(grid, cfg.strategy.min_sites, cfg.num_sites, cfg.coordinator.node_wait_s)
 
     if not state.eval_losses:
-        state.eval_losses.append(
-            evaluate(grid, strategy, cfg, run_id, 0, global_arrays).metrics.get("eval_loss", math.nan)
-        )
+        evaluation = evaluate(grid, strategy, cfg, run_id, 0, global_arrays)
+        state.eval_losses.append(evaluation.metrics.get("eval_loss", math.nan))
+        if evaluation.tasks:
+            state.task_metrics["0"] = evaluation.tasks
         log.info("round 0 (before training): eval loss %.4f", state.eval_losses[0])
         _checkpoint(out, state, start)
     for server_round in range(state.completed_round + 1, cfg.num_rounds + 1):
@@ -138,6 +158,8 @@ def run_federation(
         )
         evaluation = evaluate(grid, strategy, cfg, run_id, server_round, global_arrays)
         state.eval_losses.append(evaluation.metrics.get("eval_loss", math.nan))
+        if evaluation.tasks:
+            state.task_metrics[str(server_round)] = evaluation.tasks
         state.rejected += [{"round": server_round, "site": s, "reason": r} for s, r in outcome.rejected.items()]
         state.failed += [{"round": server_round, "site": s, "reason": r} for s, r in outcome.failed.items()]
         bytes_down = nbytes(global_arrays) * len(messages)
@@ -158,6 +180,7 @@ def run_federation(
                 "eval_loss_by_site": _eval_losses(evaluation),
                 "eval": evaluation.metrics,
                 "sites": per_site_round(trained),
+                **({"task_metrics": evaluation.tasks} if evaluation.tasks else {}),
             }
         )
         out.save_strategy_state(server_round, strategy.state_arrays())
@@ -188,6 +211,9 @@ def run_federation(
         "bytes_down_per_round": state.bytes_down,
         "rejected_updates": state.rejected,
         "failed_sites": state.failed,
+        # DP-noised releases of the sites' task counts, by round, and those of the last round that had them.
+        "task_metrics_by_round": state.task_metrics,
+        "task_metrics": state.task_metrics[max(state.task_metrics, key=int)] if state.task_metrics else None,
         "adapter_dir": str(out.adapter_dir(cfg.num_rounds)),
         "run_dir": str(out.path),
         "signed": bool(cfg.coordinator.signing_key),

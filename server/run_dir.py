@@ -39,6 +39,36 @@ def log_site_budgets(server_round: int, trained: Mapping[int, Mapping[str, float
             log.info("round %d: site-%d trained WITHOUT DP (its own choice)", server_round, idx)
 
 
+def log_task_metrics(server_round: int, tasks: Mapping[str, Any] | None) -> None:
+    """One console line: the sites' released task metric and the pooled one (DP-noised unless DP is off)."""
+    if not tasks:
+        log.info("round %d: no site released task metrics (none holds a task set)", server_round)
+        return
+    metric = tasks["metric"]
+    sites = ", ".join(f"{s} {m[metric]:.3f}" for s, m in tasks["sites"].items())
+    pooled = tasks["pooled"]
+    extra = f", macro-F1 {pooled['macro_f1']:.3f}" if tasks["kind"] == "choice" else ""
+    noise = (
+        f"DP-noised: count noise std {max(m['noise_std'] for m in tasks['sites'].values()):.2f} per site"
+        if tasks["dp_noised"]
+        else "exact: DP off"
+    )
+    log.info(
+        "round %d: task %s (%s) %s; pooled %.3f%s over %.0f units",
+        server_round,
+        metric,
+        noise,
+        sites,
+        pooled[metric],
+        extra,
+        pooled["n"],
+    )
+    for site in tasks.get("skipped", []):
+        log.warning(
+            "round %d: %s released a different task kind or class count; left out of the pool", server_round, site
+        )
+
+
 def adapter_facts(run_id: str, server_round: int, strategy: str, sites: Mapping[str, Mapping[str, Any]]) -> dict:
     """What a global adapter's signature binds: run, round, strategy, each site's privacy and egress-log head."""
     return {

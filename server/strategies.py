@@ -40,6 +40,7 @@ from common.wire import (
     METRICS,
     NUM_EXAMPLES,
     PLAN,
+    TASK_PREFIX,
     TRAIN_METRICS,
     check_egress,
     check_metrics,
@@ -71,6 +72,7 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. {"eval_loss": 2.31}
     by_site: dict[str, dict[str, float]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    tasks: dict[str, Any] | None = None  # per-site and pooled task metrics (common.task_release.task_metrics)
 
 
 class Screened(flwr_strategy.FedAvg):
@@ -342,7 +344,8 @@ def screen_eval_replies(replies: list[Message], sent: list[Message]) -> Evaluati
         weights[site] = weight
     for node in {m.metadata.dst_node_id for m in sent} - answered:
         evaluation.failed[f"node-{node}"] = "no reply before the round timeout"
-    names = sorted({k for values in evaluation.by_site.values() for k in values})
+    # Task sums are not averaged: common.task_release turns them into per-site and pooled metrics.
+    names = sorted({k for values in evaluation.by_site.values() for k in values if not k.startswith(TASK_PREFIX)})
     for name in names:
         pairs = [(v[name], weights[s]) for s, v in evaluation.by_site.items() if name in v and math.isfinite(v[name])]
         if pairs and sum(w for _, w in pairs) > 0:

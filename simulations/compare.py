@@ -102,11 +102,7 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     initial = adapter_arrays(model)
     sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
     tasks = {f"site-{i}": site_task(cfg.data, i) for i in range(cfg.num_sites)}
-    settings = EvalSettings(
-        max_prompt_tokens=cfg.train.max_seq_len * 4,
-        max_new_tokens=cfg.train.max_seq_len,
-        max_seq_len=cfg.train.max_seq_len * 5,
-    )
+    settings = EvalSettings.for_training_length(cfg.train.max_seq_len)
     total_steps = cfg.num_rounds * cfg.train.local_steps
     pad = tokenizer.pad_token_id
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it

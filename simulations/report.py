@@ -39,11 +39,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict
     if cfg.model.num_threads:
         torch.set_num_threads(cfg.model.num_threads)
     base, tokenizer = load_model_and_tokenizer(cfg.model)
-    settings = EvalSettings(
-        max_prompt_tokens=cfg.train.max_seq_len * 4,
-        max_new_tokens=cfg.train.max_seq_len,
-        max_seq_len=cfg.train.max_seq_len * 5,
-    )
+    settings = EvalSettings.for_training_length(cfg.train.max_seq_len)
     result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=False)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return result
