@@ -25,6 +25,10 @@ class PlanRefusedError(FedcareError, ValueError):
     """A coordinator's round plan asks more than the site's own limits allow (key, asked value and cap named)."""
 
 
+class RunDirectoryError(FedcareError, FileNotFoundError):
+    """A run (or sweep) directory lacks the files a command needs: the run did not finish, or is not a run."""
+
+
 class SiteStateError(FedcareError, RuntimeError):
     """A site's state directory is damaged (missing or corrupt ledger): the site refuses to guess a budget."""
 

@@ -1,8 +1,9 @@
 """A run's ``report.html``: PNG plots (matplotlib) and tables built from the run directory's files.
 
-Reads ``summary.json``, ``metrics.jsonl``, ``config.json``, the sites' egress logs
-(``egress/site-N/egress.jsonl``), and when present ``evaluation.json`` (task metrics of the base
-model and the final adapter per site) and ``compare.json`` (the baseline arms). Missing parts are
+Reads ``summary.json`` (with the sites' DP-noised task-metric releases, ``task_metrics``),
+``metrics.jsonl``, ``config.json``, the sites' egress logs (``sites/site-N/egress.jsonl``), and when
+present ``evaluation.json`` (exact task metrics of the base model and the final adapter per site,
+scored by a simulation's driver) and ``compare.json`` (the baseline arms). Missing parts are
 left out of the page, never invented. ``write_sweep_report`` draws the privacy-utility curve of a
 Hydra multirun (one run directory per epsilon).
 """
@@ -31,9 +32,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
+    from common.errors import FedcareError
+
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise FedcareError(f"{path} line {number}: not valid JSON (was the run directory edited?)") from None
+    return rows
 
 
 def _site_key(name: str) -> tuple[int, str]:
@@ -233,13 +243,73 @@ def _fairness_html(evaluation: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _released_tasks_html(summary: dict[str, Any]) -> str:
+    """The sites' own task sets as the coordinator received them: DP-noised counts turned into metrics."""
+    tasks = summary["task_metrics"]
+    by_round = summary.get("task_metrics_by_round") or {}
+    metric = tasks["metric"]
+    keys = (
+        ["accuracy", "macro_precision", "macro_recall", "macro_f1"]
+        if tasks["kind"] == "choice"
+        else ["rouge_l", "loss"]
+    )
+    last = max(by_round, key=int) if by_round else "?"
+    rows = [
+        [site, m["n"], *[m[k] for k in keys], m["noise_std"]]
+        for site, m in [*sorted(tasks["sites"].items(), key=lambda kv: _site_key(kv[0])), ("pooled", tasks["pooled"])]
+    ]
+    if tasks["dp_noised"]:
+        what = (
+            "<p>Each site scored its own task set with the global adapter and released only counts "
+            "(confusion-matrix cells; for generation tasks sums of per-unit ROUGE-L and clipped answer loss), "
+            "with Gaussian noise, in the same charged query as its held-out loss: these are <b>DP-noised "
+            "releases</b>, not exact metrics (the exact ones stay in each site's log). The noise std column is "
+            "the std of the noise on each released count; the pooled matrix adds the sites' releases (noise std "
+            "the root of the sum of squares). Negative cells are clamped to 0 and ratios to [0, 1] "
+            "(post-processing, no privacy cost). A count's noise std over n units moves accuracy by about "
+            "std / n.</p>"
+        )
+    else:
+        what = "<p>DP was off at every site that released them: exact counts.</p>"
+    out = [what, f"<p>Round {html.escape(str(last))}.</p>", _table(["site", "n", *keys, "noise std per count"], rows)]
+    if tasks.get("skipped"):
+        out.append(
+            f"<p>Left out of the pool (other task kind or options): {html.escape(', '.join(tasks['skipped']))}.</p>"
+        )
+    if tasks["kind"] == "choice":
+        cm = tasks["pooled"]["confusion_matrix"]
+        out.append("<p>Pooled confusion matrix (rows = gold, columns = predicted; noised counts):</p>")
+        out.append(
+            _table(
+                ["gold \\ predicted", *cm["labels"]], [[g, *r] for g, r in zip(cm["labels"], cm["matrix"], strict=True)]
+            )
+        )
+    if len(by_round) > 1:
+        out.append(
+            _table(
+                ["round", f"pooled {metric}", "pooled noise std"],
+                [
+                    [int(r), t["pooled"][metric], t["pooled"]["noise_std"]]
+                    for r, t in sorted(by_round.items(), key=lambda kv: int(kv[0]))
+                ],
+            )
+        )
+    return "\n".join(out)
+
+
+def _egress_path(run_dir: Path, site_id: str) -> Path:
+    """A site's egress log in the run directory (simulated sites: sites/site-N/; older runs: egress/site-N/)."""
+    path = run_dir / "sites" / site_id / "egress.jsonl"
+    return path if path.exists() else run_dir / "egress" / site_id / "egress.jsonl"
+
+
 def _privacy_html(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> str:
     from common.audit import AuditError, EgressLog, summarize
 
     privacy = (config or {}).get("privacy", {})
     rows = []
     for entry in summary.get("sites", []):
-        log_path = run_dir / "egress" / entry["site_id"] / "egress.jsonl"
+        log_path = _egress_path(run_dir, entry["site_id"])
         sample_rate = None
         if log_path.exists():
             train = [e for e in EgressLog(log_path).entries() if "sample_rate" in e.get("metrics", {})]
@@ -272,7 +342,7 @@ def _privacy_html(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]
         )
     ]
     for entry in summary.get("sites", []):
-        log_path = run_dir / "egress" / entry["site_id"] / "egress.jsonl"
+        log_path = _egress_path(run_dir, entry["site_id"])
         if not log_path.exists():
             continue
         try:
@@ -318,12 +388,16 @@ def write_report(run_dir: str | Path) -> Path:
     """Build ``RUN_DIR/report.html`` (and ``RUN_DIR/report/*.png``) from the run's files; returns its path.
 
     Raises:
-        FileNotFoundError: when ``RUN_DIR/summary.json`` does not exist (the run did not finish).
+        RunDirectoryError: when ``RUN_DIR`` is not a directory or has no ``summary.json`` (the run did not finish).
     """
+    from common.errors import RunDirectoryError
+
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir}: not a run directory (no such folder)")
     summary = _read_json(run_dir / "summary.json")
     if summary is None:
-        raise FileNotFoundError(f"{run_dir / 'summary.json'} does not exist: the run did not finish")
+        raise RunDirectoryError(f"{run_dir / 'summary.json'} does not exist: the run did not finish")
     config = _read_json(run_dir / "config.json") or {}
     rows = _read_rows(run_dir / "metrics.jsonl")
     evaluation = _read_json(run_dir / "evaluation.json")
@@ -348,7 +422,12 @@ def write_report(run_dir: str | Path) -> Path:
         if src:
             body.append(f'<h2>{heading}</h2><img src="{src}" alt="{heading}">')
     if evaluation:
-        body.append(f"<h2>Task metrics ({html.escape(evaluation['task'])}, {html.escape(evaluation['kind'])})</h2>")
+        body.append(
+            f"<h2>Task metrics, base vs final ({html.escape(evaluation['task'])}, "
+            f"{html.escape(evaluation['kind'])})</h2>"
+            "<p>Exact, scored by the simulation driver on every virtual site's task set after the run "
+            "(a research view: no real site's numbers leave it this way).</p>"
+        )
         body.append(f'<img src="{_task_plot(evaluation, folder)}" alt="task metrics">')
         keys = (
             ["accuracy", "macro_precision", "macro_recall", "macro_f1"]
@@ -374,6 +453,9 @@ def write_report(run_dir: str | Path) -> Path:
                 f'<h2>Confusion matrix</h2><img src="{_confusion_plot(evaluation, folder)}" alt="confusion matrix">'
             )
         body.append("<h2>Fairness</h2>" + _fairness_html(evaluation))
+    if summary.get("task_metrics"):
+        noised = " (DP-noised releases)" if summary["task_metrics"]["dp_noised"] else " (exact: DP off)"
+        body.append(f"<h2>Task metrics released by the sites{noised}</h2>" + _released_tasks_html(summary))
     if compare:
         body.append("<h2>Baselines: federated vs alone vs pooled</h2>" + _compare_html(compare))
     body.append("<h2>Privacy</h2>" + _privacy_html(run_dir, summary, config))
@@ -417,12 +499,19 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     """``SWEEP_DIR/sweep.html`` with the privacy-utility curve of the runs below it; returns its path.
 
     Raises:
-        FileNotFoundError: when no finished run (``summary.json``) is below ``sweep_dir``.
+        RunDirectoryError: when ``sweep_dir`` is not a folder or no finished run (``summary.json``) is below it.
     """
+    from common.errors import RunDirectoryError
+
     sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise RunDirectoryError(f"{sweep_dir}: not a sweep folder (no such folder)")
     points = sweep_points(sweep_dir)
     if not points:
-        raise FileNotFoundError(f"{sweep_dir}: no finished run (summary.json) below it")
+        raise RunDirectoryError(
+            f"{sweep_dir}: no finished run (summary.json) below it; a sweep folder is the "
+            "output_dir/multirun/<time> of `fedcare simulate --multirun`"
+        )
     plt = _pyplot()
     dp = [p for p in points if p["dp_enabled"]]
     fig, ax = plt.subplots(figsize=(6.4, 4))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,7 @@ class SiteTaskRelease:
     kind: str
     units: float
     noise_std: float
-    confusion: np.ndarray | None = None  # choice
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # choice (0 x 0 for generation)
     rouge_sum: float = 0.0  # generation
     loss_sum: float = 0.0
     loss_clip: float = 0.0
@@ -221,7 +221,6 @@ def read_release(metrics: Mapping[str, float]) -> SiteTaskRelease | None:
 
 def _metrics(release: SiteTaskRelease, labels: Sequence[str]) -> dict[str, Any]:
     if release.kind == "choice":
-        assert release.confusion is not None
         out = metrics_from_confusion(release.confusion, labels, release.units)
     else:
         out = metrics_from_generation(release.rouge_sum, release.loss_sum, release.units, release.loss_clip)
@@ -245,13 +244,9 @@ def task_metrics(by_site: Mapping[str, Mapping[str, float]], labels: Sequence[st
     if not releases:
         return None
     first = next(iter(releases.values()))
-    classes = 0 if first.confusion is None else len(first.confusion)
+    classes = len(first.confusion)
     names = tuple(labels) if len(labels) == classes else tuple(f"class-{i}" for i in range(classes))
-    same = {
-        s: r
-        for s, r in releases.items()
-        if r.kind == first.kind and (r.confusion is None or len(r.confusion) == classes)
-    }
+    same = {s: r for s, r in releases.items() if r.kind == first.kind and len(r.confusion) == classes}
     result: dict[str, Any] = {
         "kind": first.kind,
         "metric": "accuracy" if first.kind == "choice" else "rouge_l",
@@ -264,7 +259,7 @@ def task_metrics(by_site: Mapping[str, Mapping[str, float]], labels: Sequence[st
         first.kind,
         sum(r.units for r in same.values()),
         math.sqrt(sum(r.noise_std**2 for r in same.values())),
-        confusion=sum((r.confusion for r in same.values()), np.zeros((classes, classes))) if classes else None,
+        confusion=np.sum([r.confusion for r in same.values()], axis=0),
         rouge_sum=sum(r.rouge_sum for r in same.values()),
         loss_sum=sum(r.loss_sum for r in same.values()),
         loss_clip=max((r.loss_clip for r in same.values()), default=0.0),

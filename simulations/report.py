@@ -123,6 +123,10 @@ def main(args: argparse.Namespace) -> int:
         if not args.run_dir:
             raise FedcareError("report: pass a run directory, or --sweep DIR")
         print(write_report(args.run_dir))
-    except FileNotFoundError as err:
-        raise FedcareError(str(err)) from None
+    except FedcareError:
+        raise
+    except OSError as err:  # e.g. a read-only run directory: name the file, not a traceback
+        raise FedcareError(
+            f"report: {err.strerror or type(err).__name__}: {err.filename or args.sweep or args.run_dir}"
+        ) from None
     return 0

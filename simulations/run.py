@@ -161,6 +161,10 @@ def multirun(overrides: list[str]) -> int:
         code = subprocess.run(command, check=False).returncode
         if code != 0:
             failed.append(i)
+    if len(failed) == len(jobs):
+        raise FedcareError(
+            f"sweep: none of the {len(jobs)} runs finished (see the errors above); nothing to plot in {root}"
+        )
     report = write_sweep_report(root)
     print(f"\nsweep: {len(jobs) - len(failed)}/{len(jobs)} runs finished in {root}\nprivacy-utility report: {report}")
     return 1 if failed else 0

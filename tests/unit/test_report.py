@@ -202,3 +202,36 @@ def test_exact_losses_measure_every_rounds_saved_adapter_and_the_report_plots_th
     assert (run / "report" / "loss.png").stat().st_size > 1000
     off, _ = compose(["+experiment=smoke", f"model.cache_dir={cache_dir}", "simulation.exact_loss=false"])
     assert exact_losses(off, run) is None
+
+
+def test_the_sites_released_task_metrics_are_shown_as_dp_noised(tmp_path: Path) -> None:
+    from common.task_release import release_metrics, task_metrics
+    from tests.unit.test_task_release import LABELS, choice_sums
+
+    run = _run(tmp_path, "r", 8.0, 2.4)
+    summary = json.loads((run / "summary.json").read_text())
+    release = choice_sums(["no", "yes", "yes"], ["no", "yes", "no"], LABELS)
+    site = release_metrics(release, {"confusion": [[1.2, -0.4], [0.8, 1.1]]}, 11.3)
+    tasks = task_metrics({"site-0": site, "site-1": site}, LABELS)
+    summary |= {"task_metrics": tasks, "task_metrics_by_round": {"0": tasks, "2": tasks}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run).read_text()
+    assert "Task metrics released by the sites (DP-noised releases)" in page
+    assert "<b>DP-noised releases</b>" in page and "11.3000" in page  # the noise std per count
+    assert "<td>pooled</td>" in page and "Pooled confusion matrix" in page
+    assert "<td>no</td><td>2.4000</td><td>0.0000</td>" in page  # pooled "no" row: 2.4, -0.8 clamped to 0
+
+
+def test_report_errors_are_one_clear_line(tmp_path: Path) -> None:
+    from common.errors import FedcareError
+
+    with pytest.raises(FedcareError, match="no finished run.*fedcare simulate --multirun"):
+        write_sweep_report(tmp_path)
+    with pytest.raises(FedcareError, match="not a sweep folder"):
+        write_sweep_report(tmp_path / "missing")
+    with pytest.raises(FedcareError, match="not a run directory"):
+        write_report(tmp_path / "missing")
+    run = _run(tmp_path, "r", 8.0, 2.4)
+    (run / "metrics.jsonl").write_text('{"round": 1}\n{"round": \n')
+    with pytest.raises(FedcareError, match="metrics.jsonl line 2: not valid JSON"):
+        write_report(run)
