@@ -149,7 +149,14 @@ def site_task(data: Any, site_index: int, choices: Sequence[str] = (), unit_colu
 
         rows = list(enumerate(generate_site_task(site_index, data.task_items_per_site, seed=data.seed), start=1))
         return (
-            task_from_rows("synthetic triage", rows, dataclasses.replace(spec, kind="choice"), None) if rows else None
+            task_from_rows(
+                "synthetic triage",
+                rows,
+                TaskSpec(kind="choice", group_column=data.group_field, choices=spec.choices, unit_column=unit_column),
+                None,
+            )
+            if rows
+            else None
         )
     if site_index < len(data.task_paths):
         return load_task(data.task_paths[site_index], spec)
