@@ -17,7 +17,9 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -27,7 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.deid import Detector, Finding, detect, load_detector, scrub
+from common.deid import Detector, Finding, deidentify, detect, load_detector, scrub_records
+from common.records import ChatRecord
 
 HERE = Path(__file__).resolve().parent
 FROZEN = HERE / "data" / "deid_frozen.txt"
@@ -298,14 +301,60 @@ def speed_records(records: list[Labelled], count: int, size: int = 1300) -> list
     return out
 
 
+def site_records(records: list[Labelled], extra: list[str], count: int, size: int = 1300) -> list[ChatRecord]:
+    """`count` training records (one user turn each) of `size` characters, cut at a space from the frozen set's
+    records and `extra` texts (MTS-Dialog dialogues) taken in turn."""
+    texts = [record.text for record in records]
+    mixed = [text for i in range(max(len(texts), len(extra))) for text in (texts[i % len(texts)], *extra[i : i + 1])]
+    stream = "\n\n".join(mixed)
+    out: list[ChatRecord] = []
+    cursor = laps = 0
+    while len(out) < count:
+        if cursor + size >= len(stream):
+            laps += 1
+            cursor = (laps * 211) % size  # each lap cuts elsewhere, so no two records are the same text
+        end = stream.rfind(" ", cursor + size // 2, cursor + size) + 1 or cursor + size
+        out.append(ChatRecord(prompt=(("user", stream[cursor:end].strip()),), completion=""))
+        cursor = end
+    return out
+
+
+def site_run(spec: str, records: list[ChatRecord], workers: int) -> dict[str, float]:
+    """De-identify records as a site does (common.deid.deidentify) and time it: wall seconds, CPU seconds of this
+    process and its worker processes, load average of the machine before and after."""
+    before = os.getloadavg()
+    wall = time.perf_counter()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    found: Counter[str] = Counter()
+    for _, counts in deidentify(records, spec, workers=workers):
+        found.update(counts)
+    wall = time.perf_counter() - wall
+    own_after, children_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(
+        after.ru_utime + after.ru_stime - start.ru_utime - start.ru_stime
+        for start, after in ((own, own_after), (children, children_after))
+    )
+    return {
+        "records": len(records),
+        "chars_per_record": sum(len(r.prompt[0][1]) for r in records) / max(1, len(records)),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "identifiers": sum(found.values()),
+        "load_before": before[0],
+        "load_after": os.getloadavg()[0],
+    }
+
+
 def throughput(detector: Detector, texts: list[str]) -> tuple[float, float]:
-    """(records per second of wall time, CPU seconds per record) through scrub, what a site runs, in this process.
+    """(records per second of wall time, CPU seconds per record) through scrub_records, what a site runs, in
+    this process (batches of 64 records).
 
     CPU time is the fairer number on a machine other processes load: wall time then counts their share too.
     """
+    records = [ChatRecord(prompt=(("user", text),), completion="") for text in texts]
     wall, cpu = time.perf_counter(), time.process_time()
-    for text in texts:
-        scrub(text, detector)
+    for _ in scrub_records(records, detector):
+        pass
     return len(texts) / (time.perf_counter() - wall), (time.process_time() - cpu) / len(texts)
 
 
@@ -340,7 +389,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default="frozen,presidio-synth,philter-i2b2", help="labelled sets to score")
     parser.add_argument("--errors", default="", help="print misses and false positives on this set")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--site-run",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time a site de-identifying N records of ~1,300 characters (frozen set and MTS-Dialog in turn)",
+    )
+    parser.add_argument("--workers", type=int, default=0, help="--site-run: data.deid_workers (0 = auto)")
     args = parser.parse_args(argv)
+    if args.site_run:
+        dialogues = mts_texts(args.data, 10_000)
+        records = site_records(load_frozen(), dialogues, args.site_run)
+        for spec in [part.strip() for part in args.candidates.split(",") if part.strip()]:
+            row = site_run(spec, records, args.workers)
+            print(
+                f"site run {spec}: {row['records']:,} records of {row['chars_per_record']:,.0f} characters, "
+                f"workers {args.workers or 'auto'} ({os.cpu_count()} cores): wall {row['wall_s']:.1f} s "
+                f"({row['wall_s'] / 60:.2f} min), CPU {row['cpu_s']:.1f} s ({1000 * row['cpu_s'] / row['records']:.1f}"
+                f" ms/record), {row['identifiers']:,} identifiers replaced; load average "
+                f"{row['load_before']:.1f} before, {row['load_after']:.1f} after",
+                flush=True,
+            )
+        return 0
 
     frozen = load_frozen()
     sets = {"frozen": frozen, "presidio-synth": load_presidio_synth(), "philter-i2b2": load_philter_i2b2()}

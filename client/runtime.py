@@ -18,8 +18,7 @@ import torch
 from common.adapters import attach_lora
 from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
-from common.deid import load_detector, scrub_record
-from common.deid.surrogates import Surrogates
+from common.deid import deidentify
 from common.examples import TokenizedExample, split_indices, split_units, tokenize_records
 from common.model import load_model_and_tokenizer, resolve_device, resolve_precision
 
@@ -76,11 +75,10 @@ def examples_for(data_cfg: DataConfig, site_index: int, num_sites: int, plan: Si
             data = load_site_data(data_cfg, site_index, num_sites)
             records, counts = data.records, Counter[str]()
             if data_cfg.deid != "off":  # scrub identifiers before any token is made from the text
-                detector = load_detector(data_cfg.deid)
                 records = []
-                for record in data.records:
-                    fakes = Surrogates() if data_cfg.deid_replace == "surrogate" else None
-                    clean, found = scrub_record(record, detector, fakes)
+                for clean, found in deidentify(
+                    data.records, data_cfg.deid, data_cfg.deid_replace, data_cfg.deid_workers
+                ):
                     records.append(clean)
                     counts.update(found)
                 log.info(

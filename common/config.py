@@ -176,6 +176,7 @@ class DataConfig:
     # data groups for real text (conf/data/files.yaml, medquad.yaml) set "presidio+rules".
     deid: str = "rules"
     deid_replace: str = "placeholder"  # identifiers become "[NAME]"-style placeholders, or "surrogate" fakes
+    deid_workers: int = 0  # processes that de-identify; 0 = one per core when a site has >= 2,000 records
     patient_field: str = ""  # files: field with each record's patient id (needed for privacy.unit=patient)
     # files, one path: > 0 splits it into num_sites sites, each partition_field value's records spread
     # over the sites in shares drawn from Dir(alpha) (small = skewed); 0 = one site per value
@@ -197,6 +198,7 @@ class DataConfig:
             "'placeholder' or 'surrogate'",
             self.deid_replace,
         )
+        _check(0 <= self.deid_workers <= 256, "data.deid_workers", "in [0, 256]", self.deid_workers)
         _check(self.max_records_per_site >= 0, "data.max_records_per_site", ">= 0", self.max_records_per_site)
         if self.kind == "files":
             _check(len(self.paths) > 0, "data.paths", "at least one file when data.kind=files", self.paths)

@@ -7,6 +7,28 @@ configuration names them, so nothing in common/ depends on a third-party NLP lib
 
 from common.deid.base import PHI_TYPES, Detector, Finding
 from common.deid.rules import RuleDetector
-from common.deid.scrub import detect, load_detector, scrub, scrub_record
+from common.deid.scrub import (
+    deidentify,
+    detect,
+    find_all,
+    load_detector,
+    scrub,
+    scrub_record,
+    scrub_records,
+    scrub_texts,
+)
 
-__all__ = ["PHI_TYPES", "Detector", "Finding", "RuleDetector", "detect", "load_detector", "scrub", "scrub_record"]
+__all__ = [
+    "PHI_TYPES",
+    "Detector",
+    "Finding",
+    "RuleDetector",
+    "deidentify",
+    "detect",
+    "find_all",
+    "load_detector",
+    "scrub",
+    "scrub_record",
+    "scrub_records",
+    "scrub_texts",
+]

@@ -60,9 +60,13 @@ SELECTED = (
     "CREDIT_CARD",
     "MEDICAL_LICENSE",
 )
-# The named-entity recognizer needs only these spaCy components; the tagger, parser and lemmatizer only serve
-# Presidio's context words, which the selected recognizers barely use.
-LEAN_PIPES = ("tok2vec", "ner")
+# The named-entity recognizer is the only spaCy component needed. en_core_web_sm's "ner" embeds the tokens with
+# a tok2vec layer of its own; the shared "tok2vec" component only feeds the tagger and parser, and those (with
+# the lemmatizer) only serve Presidio's context words, which the selected recognizers barely use. Dropping the
+# rest leaves the entities unchanged and removes about a third of the pipeline's time.
+LEAN_PIPES = ("ner",)
+# Texts per spaCy batch (nlp.pipe): batching runs the network on several texts at once.
+BATCH = 32
 
 
 class PresidioDetector:
@@ -91,7 +95,7 @@ class PresidioDetector:
         try:
             import spacy
             import tldextract
-            from presidio_analyzer import AnalyzerEngine
+            from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
             from presidio_analyzer.nlp_engine import SpacyNlpEngine
         except ImportError as error:
             raise ConfigError(
@@ -104,6 +108,7 @@ class PresidioDetector:
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         self._analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+        self._batch = BatchAnalyzerEngine(self._analyzer)
         models: Any = engine.nlp  # {language: spaCy Language}, filled by the engine's load()
         if lean and models:
             nlp = models["en"]
@@ -122,6 +127,16 @@ class PresidioDetector:
         results = self._analyzer.analyze(
             text, language="en", entities=self._entities, score_threshold=self.score_threshold
         )
+        return self._findings(text, results)
+
+    def find_many(self, texts: list[str]) -> list[list[Finding]]:
+        """find for each text, the spaCy pipeline run over BATCH texts at a time."""
+        batches = self._batch.analyze_iterator(
+            texts, language="en", batch_size=BATCH, entities=self._entities, score_threshold=self.score_threshold
+        )
+        return [self._findings(text, results) for text, results in zip(texts, batches, strict=True)]
+
+    def _findings(self, text: str, results: list[Any]) -> list[Finding]:
         findings = []
         for result in results:
             kind = KINDS[result.entity_type]
@@ -158,9 +173,5 @@ class PresidioDefaults(PresidioDetector):
     def __init__(self) -> None:
         super().__init__(entities=None, lean=False)
 
-    def find(self, text: str) -> list[Finding]:
-        """Presidio's findings in text, as fedcare kinds, unfiltered."""
-        results = self._analyzer.analyze(
-            text, language="en", entities=self._entities, score_threshold=self.score_threshold
-        )
+    def _findings(self, text: str, results: list[Any]) -> list[Finding]:
         return [Finding(KINDS[result.entity_type], result.start, result.end) for result in results]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import multiprocessing
+import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 from common.deid.base import PHI_TYPES, RANK, Detector, Finding
 from common.deid.rules import RuleDetector
@@ -17,6 +20,22 @@ from common.records import ChatRecord
 _PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PHI_TYPES) + r")\]")
 # RuleDetector holds no state, so one instance serves every call that names no detector.
 _BUILT_IN = RuleDetector()
+
+
+def find_all(texts: Sequence[str], detector: Detector | None = None) -> list[list[Finding]]:
+    """A detector's findings for each of several texts, in one batch where the backend offers find_many.
+
+    A language-model backend (Presidio's spaCy pipeline) runs faster on a batch of texts than on one text at a
+    time; rule backends simply run find on each.
+    """
+    backend = detector if detector is not None else _BUILT_IN
+    many = getattr(backend, "find_many", None)
+    if many is None:
+        return [backend.find(text) for text in texts]
+    found = many(list(texts))
+    if len(found) != len(texts):
+        raise ConfigError(f"detector {type(backend).__name__} returned findings for {len(found)} of {len(texts)} texts")
+    return found
 
 
 def detect(text: str, detector: Detector | None = None) -> list[Finding]:
@@ -37,9 +56,13 @@ def detect(text: str, detector: Detector | None = None) -> list[Finding]:
         ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
     """
     backend = detector if detector is not None else _BUILT_IN
+    return _select(text, backend.find(text), backend)
+
+
+def _select(text: str, found: list[Finding], backend: object) -> list[Finding]:
     placeholders = [(match.start(), match.end()) for match in _PLACEHOLDER.finditer(text)]
     candidates: list[Finding] = []
-    for finding in backend.find(text):
+    for finding in found:
         if finding.kind not in RANK:
             # The kind is not echoed: a faulty backend could have put record text in it.
             raise ConfigError(f"detector {type(backend).__name__} returned a finding of a kind not in PHI_TYPES")
@@ -78,13 +101,30 @@ def scrub(
     Raises:
         ConfigError: The detector returned a finding of a kind outside PHI_TYPES.
     """
+    backend = detector if detector is not None else _BUILT_IN
+    return _scrub(text, backend.find(text), backend, surrogates)
+
+
+def scrub_texts(
+    texts: Sequence[str], detector: Detector | None = None, surrogates: Callable[[str, str], str] | None = None
+) -> list[tuple[str, Counter[str]]]:
+    """scrub for each of several texts, the first pass over all of them in one batch (see find_all)."""
+    backend = detector if detector is not None else _BUILT_IN
+    return [
+        _scrub(text, found, backend, surrogates) for text, found in zip(texts, find_all(texts, backend), strict=True)
+    ]
+
+
+def _scrub(
+    text: str, found: list[Finding], backend: Detector, surrogates: Callable[[str, str], str] | None
+) -> tuple[str, Counter[str]]:
+    # found: the backend's findings in text (the first pass); later passes call its find_again.
     counts: Counter[str] = Counter()
     # The value behind each placeholder of the current text, in text order (None: it was there to begin with).
     originals: list[tuple[str, str] | None] = [None] * len(_PLACEHOLDER.findall(text))
-    backend: Detector = detector if detector is not None else _BUILT_IN
+    again = _again(backend)
     while True:
-        findings = detect(text, backend)
-        backend = _Again(backend)
+        findings = _select(text, found, backend)
         if not findings:
             break
         existing = [match.start() for match in _PLACEHOLDER.finditer(text)]
@@ -103,6 +143,7 @@ def scrub(
             counts[finding.kind] += 1
         pieces.append(text[cursor:])
         text = "".join(pieces)
+        found = again(text)
     if surrogates is None or not counts:
         return text, counts
     replacements = iter(originals)
@@ -127,15 +168,122 @@ def scrub_record(
     Returns:
         (scrubbed record, identifiers replaced per kind, summed over all turns).
     """
-    counts: Counter[str] = Counter()
-    turns: list[tuple[str, str]] = []
-    for role, content in record.prompt:
-        scrubbed, found = scrub(content, detector, surrogates)
-        turns.append((role, scrubbed))
-        counts.update(found)
-    completion, found = scrub(record.completion, detector, surrogates)
-    counts.update(found)
-    return dataclasses.replace(record, prompt=tuple(turns), completion=completion), counts
+    return next(scrub_records([record], detector, (lambda: surrogates) if surrogates is not None else None))
+
+
+def scrub_records(
+    records: Iterable[ChatRecord],
+    detector: Detector | None = None,
+    surrogates: Callable[[], Callable[[str, str], str]] | None = None,
+    batch: int = 64,
+) -> Iterator[tuple[ChatRecord, Counter[str]]]:
+    """scrub_record for each record, the turns of `batch` records at a time through the detector in one batch.
+
+    Args:
+        records: The records to scrub.
+        detector: Backend to use; the built-in RuleDetector when None.
+        surrogates: Makes one surrogate mapping per record (e.g. common.deid.surrogates.Surrogates), or None for
+            typed placeholders.
+        batch: Records whose texts go through the detector together.
+
+    Yields:
+        (scrubbed record, identifiers replaced per kind), in the order of records.
+    """
+    backend = detector if detector is not None else _BUILT_IN
+    chunk: list[ChatRecord] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= batch:
+            yield from _scrub_chunk(chunk, backend, surrogates)
+            chunk = []
+    if chunk:
+        yield from _scrub_chunk(chunk, backend, surrogates)
+
+
+def _scrub_chunk(
+    chunk: list[ChatRecord], backend: Detector, surrogates: Callable[[], Callable[[str, str], str]] | None
+) -> Iterator[tuple[ChatRecord, Counter[str]]]:
+    texts = [text for record in chunk for text in (*(content for _, content in record.prompt), record.completion)]
+    found = iter(find_all(texts, backend))
+    cursor = iter(texts)
+    for record in chunk:
+        fakes = surrogates() if surrogates is not None else None
+        counts: Counter[str] = Counter()
+        turns: list[tuple[str, str]] = []
+        for role, _ in record.prompt:
+            scrubbed, seen = _scrub(next(cursor), next(found), backend, fakes)
+            turns.append((role, scrubbed))
+            counts.update(seen)
+        completion, seen = _scrub(next(cursor), next(found), backend, fakes)
+        counts.update(seen)
+        yield dataclasses.replace(record, prompt=tuple(turns), completion=completion), counts
+
+
+# Records below which a site de-identifies in its own process: starting a worker and loading a spaCy pipeline in
+# it takes seconds, which only pays off on a few thousand records (about a minute of work).
+PARALLEL_MIN_RECORDS = 2000
+
+
+def deidentify(
+    records: Sequence[ChatRecord], spec: str, replace: str = "placeholder", workers: int = 0
+) -> Iterator[tuple[ChatRecord, Counter[str]]]:
+    """scrub_records for a site's records, on several CPU cores when there are many records.
+
+    Args:
+        records: The records to scrub.
+        spec: The detector, as for load_detector ("presidio+rules", "rules", ...).
+        replace: "placeholder" for typed placeholders, "surrogate" for consistent fakes (one mapping per record).
+        workers: Processes to scrub in; 0 picks one per CPU core this process may use when there are at least
+            PARALLEL_MIN_RECORDS records, else 1. Each worker builds its own detector from spec.
+
+    Yields:
+        (scrubbed record, identifiers replaced per kind), in the order of records.
+    """
+    count = workers or (_usable_cores() if len(records) >= PARALLEL_MIN_RECORDS else 1)
+    count = max(1, min(count, len(records) // _CHUNK + 1))
+    if count == 1:
+        yield from scrub_records(records, load_detector(spec), _surrogates(replace))
+        return
+    # "spawn": the site process may hold threads (torch, Ray, gRPC) that a forked child would inherit locked.
+    context = multiprocessing.get_context("spawn")
+    chunks = [records[start : start + _CHUNK] for start in range(0, len(records), _CHUNK)]
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(spec,)) as pool:
+        for done in pool.map(_scrub_in_worker, chunks, [replace] * len(chunks)):
+            yield from done
+
+
+_CHUNK = 256  # records a worker scrubs per task
+_worker_detector: Detector | None = None
+_worker_error: ConfigError | None = None
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _surrogates(replace: str) -> Callable[[], Callable[[str, str], str]] | None:
+    if replace != "surrogate":
+        return None
+    from common.deid.surrogates import Surrogates
+
+    return Surrogates
+
+
+def _start_worker(spec: str) -> None:
+    global _worker_detector, _worker_error
+    try:
+        _worker_detector = load_detector(spec)
+    except ConfigError as error:  # raised with the first task: an initializer's exception only breaks the pool
+        _worker_error = error
+
+
+def _scrub_in_worker(chunk: Sequence[ChatRecord], replace: str) -> list[tuple[ChatRecord, Counter[str]]]:
+    if _worker_error is not None:
+        raise _worker_error
+    return list(scrub_records(chunk, _worker_detector, _surrogates(replace)))
 
 
 # Library backends, by the name a site configures; imported only when named (they pull in spaCy or NLTK data).
@@ -156,6 +304,14 @@ class Union:
         """Findings of every member detector, in no particular order."""
         return [finding for detector in self.detectors for finding in detector.find(text)]
 
+    def find_many(self, texts: list[str]) -> list[list[Finding]]:
+        """Findings of every member detector for each text, each member batching where it can (see find_all)."""
+        combined: list[list[Finding]] = [[] for _ in texts]
+        for detector in self.detectors:
+            for findings, more in zip(combined, find_all(texts, detector), strict=True):
+                findings.extend(more)
+        return combined
+
     def find_again(self, text: str) -> list[Finding]:
         """Later scrub passes: each member's find_again where it has one (see scrub)."""
         return [finding for detector in self.detectors for finding in _again(detector)(text)]
@@ -163,11 +319,6 @@ class Union:
 
 def _again(detector: Detector) -> Callable[[str], list[Finding]]:
     return getattr(detector, "find_again", detector.find)
-
-
-class _Again:
-    def __init__(self, detector: Detector) -> None:
-        self.find = _again(detector)
 
 
 def load_detector(spec: str) -> Detector:

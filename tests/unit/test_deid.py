@@ -16,10 +16,13 @@ from common.deid import (
     Detector,
     Finding,
     RuleDetector,
+    deidentify,
     detect,
     load_detector,
     scrub,
     scrub_record,
+    scrub_records,
+    scrub_texts,
 )
 from common.errors import ConfigError
 from common.records import ChatRecord
@@ -203,6 +206,46 @@ def test_scrub_record_scrubs_every_turn_and_keeps_roles() -> None:
     assert scrubbed.prompt == (("system", "Be brief."), ("user", "Summarise: Pt [NAME], DOB [DATE]."))
     assert scrubbed.completion == "Dr. [NAME] will call [PHONE]."
     assert counts == Counter({"NAME": 2, "DATE": 1, "PHONE": 1})
+
+
+class BatchCounting(UpperDetector):
+    """A toy batching backend: counts how many find_many calls and texts it saw."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def find_many(self, texts: list[str]) -> list[list[Finding]]:
+        self.batches.append(len(texts))
+        return [self.find(text) for text in texts]
+
+
+def test_scrub_records_batches_the_first_pass_and_equals_scrub_record() -> None:
+    texts = [record.text for record in load_frozen()[:40]]
+    records = [ChatRecord(prompt=(("system", "Be brief."), ("user", text)), completion=text[:80]) for text in texts]
+    rules = load_detector("rules")
+    assert list(scrub_records(records, rules, batch=16)) == [scrub_record(record, rules) for record in records]
+    assert scrub_texts(texts, rules) == [scrub(text, rules) for text in texts]
+    counting = BatchCounting()
+    both = load_detector("rules+tests.unit.test_deid:UpperDetector")
+    assert len(list(scrub_records(records, counting, batch=16))) == 40
+    assert counting.batches == [48, 48, 24]  # three texts per record, 16 records per batch
+    union = [scrub_record(record, both) for record in records]
+    assert list(scrub_records(records, both, batch=16)) == union
+
+
+def test_deidentify_in_one_process_equals_scrub_records() -> None:
+    records = [ChatRecord(prompt=(("user", r.text),), completion="") for r in load_frozen()[:30]]
+    assert list(deidentify(records, "rules", workers=1)) == list(scrub_records(records, load_detector("rules")))
+    with pytest.raises(ConfigError, match="unknown de-identification detector"):
+        list(deidentify(records, "nonsense", workers=1))
+
+
+@pytest.mark.slow
+def test_deidentify_in_worker_processes_equals_one_process() -> None:
+    records = [ChatRecord(prompt=(("user", r.text),), completion="") for r in load_frozen()] * 2
+    assert list(deidentify(records, "rules", workers=2)) == list(deidentify(records, "rules", workers=1))
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        list(deidentify(records, "no_such_module:Detector", workers=2))
 
 
 def test_load_detector_builds_the_rules_backend() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.deid import detect, load_detector, scrub
+from benchmarks.deid import load_frozen
+from common.deid import detect, find_all, load_detector, scrub
 
 pytest.importorskip("presidio_analyzer")
 
@@ -34,3 +35,10 @@ def test_library_backends_are_built_once_and_read_the_text_once(default) -> None
     presidio = load_detector("presidio")
     assert presidio.find_again("Seen by Dr Okafor") == []  # type: ignore[attr-defined]
     assert "EMAIL" in [f.kind for f in presidio.find("Write to jane.doe@example.org please.")]
+
+
+def test_presidio_batches_find_the_same_as_one_text_at_a_time(default) -> None:
+    texts = [record.text for record in load_frozen()[:24]]
+    presidio = load_detector("presidio")
+    assert find_all(texts, presidio) == [presidio.find(text) for text in texts]
+    assert find_all(texts, default) == [default.find(text) for text in texts]
