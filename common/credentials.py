@@ -55,8 +55,9 @@ class CredentialPaths:
 
     Files (private ones 0o600 in a directory created 0o700, public ones 0o644):
 
-    - ``ca.crt`` / ``ca.key``: the consortium CA (``create_ca``); the key stays with the coordinator, offline if
-      possible; ``ca.crt`` goes to every site (``flower-supernode --root-certificates``).
+    - ``ca.crt`` / ``ca.key``: the consortium CA (``create_ca``); ``ca.crt`` goes to every site
+      (``flower-supernode --root-certificates``); ``fedcare certs`` writes ``ca.key`` into a separate folder
+      (``key_dir``, ``--ca-dir``) that stays with the CA operator, offline if possible.
     - ``server.crt`` / ``server.key``: the SuperLink's TLS certificate (``create_server_cert``;
       ``flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.crt --ssl-keyfile server.key``).
     - ``<site_id>`` / ``<site_id>.pub``: a site's OpenSSH EC P-384 key pair (``create_site_keypair``); the private
@@ -108,12 +109,18 @@ class CredentialPaths:
 
 
 def create_ca(
-    out_dir: Path, *, name: str = "fedcare consortium CA", days: int = 3650, overwrite: bool = False
+    out_dir: Path,
+    *,
+    key_dir: Path | None = None,
+    name: str = "fedcare consortium CA",
+    days: int = 3650,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Create the consortium's self-signed CA: an EC P-384 key and a certificate that may sign only leaf certificates.
 
     Args:
-        out_dir: Directory for ``ca.crt`` and ``ca.key``; created 0o700 if missing.
+        out_dir: Directory for ``ca.crt`` (and ``ca.key`` unless ``key_dir``); created 0o700 if missing.
+        key_dir: Directory for ``ca.key``, apart from what is shipped (``fedcare certs --ca-dir``).
         name: The CA's common name.
         days: Validity in days.
         overwrite: Replace existing files instead of refusing.
@@ -126,10 +133,11 @@ def create_ca(
         CredentialError: ``name`` is empty or ``days`` is not positive.
     """
     paths = CredentialPaths(Path(out_dir))
+    ca_key = CredentialPaths(Path(key_dir or out_dir)).ca_key
     _check_days(days)
     if not name.strip():
         raise CredentialError("CA name must not be empty")
-    _refuse_existing([paths.ca_cert, paths.ca_key], overwrite)
+    _refuse_existing([paths.ca_cert, ca_key], overwrite)
 
     key = ec.generate_private_key(ec.SECP384R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -150,9 +158,9 @@ def create_ca(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA384())
     )
-    _write_private(paths.ca_key, _pkcs8(key, protect=True), overwrite)
+    _write_private(ca_key, _pkcs8(key, protect=True), overwrite)
     _write_public(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM), overwrite)
-    return paths.ca_cert, paths.ca_key
+    return paths.ca_cert, ca_key
 
 
 def create_server_cert(
@@ -252,13 +260,17 @@ def create_site_keypair(out_dir: Path, site_id: str, *, overwrite: bool = False)
     return private_path, public_path
 
 
-def create_signing_keypair(out_dir: Path, name: str = "coordinator", *, overwrite: bool = False) -> tuple[Path, Path]:
+def create_signing_keypair(
+    out_dir: Path, name: str = "coordinator", *, key_dir: Path | None = None, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Create the Ed25519 key pair that signs released adapters.
 
     Args:
         out_dir: Directory for ``<name>.key`` (PEM PKCS8) and ``<name>.pub`` (PEM SubjectPublicKeyInfo); created
             0o700 if missing.
         name: The key's name, used in the file names; same rules as a site id.
+        key_dir: Directory for ``<name>.key`` when it must not sit beside its public half (the consortium's
+            app-signing key, kept with the CA key).
         overwrite: Replace existing files instead of refusing.
 
     Returns:
@@ -269,7 +281,8 @@ def create_signing_keypair(out_dir: Path, name: str = "coordinator", *, overwrit
         CredentialError: ``name`` is not a plain file name.
     """
     paths = CredentialPaths(Path(out_dir))
-    private_path, public_path = paths.signing_key(name), paths.signing_public_key(name)
+    private_path = CredentialPaths(Path(key_dir or out_dir)).signing_key(name)
+    public_path = paths.signing_public_key(name)
     _refuse_existing([private_path, public_path], overwrite)
 
     key = ed25519.Ed25519PrivateKey.generate()

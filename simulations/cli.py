@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("--key", required=True, help="the coordinator's public signing key (coordinator.pub)")
     certs = sub.add_parser("certs", help="create the consortium CA, the coordinator's TLS and signing keys, site keys")
     certs.add_argument("--out", required=True, help="folder for the credentials (private keys are 0600)")
+    certs.add_argument(
+        "--ca-dir",
+        help="folder for the consortium's private keys (ca.key, app-signing.key), kept apart from --out and "
+        "offline; default: <out>-ca beside --out",
+    )
     certs.add_argument("--host", action="append", default=[], help="coordinator DNS name or IP (repeat)")
     certs.add_argument("--site", action="append", default=[], help="site id to create an auth key pair for (repeat)")
     certs.add_argument(
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace the named sites' existing keys (rotation); the CA and coordinator keys are kept",
     )
+    fp = sub.add_parser("fingerprint", help="print the SHA256 fingerprint of public keys or certificates")
+    fp.add_argument("files", nargs="+", help="a .pub (OpenSSH or PEM) or a .crt; compare with what its owner read out")
     coord = sub.add_parser("coordinator", help="run the consortium's SuperLink and submit runs")
     csub = coord.add_subparsers(dest="action", required=True)
     cstart = csub.add_parser("start", help="start the SuperLink with TLS and SuperNode authentication")
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": _generate,
         "verify": _verify,
         "certs": _certs,
+        "fingerprint": _fingerprint,
         "coordinator": _coordinator,
         "site": _site,
         "audit": _audit,
@@ -363,28 +371,61 @@ def _certs(args: argparse.Namespace) -> int:
     from common import credentials
 
     out = make_private_dir(args.out, "certs --out")  # "" would write private keys into the current folder
+    # The consortium's own private keys never sit beside the files that are shipped to the coordinator and sites.
+    ca_dir = make_private_dir(args.ca_dir or out.parent / f"{out.resolve().name}-ca", "certs --ca-dir")
+    if ca_dir.resolve() == out.resolve():
+        raise UsageError("certs: --ca-dir must not be the --out folder (the CA key would ship with the rest)")
     # The SuperLink's own ServerApp process dials 127.0.0.1 and checks the name: keep loopback in the cert.
     hosts = list(dict.fromkeys([*args.host, *credentials.DEFAULT_HOSTS]))
-    paths = credentials.CredentialPaths(out)
+    paths, private = credentials.CredentialPaths(out), credentials.CredentialPaths(ca_dir)
+    ca_key = private.ca_key
+    if paths.ca_key.exists():  # written there by an older fedcare
+        print(f"WARNING: {paths.ca_key} sits beside files shipped to sites: move it to {ca_key}", file=sys.stderr)
+        ca_key = ca_key if ca_key.exists() else paths.ca_key
     if not paths.ca_cert.exists():
-        credentials.create_ca(out)
-    print(f"consortium CA:        {paths.ca_cert}")
+        credentials.create_ca(out, key_dir=ca_dir)
+    print(f"consortium CA:        {paths.ca_cert} (private key {ca_key}: keep it offline, never ship it)")
     if not paths.server_cert.exists():
-        credentials.create_server_cert(out, paths.ca_cert, paths.ca_key, hosts=hosts)
+        credentials.create_server_cert(out, paths.ca_cert, ca_key, hosts=hosts)
     print(f"coordinator TLS cert: {paths.server_cert}" + (f" (hosts: {', '.join(hosts)})" if args.host else ""))
     if not paths.signing_public_key().exists():
         credentials.create_signing_keypair(out)
     pub = paths.signing_public_key()
     print(f"adapter signing key:  {pub} ({credentials.fingerprint(pub)})")
     if not paths.signing_public_key(APP_SIGNING).exists():
-        credentials.create_signing_keypair(out, APP_SIGNING)
+        credentials.create_signing_keypair(out, APP_SIGNING, key_dir=ca_dir)
     app_pub = paths.signing_public_key(APP_SIGNING)
-    print(f"app signing key:      {app_pub} ({credentials.fingerprint(app_pub)}; sites trust it: trusted_signers)")
+    print(
+        f"app signing key:      {app_pub} ({credentials.fingerprint(app_pub)}; sites trust it: trusted_signers); "
+        f"private key {private.signing_key(APP_SIGNING)}: keep it with the CA key"
+    )
     for site_id in args.site:  # existing site keys are kept unless --overwrite (key rotation)
         if args.overwrite or not paths.site_public_key(site_id).exists():
             credentials.create_site_keypair(out, site_id, overwrite=args.overwrite)
         site_pub = paths.site_public_key(site_id)
         print(f"site {site_id}: {site_pub} ({credentials.fingerprint(site_pub)})")
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    """Fingerprints to compare out of band: keys as ``ssh-keygen -lf`` prints them (which cannot read the PEM
+    Ed25519 keys coordinator.pub / app-signing.pub), certificates as ``openssl x509 -fingerprint -sha256``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from common import credentials
+    from common.files import read_regular
+
+    for name in args.files:
+        data = read_regular(name, "key or certificate")
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            try:
+                digest = x509.load_pem_x509_certificate(data).fingerprint(hashes.SHA256())
+            except ValueError:
+                raise FedcareError(f"{printable(name)}: not a PEM certificate") from None
+            print(f"{printable(name)}: certificate SHA256 {digest.hex(':').upper()}")
+        else:
+            print(f"{printable(name)}: key {credentials.fingerprint(Path(name))}")
     return 0
 
 

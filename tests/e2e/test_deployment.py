@@ -454,7 +454,7 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     deployment: Deployment,
 ) -> None:
     # The consortium signs the approved bundle; the site trusts its key, and pins no hash.
-    built = deployment.cli("app", "build", "--out", "approved", "--sign", str(deployment.certs / "app-signing.key"))
+    built = deployment.cli("app", "build", "--out", "approved", "--sign", "certs-ca/app-signing.key")
     assert "signature: approved/fedcare.fab.sig" in built.stdout
     signature = (deployment.root / "approved" / "fedcare.fab.sig").read_text().strip()
     site_yaml = deployment.site_config(0, "state", trusted_signer="certs/app-signing.pub")
@@ -474,7 +474,7 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
 
     # 2. The approved bytes signed by a key the site does not trust: refused.
     deployment.cli("certs", "--out", "rogue-certs")
-    deployment.cli("app", "build", "--out", "rogue", "--sign", "rogue-certs/app-signing.key")
+    deployment.cli("app", "build", "--out", "rogue", "--sign", "rogue-certs-ca/app-signing.key")
     rogue = (deployment.root / "rogue" / "fedcare.fab.sig").read_text().strip()
     coordinator_log = _submit(deployment, ROOT, "rogue", rogue)
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
@@ -500,3 +500,29 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     assert "is approved; installing it" in site_log and "signed by SHA256:" in site_log
     ledger = json.loads((deployment.root / "state" / "site-0" / "privacy_ledger.json").read_text())
     assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1]
+
+
+def test_enroll_started_before_the_superlink_waits_and_names_the_key(tmp_path: Path, cache_dir: Path) -> None:
+    # docs/deploy.md's trial runs `coordinator start &` and enrolls at once; the SuperLink needs a moment to listen.
+    dep = Deployment(tmp_path, cache_dir, num_sites=1)
+    try:
+        pub = dep.certs / "site-0.pub"
+        enroll = subprocess.Popen(
+            [sys.executable, "-m", "simulations.cli", "coordinator", "enroll", str(pub)]
+            + ["--superlink", dep.address, "--ca", str(dep.certs / "ca.crt")],
+            cwd=dep.root,
+            env=dep.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        assert enroll.poll() is None  # still waiting for the SuperLink, not failed
+        dep.start_coordinator()
+        out, err = enroll.communicate(timeout=180)
+        assert enroll.returncode == 0, out[-2000:] + err[-2000:]
+        from common.credentials import fingerprint  # = `ssh-keygen -lf` (tests/unit/test_credentials.py)
+
+        assert f"enrolled site site-0: key {fingerprint(pub)}" in out
+    finally:
+        dep.close()
