@@ -25,6 +25,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -289,43 +290,85 @@ def adapter_bytes(model: Any) -> dict[str, int]:
     }
 
 
-def aggregation_speed(num_updates: int = 1000, parameters: int = 1_000_000, tensors: int = 64) -> dict[str, float]:
-    """FedAvg's weighted mean of ``num_updates`` adapters of ``parameters`` float32 values, computed the
-    way the coordinator does: Flower's ``aggregate_arrayrecords`` over the replies' records."""
-    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+def aggregation_speed(
+    num_updates: int = 1000, parameters: int = 1_000_000, tensors: int = 120, flower_updates: int = 50
+) -> dict[str, float]:
+    """One round's aggregation of ``num_updates`` site replies carrying ``parameters`` float32 values in
+    ``tensors`` tensors (SmolLM2's LoRA on q/v has 120), timed as the coordinator runs it: the FedAvg
+    strategy of ``server.strategies.build_strategy`` (screening every reply, then the streamed weighted
+    mean) on real reply Messages. Peak extra memory (tracemalloc) is taken in a second, traced run.
+    Beside it, Flower's ``aggregate_arrayrecords`` on the first ``flower_updates`` replies (0: skip)."""
+    import uuid
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+    from common.config import RunConfig
+    from common.wire import ARRAYS, METRICS, NUM_EXAMPLES
+    from server.strategies import build_strategy
+    from simulations.inprocess import InProcessGrid
+
     rng = np.random.default_rng(0)
-    shape = (parameters // tensors,)
-    proto = rng.standard_normal((tensors, *shape), dtype=np.float32)
+    size = parameters // tensors
+    proto = rng.standard_normal((tensors, size), dtype=np.float32)
+    names = [f"layers.{j}.lora.weight" for j in range(tensors)]
+    header = Array(proto[0]).data[: -proto[0].nbytes]  # the .npy header np.save writes for one tensor
     weights = np.asarray([float(10 + i % 7) for i in range(num_updates)])
-    # Distinct update arrays (what a round's replies hold): each a scaled copy of the prototype.
-    replies = [
-        RecordDict(
-            {
-                "arrays": ArrayRecord({f"t{j}": Array(proto[j] * (1 + 1e-3 * i)) for j in range(tensors)}),
-                "metrics": MetricRecord({"num-examples": float(weights[i])}),
-            }
-        )
-        for i in range(num_updates)
-    ]
+    scales = 1 + 1e-3 * np.arange(num_updates)  # site i sends proto * scale_i: distinct bytes per reply
+
+    def record(values: np.ndarray) -> ArrayRecord:
+        out = ArrayRecord()
+        for j, name in enumerate(names):
+            out[name] = Array(dtype="float32", shape=(size,), stype="numpy.ndarray", data=header + values[j].tobytes())
+        return out
+
+    def round_replies() -> tuple[Any, list[Message]]:
+        strategy = build_strategy(RunConfig(num_sites=num_updates))
+        grid = InProcessGrid(lambda msg, ctx: msg, num_updates)
+        sent = list(strategy.configure_train(1, record(proto), ConfigRecord(), grid))
+        replies = []
+        for i, msg in enumerate(sent):
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            metrics = MetricRecord({NUM_EXAMPLES: float(weights[i]), "site_index": i})
+            replies.append(
+                Message(RecordDict({ARRAYS: record(proto * np.float32(scales[i])), METRICS: metrics}), reply_to=msg)
+            )
+        return strategy, replies
+
     update_bytes = parameters * 4
+    strategy, replies = round_replies()
+    flower_seconds = math.nan
+    if flower_updates:
+        contents = [r.content for r in replies[:flower_updates]]
+        start = time.perf_counter()
+        aggregate_arrayrecords(contents, NUM_EXAMPLES)
+        flower_seconds = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    aggregate, _ = strategy.aggregate_train(1, replies)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    if len(strategy.last_round.accepted) != num_updates:
+        raise RuntimeError(f"aggregation benchmark: replies rejected: {strategy.last_round.rejected}")
+    expected = proto[0] * float(np.sum(weights * scales.astype(np.float32)) / weights.sum())
+    if not np.allclose(aggregate[names[0]].numpy(), expected, rtol=1e-6):
+        raise RuntimeError("aggregation benchmark: the mean is wrong")
+    del aggregate, strategy, replies
+    strategy, replies = round_replies()
     tracemalloc.start()
-    start = time.perf_counter()
-    record = aggregate_arrayrecords(replies, "num-examples")
-    mean = {k: record[k].numpy() for k in record}
-    seconds = time.perf_counter() - start
+    strategy.aggregate_train(1, replies)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    expected = proto[0] * float(np.sum(weights * (1 + 1e-3 * np.arange(num_updates))) / weights.sum())
-    # Flower accumulates in float32 (the adapter's dtype): allow its rounding over many updates.
-    assert np.allclose(mean["t0"], expected, rtol=1e-4), "aggregation benchmark: the mean is wrong"
     return {
         "updates": num_updates,
         "parameters": parameters,
+        "tensors": tensors,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_extra_bytes": float(peak),
         "peak_extra_updates": peak / update_bytes,
+        "flower_updates": flower_updates,
+        "flower_seconds": flower_seconds,
+        "flower_seconds_per_update": flower_seconds / flower_updates if flower_updates else math.nan,
+        "seconds_per_update": seconds / num_updates,
     }
 
 
@@ -439,11 +482,7 @@ def table(result: dict[str, Any]) -> str:
         f"({a['adapter_bytes_fp16'] / 1e6:.2f} MB fp16) vs full model {a['model_bytes_fp32'] / 1e6:.0f} MB "
         f"fp32 ({a['model_bytes_bf16'] / 1e6:.0f} MB bf16): {ratio:.0f}x less"
     )
-    g = result["aggregation"]
-    lines.append(
-        f"aggregate {g['updates']} updates x {g['parameters'] / 1e6:.0f}M params: {g['seconds']:.2f} s, "
-        f"peak extra memory {g['peak_extra_bytes'] / 1e6:.0f} MB = {g['peak_extra_updates']:.1f} updates"
-    )
+    lines.append(aggregation_line(result["aggregation"]))
     m = result["sites"]
     lines.append(
         f"{m['sites']} virtual sites on one worker: peak RSS {m['peak_rss_bytes'] / 1e9:.2f} GB "
@@ -453,6 +492,21 @@ def table(result: dict[str, Any]) -> str:
     if "demo" in result:
         lines.append(f"default demo (fedcare simulate): {result['demo']['seconds']:.0f} s wall")
     return "\n".join(lines)
+
+
+def aggregation_line(g: dict[str, float]) -> str:
+    """One table line for :func:`aggregation_speed`'s result."""
+    line = (
+        f"aggregate {g['updates']} updates x {g['parameters'] / 1e6:.0f}M params (coordinator's FedAvg, screening "
+        f"included): {g['seconds']:.2f} s ({g['cpu_seconds']:.2f} s CPU), peak extra memory "
+        f"{g['peak_extra_bytes'] / 1e6:.0f} MB = {g['peak_extra_updates']:.1f} updates"
+    )
+    if g["flower_updates"]:
+        line += (
+            f"; Flower's aggregate_arrayrecords: {g['flower_seconds']:.2f} s for {g['flower_updates']} "
+            f"({g['flower_seconds_per_update'] / g['seconds_per_update']:.0f}x the time per update)"
+        )
+    return line
 
 
 def run(setup: Setup, *, demo: bool = False, cache_dir: str = "") -> dict[str, Any]:
@@ -487,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=Setup.sites, help="virtual sites on one worker (memory)")
     parser.add_argument("--aggregate-updates", type=int, default=Setup.aggregate_updates)
     parser.add_argument("--demo", action="store_true", help="also time the default demo (several minutes)")
+    parser.add_argument("--aggregation-only", action="store_true", help="measure only the aggregation (no model)")
     parser.add_argument("--json", type=Path, help="write the JSON result here too")
     args = parser.parse_args(argv)
     setup = Setup(
@@ -499,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
         sites=args.sites,
         aggregate_updates=args.aggregate_updates,
     )
+    if args.aggregation_only:
+        with _quiet():
+            aggregation = aggregation_speed(setup.aggregate_updates, setup.aggregate_parameters)
+        print(aggregation_line(aggregation))
+        print(json.dumps(aggregation, indent=2, sort_keys=True))
+        return 0
     result = run(setup, demo=args.demo, cache_dir=os.environ.get("FEDCARE_CACHE", ""))
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.json:

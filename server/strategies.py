@@ -9,8 +9,10 @@
   with its site and reason in :attr:`Screened.last_round`, and the round goes on when at least
   ``strategy.min_sites`` replies remain;
 - the strategy receives only the checked tensors and the example count, so Flower's own
-  aggregation (weighted mean, median, trimmed mean, Krum, Bulyan, server optimizers) does all the
-  arithmetic;
+  aggregation (median, trimmed mean, Krum, Bulyan, server optimizers) does the arithmetic; the
+  weighted mean under FedAvg, FedProx, FedAvgM and FedAdam/Yogi/Adagrad is Flower's
+  ``FedAvg.aggregate_train`` with its ``aggregate_arrayrecords`` streamed (:class:`StreamingMean`:
+  the same weights and result, float64 sums tensor by tensor, tensors read in place);
 - :meth:`Screened.state_arrays` / :meth:`Screened.load_state_arrays` save and restore the
   strategy's own state (FedOpt's ``current_arrays``, ``m_t``, ``v_t``; FedAvgM's ``current_arrays``
   and ``momentum_vector``), so a resumed run continues exactly; round numbers come from the
@@ -21,16 +23,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import SType
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
-from common.aggregation import check_layout, nbytes, non_finite, norm_outliers, update_norm, weighted_average
+from common.aggregation import (
+    check_layout,
+    nbytes,
+    non_finite,
+    norm_outliers,
+    npy_view,
+    update_norm,
+    weighted_average,
+    weighted_means,
+)
 from common.config import RunConfig, StrategyConfig
 from common.errors import AdapterLayoutError, FedcareError
 from common.wire import (
@@ -52,6 +64,9 @@ Arrays = dict[str, np.ndarray]
 
 # Attributes of Flower's strategies that carry state from round to round (checkpointed for resume).
 STATE_ATTRS = ("current_arrays", "m_t", "v_t", "momentum_vector")
+
+# Strategies whose aggregation starts from FedAvg's weighted mean (streamed by StreamingMean).
+MEAN_BASED = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 
 
 @dataclass
@@ -126,12 +141,15 @@ class Screened(flwr_strategy.FedAvg):
                 f"round {server_round}: {type(self).__name__} produced no aggregate from {len(clean)} updates"
             )
         # Server optimizers compute in float64 or float32 depending on numpy's promotion: the global
-        # adapter keeps its own dtype.
-        out = {k: np.asarray(arrays[k].numpy(), dtype=ref.dtype) for k, ref in self.reference.items() if k in arrays}
+        # adapter keeps its own dtype (the aggregate is re-encoded only when a dtype or the order differs).
+        out = {k: npy_view(arrays[k].data) for k in self.reference if k in arrays}
+        same = list(arrays) == list(self.reference) and all(v.dtype == self.reference[k].dtype for k, v in out.items())
+        if not same:
+            out = {k: np.asarray(v, dtype=self.reference[k].dtype) for k, v in out.items()}
         check_layout(out, self.reference, who=f"round {server_round} aggregate")
         if non_finite(out):
             raise FedcareError(f"round {server_round}: the aggregate has {non_finite(out)}")
-        return to_record(out), MetricRecord()
+        return (arrays if same else to_record(out)), MetricRecord()
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Example-weighted mean of each allowed eval metric over the sites that sent it."""
@@ -172,6 +190,62 @@ class Screened(flwr_strategy.FedAvg):
                 setattr(self, attr, [v for _, v in sorted(named, key=lambda item: item[0][2])])
 
 
+class StreamingMean(flwr_strategy.FedAvg):
+    """Flower's ``FedAvg.aggregate_train`` with its ``aggregate_arrayrecords`` streamed.
+
+    Placed right before ``FedAvg`` in a strategy's MRO (:func:`build_strategy`), so FedProx, FedAvgM
+    and FedAdam/Yogi/Adagrad reach it through their own ``super().aggregate_train``. Flower's reply
+    checks, weights (the ``weighted_by_key`` metric of each reply's MetricRecord) and metric
+    aggregation are kept; the mean is :func:`common.aggregation.weighted_mean` over the tensors read
+    in place from the replies' bytes.
+    """
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's FedAvg aggregation, with the weighted mean streamed (float64, tensor by tensor)."""
+        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid_replies:
+            return None, None
+        contents = [msg.content for msg in valid_replies]
+        return stream_arrayrecords(contents, self.weighted_by_key), self.train_metrics_aggr_fn(
+            contents, self.weighted_by_key
+        )
+
+
+def stream_arrayrecords(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
+    """What Flower's ``strategy_utils.aggregate_arrayrecords`` returns, summed in float64 tensor by tensor
+    over tensors read in place from the records' bytes."""
+    updates = []
+    for record in records:
+        # Flower's weight: the first (only) MetricRecord's weighted_by_key value; all ArrayRecords' tensors.
+        weight = float(next(iter(record.metric_records.values()))[weighting_metric_name])  # type: ignore[arg-type]
+        updates.append((_Tensors(list(record.array_records.values())), weight))
+    out = ArrayRecord()
+    for name, mean in weighted_means(updates):  # serialized tensor by tensor: the result is the only copy
+        out[name] = Array(mean)
+    return out
+
+
+class _Tensors(Mapping[str, np.ndarray]):
+    """A reply's tensors by name, each decoded on access as a read-only view of its bytes."""
+
+    def __init__(self, records: list[ArrayRecord]) -> None:
+        self.records = records[0] if len(records) == 1 else {k: a for r in records for k, a in r.items()}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return npy_view(self.records[name].data)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
 def _flower_classes() -> dict[str, type[flwr_strategy.FedAvg]]:
     s = flwr_strategy
     return {
@@ -209,7 +283,11 @@ def build_strategy(cfg: RunConfig) -> Screened:
     with ``strategy.fraction_train`` and evaluating on all of them."""
     s = cfg.strategy
     base = _flower_classes()[s.name]
-    cls = type(f"Screened{base.__name__}", (Screened, base), {})
+    if s.name not in MEAN_BASED:
+        bases: tuple[type, ...] = (Screened, base)
+    else:  # StreamingMean goes right before FedAvg in the MRO: the base's own aggregate_train reaches it
+        bases = (Screened, StreamingMean) if base is flwr_strategy.FedAvg else (Screened, base, StreamingMean)
+    cls = type(f"Screened{base.__name__}", bases, {})
     strategy: Screened = cls(
         fraction_train=s.fraction_train,
         fraction_evaluate=1.0,
@@ -262,34 +340,57 @@ def screen_train_replies(
         metrics = dict(content.metric_records[METRICS]) if METRICS in content.metric_records else None
         site = _site_name(metrics, node)
         record = content.array_records.get(ARRAYS)
-        arrays = {k: record[k].numpy() for k in record} if record is not None else {}
+        arrays, reason = _read_tensors(record)
         outcome.bytes_up += nbytes(arrays)
-        reason = _reply_problem(content, metrics, arrays, reference, site)
+        reason = reason or _reply_problem(content, metrics, arrays, reference, site)
+        norm = math.nan
+        if reason is None:
+            # One pass over the update: a NaN/inf value makes the norm non-finite, then name the tensor.
+            norm = update_norm(arrays, reference)
+            if not math.isfinite(norm):
+                reason = non_finite(arrays) or "the update norm overflows"
         if reason is None and site in candidates:
             reason = f"a second reply claiming {site} in the same round"
         if reason is not None:
             outcome.rejected[f"{site} (node {node})" if site in candidates else site] = reason
             continue
-        assert metrics is not None
-        candidates[site] = (reply, arrays, metrics)
+        assert metrics is not None and record is not None
+        candidates[site] = (reply, record, metrics, norm)
     for node in {m.metadata.dst_node_id for m in sent} - answered:
         outcome.failed[f"node-{node}"] = "no reply before the round timeout"
-    norms = {site: update_norm(arrays, reference) for site, (_, arrays, _) in candidates.items()}
+    norms = {site: norm for site, (_, _, _, norm) in candidates.items()}
     outcome.rejected.update(norm_outliers(norms, norm_outlier_factor))
     clean: list[Message] = []
-    for site, (reply, arrays, metrics) in sorted(candidates.items()):
+    for site, (reply, record, metrics, _) in sorted(candidates.items()):
         if site in outcome.rejected:
             continue
         outcome.accepted[site] = metrics
         if EGRESS in reply.content.config_records:
             outcome.egress[site] = check_egress(dict(reply.content.config_records[EGRESS]))
-        # The strategy sees only the checked tensors and the weight (Flower requires identical metric
-        # keys across replies; fedcare reports the sites' own metrics itself).
-        reply.content = RecordDict(
-            {ARRAYS: to_record(arrays), METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})}
-        )
+        # The strategy sees only the checked tensors (the reply's own Arrays, in the global adapter's
+        # order) and the weight (Flower requires identical metric keys across replies; fedcare reports
+        # the sites' own metrics itself).
+        if list(record) != list(reference):
+            ordered = ArrayRecord()
+            for name in reference:
+                ordered[name] = record[name]
+            record = ordered
+        reply.content = RecordDict({ARRAYS: record, METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})})
         clean.append(reply)
     return outcome, clean
+
+
+def _read_tensors(record: ArrayRecord | None) -> tuple[Arrays, str | None]:
+    """A reply's tensors as read-only views of its bytes, or the reason one cannot be read."""
+    arrays: Arrays = {}
+    for name, array in (record or {}).items():
+        try:
+            if array.stype != SType.NUMPY:
+                raise ValueError(array.stype)
+            arrays[name] = npy_view(array.data)
+        except ValueError:
+            return arrays, f"tensor {name!r} is not a numpy array without pickles"
+    return arrays, None
 
 
 def _reply_problem(
@@ -316,7 +417,7 @@ def _reply_problem(
         check_layout(arrays, reference, who=f"{site}'s update")
     except AdapterLayoutError as err:
         return f"wrong layout: {err}"
-    return non_finite(arrays)
+    return None
 
 
 def screen_eval_replies(replies: list[Message], sent: list[Message]) -> Evaluation:

@@ -7,14 +7,18 @@ and that the strategy's own state (FedAdam's m_t/v_t, FedAvgM's momentum) surviv
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.serverapp import strategy as flwr_strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from common.config import STRATEGIES, RunConfig, StrategyConfig
 from common.errors import FedcareError
 from common.wire import ARRAYS, METRICS, NUM_EXAMPLES
-from server.strategies import build_strategy
+from server.strategies import MEAN_BASED, StreamingMean, build_strategy, stream_arrayrecords
 from simulations.inprocess import InProcessGrid
 
 NAMES = ("m.lora_A.weight", "m.lora_B.weight")
@@ -142,3 +146,74 @@ def test_the_deployed_coordinator_refuses_secure_aggregation_instead_of_running_
     assert main(["coordinator", "run", "strategy=secagg", "--insecure"]) == 2
     assert "refusing rather than running plain FedAvg" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was submitted
+
+
+def test_the_streamed_mean_is_flowers_aggregate_arrayrecords_on_random_replies() -> None:
+    rng = np.random.default_rng(0)
+    shapes = {"a": (8, 64), "b": (64, 8), "big": (40_000,), "half": (5, 5)}
+    replies = []
+    for _ in range(30):
+        arrays = {
+            k: rng.standard_normal(v).astype(np.float16 if k == "half" else np.float32) for k, v in shapes.items()
+        }
+        metrics = MetricRecord({NUM_EXAMPLES: int(rng.integers(1, 500)), "train_loss": float(rng.random())})
+        replies.append(RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}), METRICS: metrics}))
+    ours, flowers = stream_arrayrecords(replies, NUM_EXAMPLES), aggregate_arrayrecords(replies, NUM_EXAMPLES)
+    assert list(ours) == list(flowers)
+    for k in shapes:
+        a, b = ours[k].numpy(), flowers[k].numpy()
+        assert a.dtype == b.dtype and a.shape == b.shape
+        tol = 2e-3 if k == "half" else 1e-5  # Flower sums in the tensor's dtype, the stream in float64
+        assert np.allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_mean_based_strategies_stream_and_robust_ones_keep_flowers_code() -> None:
+    for name in STRATEGIES:
+        mro = type(build_strategy(RunConfig(num_sites=3, strategy=StrategyConfig(name=name)))).__mro__
+        if name in MEAN_BASED:
+            assert mro.index(StreamingMean) + 1 == mro.index(flwr_strategy.FedAvg)  # right before FedAvg
+        else:
+            assert StreamingMean not in mro
+
+
+@pytest.mark.parametrize("name", MEAN_BASED)
+def test_each_mean_based_strategy_gives_flowers_result_over_two_rounds(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(1)
+    rounds = [
+        {i: {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in _global().items()} for i in range(3)}
+        for _ in range(2)
+    ]
+
+    def two_rounds() -> dict[str, np.ndarray]:
+        strategy, out = _round(name, rounds[0])
+        return _round(name, rounds[1], server_round=2, start=out, strategy=strategy)[1]
+
+    streamed = two_rounds()
+    monkeypatch.setattr(StreamingMean, "aggregate_train", flwr_strategy.FedAvg.aggregate_train)
+    flowers = two_rounds()
+    for k in NAMES:
+        assert np.allclose(streamed[k], flowers[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_tensor_that_is_not_a_plain_numpy_array_is_rejected() -> None:
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([None], dtype=object), allow_pickle=True)
+
+    class Pickling(Sites):
+        def __call__(self, msg: Message, context: Context) -> Message:
+            reply = super().__call__(msg, context)
+            if int(context.node_config["partition-id"]) == 1:
+                bad = Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray", data=pickled.getvalue())
+                reply.content.array_records[ARRAYS][NAMES[0]] = bad
+            return reply
+
+    strategy = build_strategy(RunConfig(num_sites=2))
+    grid = InProcessGrid(Pickling({0: _global(1.0), 1: _global(1.0)}), 2)
+    start = ArrayRecord({k: Array(v) for k, v in _global().items()})
+    record, _ = strategy.aggregate_train(
+        1, grid.send_and_receive(strategy.configure_train(1, start, ConfigRecord(), grid))
+    )
+    assert strategy.last_round.rejected["site-1"] == f"tensor {NAMES[0]!r} is not a numpy array without pickles"
+    assert np.allclose(record[NAMES[0]].numpy(), 1.0)

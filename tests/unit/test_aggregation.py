@@ -1,11 +1,24 @@
-"""Checks on adapter updates before aggregation: layout, finiteness, norm outliers."""
+"""Checks on adapter updates before aggregation (layout, finiteness, norm outliers), the streaming
+weighted mean and the in-place .npy reader."""
 
 from __future__ import annotations
+
+import io
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from common.aggregation import check_layout, nbytes, non_finite, norm_outliers, update_norm, weighted_average
+from common.aggregation import (
+    check_layout,
+    nbytes,
+    non_finite,
+    norm_outliers,
+    npy_view,
+    update_norm,
+    weighted_average,
+    weighted_mean,
+)
 from common.errors import AdapterLayoutError
 
 
@@ -56,3 +69,110 @@ def test_weighted_average_and_nbytes() -> None:
     assert nbytes(_arrays(1.0)) == 2 * 6 * 4
     with pytest.raises(ValueError, match="positive"):
         weighted_average([(1.0, 0)])
+
+
+def test_update_norm_is_exact_for_big_tensors_and_overflow_and_not_finite_for_nan() -> None:
+    rng = np.random.default_rng(1)
+    ref = {"big": rng.standard_normal((70_000,), dtype=np.float32), "m": rng.standard_normal((3, 5), dtype=np.float32)}
+    got = {k: v + rng.standard_normal(v.shape, dtype=np.float32) for k, v in ref.items()}
+    exact = np.sqrt(sum(np.sum((got[k].astype(np.float64) - ref[k]) ** 2) for k in ref))
+    assert update_norm(got, ref) == pytest.approx(exact, rel=1e-5)
+    huge = {"big": np.full(70_000, 3e38, np.float32), "m": -ref["m"]}  # float32 squares overflow; float64 does not
+    exact = np.sqrt(sum(np.sum((huge[k].astype(np.float64) - ref[k]) ** 2) for k in ref))
+    assert update_norm(huge, ref) == pytest.approx(exact, rel=1e-6)
+    got["big"][50_000] = np.nan
+    assert not np.isfinite(update_norm(got, ref))
+
+
+def _updates(
+    rng: np.random.Generator, count: int, dtype: type = np.float32
+) -> list[tuple[dict[str, np.ndarray], float]]:
+    return [
+        (
+            {
+                "a": rng.standard_normal((7, 3)).astype(dtype),
+                "big": rng.standard_normal(40_000).astype(dtype),  # several cache blocks
+                "s": np.asarray(rng.standard_normal(), dtype),  # 0-d
+            },
+            float(rng.integers(1, 50)),
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_weighted_mean_is_the_float64_weighted_mean_in_the_updates_dtype(dtype: type) -> None:
+    updates = _updates(np.random.default_rng(2), 25, dtype)
+    got = weighted_mean(updates)
+    total = sum(w for _, w in updates)
+    for name in ("a", "big", "s"):
+        want = sum(a[name].astype(np.float64) * w for a, w in updates) / total
+        assert got[name].dtype == dtype and got[name].shape == want.shape
+        assert np.allclose(got[name], want, rtol=np.finfo(dtype).eps * 4, atol=np.finfo(dtype).eps * 4)
+
+
+def test_weighted_mean_of_integers_is_float64_like_flower() -> None:
+    got = weighted_mean([({"n": np.array([1, 2], np.int32)}, 1.0), ({"n": np.array([2, 4], np.int32)}, 3.0)])
+    assert got["n"].dtype == np.float64 and np.allclose(got["n"], [1.75, 3.5])
+
+
+def test_weighted_mean_refuses_mismatches_and_bad_weights() -> None:
+    one = {"a": np.zeros((2, 2), np.float32)}
+    with pytest.raises(ValueError, match="no updates"):
+        weighted_mean([])
+    with pytest.raises(ValueError, match="other tensor names"):
+        weighted_mean([(one, 1.0), ({"b": np.zeros((2, 2), np.float32)}, 1.0)])
+    with pytest.raises(ValueError, match=r"tensor 'a' of update 1 is \[4\]"):
+        weighted_mean([(one, 1.0), ({"a": np.zeros(4, np.float32)}, 1.0)])
+    with pytest.raises(ValueError, match="weight nan"):
+        weighted_mean([(one, float("nan"))])
+    with pytest.raises(ValueError, match="sum to zero"):
+        weighted_mean([(one, 0.0), (one, 0.0)])
+
+
+def test_weighted_mean_holds_about_one_update_of_extra_memory() -> None:
+    rng = np.random.default_rng(3)
+    updates = [({f"t{j}": rng.standard_normal(5_000, dtype=np.float32) for j in range(20)}, 1.0) for _ in range(40)]
+    update_bytes = 20 * 5_000 * 4
+    tracemalloc.start()
+    mean = weighted_mean(updates)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert nbytes(mean) == update_bytes
+    assert peak < 1.5 * update_bytes  # the result plus one tensor's float64 sum, not a stack of updates
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+        np.asarray(2.5, np.float16),
+        np.zeros((0, 3), np.float32),
+        np.array([True, False]),
+        np.arange(5, dtype=">i4"),
+    ],
+)
+def test_npy_view_reads_what_np_save_wrote_without_copying(array: np.ndarray) -> None:
+    data = _npy(array)
+    view = npy_view(data)
+    assert view.dtype == array.dtype and view.shape == array.shape and np.array_equal(view, array)
+    assert not view.flags.writeable  # a view of the immutable bytes
+    assert npy_view(data).shape == array.shape  # the cached header gives the same layout
+
+
+def test_npy_view_refuses_pickles_garbage_and_short_buffers() -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object"):
+        npy_view(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a .npy"):
+        npy_view(b"PK\x03\x04 not numpy at all")
+    with pytest.raises(ValueError):
+        npy_view(_npy(np.arange(10, dtype=np.float32))[:-4])  # truncated data
