@@ -330,10 +330,12 @@ class SimulationConfig:
     gpus_per_site: float = 0.0  # GPU fraction per ClientApp worker (0.5 = two workers share a GPU); 0 = none
     verbose: bool = False  # Flower/Ray debug logging
     exact_loss: bool = True  # after the run, measure every round's exact held-out loss per site (driver only)
+    engine: str = "ray"  # ray: Flower's simulation engine; inprocess: every site in this process, one after another
 
     def __post_init__(self) -> None:
         _check(self.cpus_per_site >= 0, "simulation.cpus_per_site", ">= 0", self.cpus_per_site)
         _check(self.gpus_per_site >= 0.0, "simulation.gpus_per_site", ">= 0", self.gpus_per_site)
+        _check(self.engine in ("ray", "inprocess"), "simulation.engine", "ray or inprocess", self.engine)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from common.errors import FedcareError
 from common.site import write_simulated_sites
 from server.compose import compose
 from server.federation import EvaluateFn, federated_evaluation, run_federation
+from server.run_dir import RunDirectory
 from server.server_app import new_run_directory
 
 ClientCall = Callable[[Message, Context], Message]
@@ -120,9 +121,25 @@ def simulate_inprocess(
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     cfg, raw = compose(overrides)
+    return run_inprocess(cfg, raw, new_run_directory(cfg), client_app, evaluate)
+
+
+def run_inprocess(
+    cfg: RunConfig,
+    raw: dict[str, Any],
+    out: RunDirectory,
+    client_app: ClientCall | None = None,
+    evaluate: EvaluateFn = federated_evaluation,
+) -> dict[str, Any]:
+    """Run ``cfg`` into the run directory ``out`` on :class:`InProcessGrid`; returns the summary.
+
+    Raises:
+        FedcareError: on secure aggregation (its protocol needs Flower's engine: use ``fedcare simulate``).
+    """
     if cfg.strategy.secure_aggregation:
-        raise FedcareError("strategy.secure_aggregation: the in-process engine has no SecAgg+; use fedcare simulate")
-    out = new_run_directory(cfg)
+        raise FedcareError(
+            "strategy.secure_aggregation: the in-process engine has no SecAgg+; use simulation.engine=ray"
+        )
     out.write_config(raw)
     sites = site_calls(cfg, out.path)
     return run_federation(InProcessGrid(client_app or sites, cfg.num_sites), cfg, out, evaluate)

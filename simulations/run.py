@@ -54,30 +54,35 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
         log.info("site-%d: %s, %d records", index, site.name, len(site.records))
     del sites
 
-    from flwr.simulation import run_simulation
+    if cfg.simulation.engine == "inprocess":  # one process, no Ray: the real ServerApp loop and ClientApp
+        from simulations.inprocess import run_inprocess
 
-    from client.client_app import site_app
+        run_inprocess(cfg, raw, out)
+    else:
+        from flwr.simulation import run_simulation
 
-    # Each virtual hospital is a site like any other: its own site.yaml, ledger, released updates and
-    # egress log in <run>/sites/site-N/ (written from the config's data, privacy and limits).
-    sites_dir = (out.path / "sites").resolve()
-    write_simulated_sites(cfg, sites_dir)
-    client_app = site_app(sites_dir)
-    backend_config = ray_backend_config(cfg.simulation, os.cpu_count() or 1)
-    server_app = make_server_app(cfg, raw, out)
-    if cfg.strategy.secure_aggregation:  # SecAgg+ hook: Flower's legacy SecAgg+ workflow and its ClientApp
-        from client.secure_app import secure_site_app
-        from server.secure import make_secure_server_app
+        from client.client_app import site_app
 
-        client_app = secure_site_app(sites_dir)
-        server_app = make_secure_server_app(cfg, raw, out)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=cfg.num_sites,
-        backend_config=backend_config,
-        verbose_logging=cfg.simulation.verbose,
-    )
+        # Each virtual hospital is a site like any other: its own site.yaml, ledger, released updates and
+        # egress log in <run>/sites/site-N/ (written from the config's data, privacy and limits).
+        sites_dir = (out.path / "sites").resolve()
+        write_simulated_sites(cfg, sites_dir)
+        client_app = site_app(sites_dir)
+        backend_config = ray_backend_config(cfg.simulation, os.cpu_count() or 1)
+        server_app = make_server_app(cfg, raw, out)
+        if cfg.strategy.secure_aggregation:  # SecAgg+ hook: Flower's legacy SecAgg+ workflow and its ClientApp
+            from client.secure_app import secure_site_app
+            from server.secure import make_secure_server_app
+
+            client_app = secure_site_app(sites_dir)
+            server_app = make_secure_server_app(cfg, raw, out)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=cfg.num_sites,
+            backend_config=backend_config,
+            verbose_logging=cfg.simulation.verbose,
+        )
     summary_path = out.path / "summary.json"
     if not summary_path.exists():
         raise FedcareError(f"simulation ended without {summary_path}; see the errors above")
@@ -88,8 +93,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
 
     summary["evaluation"] = evaluate_run(cfg, out.path, summary["adapter_dir"])
     exact = exact_losses(cfg, out.path)
-    if exact:
-        log.info("exact held-out loss by round: %s", " -> ".join(f"{r['mean']:.4f}" for r in exact["by_round"]))
+    summary["exact_loss_by_round"] = [r["mean"] for r in exact["by_round"]] if exact else None
     summary["report"] = str(write_report(out.path))
     from common.tracking import log_run
 
@@ -181,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         else f"{s['site_id']} DP off"
         for s in summary["sites"]
     )
-    losses = " -> ".join(f"{x:.3f}" for x in summary["eval_loss_by_round"])
+    released = " -> ".join(f"{x:.3f}" for x in summary["eval_loss_by_round"])
+    exact = summary.get("exact_loss_by_round")
+    losses = (
+        f"held-out loss by round: {' -> '.join(f'{x:.3f}' for x in exact)} (exact; the sites released {released})"
+        if exact
+        else f"held-out loss by round: {released}"
+    )
     print(
-        f"\nheld-out loss by round: {losses}\nepsilon spent / target: {eps}\n"
+        f"\n{losses}\nepsilon spent / target: {eps}\n"
         f"global adapter: {summary['adapter_dir']}\nsummary: {summary['run_dir']}/summary.json "
         f"({summary['wall_seconds']:.0f} s)"
     )
