@@ -112,6 +112,10 @@ def _loss_plot(
     if not exact:
         ax.plot(range(len(by_round)), by_round, color="black", linestyle="--", marker="s", label="all sites (weighted)")
     rounds = len(exact["by_round"]) if exact else len(by_round)
+    if exact:  # scale to the exact curves: a released value is the same plus noise of std 40/n nats
+        values = [v for r in exact["by_round"] for v in r["sites"].values()]
+        pad = max(0.1, 0.25 * (max(values) - min(values)))
+        ax.set_ylim(min(values) - pad, max(values) + pad)
     ax.set(
         xlabel="round (0 = base model)",
         ylabel="held-out loss (nats/token)",
