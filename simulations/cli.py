@@ -548,9 +548,11 @@ def _coordinator_run(args: argparse.Namespace) -> int:
     missing = sites_never_trained(data, cfg.num_sites)
     losses = " -> ".join(f"{x:.3f}" for x in data["eval_loss_by_round"] if x is not None)
     from common.report import write_report
+    from simulations.report import released_task_line
 
+    tasks = f"{released_task_line(data['task_metrics'])}\n" if data.get("task_metrics") else ""
     print(
-        f"held-out loss by round: {losses}\nglobal adapter: {data['adapter_dir']}\nsummary: {summary}\n"
+        f"held-out loss by round: {losses}\n{tasks}global adapter: {data['adapter_dir']}\nsummary: {summary}\n"
         f"report: {write_report(run_dir)}"
     )
     if missing:

@@ -107,6 +107,18 @@ def task_line(evaluation: dict[str, Any]) -> str:
     )
 
 
+def released_task_line(tasks: dict[str, Any]) -> str:
+    """One console line: the pooled task metric the sites released, per site, and how noisy it is."""
+    metric = tasks["metric"]
+    sites = ", ".join(f"{s} {m[metric]:.3f}" for s, m in tasks["sites"].items())
+    noise = (
+        f"DP-noised counts, noise std {tasks['pooled']['noise_std']:.1f} pooled over {tasks['pooled']['n']:.0f} units"
+        if tasks["dp_noised"]
+        else "exact: DP off"
+    )
+    return f"task {metric} released by the sites ({noise}): pooled {tasks['pooled'][metric]:.3f}; {sites}"
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("run_dir", nargs="?", help="a run directory (with summary.json)")
     parser.add_argument("--sweep", metavar="DIR", help="a multirun folder: draw its privacy-utility curve")

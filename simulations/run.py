@@ -203,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
             "adapter was trained without them"
         )
-    if summary.get("evaluation"):
-        from simulations.report import task_line
+    from simulations.report import released_task_line, task_line
 
+    if summary.get("task_metrics"):
+        print(released_task_line(summary["task_metrics"]))
+    if summary.get("evaluation"):
         print(task_line(summary["evaluation"]))
     print(f"report: {summary['report']}")
     return 0

@@ -235,3 +235,18 @@ def test_report_errors_are_one_clear_line(tmp_path: Path) -> None:
     (run / "metrics.jsonl").write_text('{"round": 1}\n{"round": \n')
     with pytest.raises(FedcareError, match="metrics.jsonl line 2: not valid JSON"):
         write_report(run)
+
+
+def test_the_console_line_of_the_released_task_metrics_says_they_are_noised() -> None:
+    from common.task_release import release_metrics, task_metrics
+    from simulations.report import released_task_line
+    from tests.unit.test_task_release import LABELS, choice_sums
+
+    release = choice_sums(["no", "yes"], ["no", "yes"], LABELS)
+    noised = task_metrics({"site-0": release_metrics(release, {"confusion": [[1.0, 0.0], [0.5, 0.5]]}, 3.0)}, LABELS)
+    assert released_task_line(noised) == (
+        "task accuracy released by the sites (DP-noised counts, noise std 3.0 pooled over 2 units): "
+        "pooled 0.750; site-0 0.750"
+    )
+    exact = task_metrics({"site-0": release_metrics(release, release.sums, 0.0)}, LABELS)
+    assert "(exact: DP off): pooled 1.000" in released_task_line(exact)
