@@ -217,7 +217,10 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
     clip = privacy.eval_loss_clip
     per_unit = unit_means(np.clip(losses, 0.0, clip), _units(privacy, data.eval_units))
     # Every sum scaled to a per-unit bound of 1: one unit moves all of them together by at most sqrt(#sums).
-    sums = {"loss": np.array(per_unit.sum() / clip), **(tasks.sums if tasks else {})}
+    sums = {"held_out_loss": np.array(per_unit.sum() / clip)}
+    if tasks is not None:
+        assert not set(tasks.sums) & set(sums)  # one release, distinct sums: none may replace another
+        sums |= tasks.sums
     sensitivity = joint_sensitivity(dict.fromkeys(sums, 1.0))
     if privacy.enabled:
         train_units = _units(privacy, data.train_units)
@@ -230,7 +233,7 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         released = release_sums(sums, sensitivity, charge.noise_multiplier, np.random.default_rng(seed))
         noise_std = charge.noise_multiplier * sensitivity
         # Clamping to the clip range is post-processing of the released value: free, and never negative.
-        eval_loss = min(max(float(released["loss"]) * clip / len(per_unit), 0.0), clip)
+        eval_loss = min(max(float(released["held_out_loss"]) * clip / len(per_unit), 0.0), clip)
         log.info(
             "site %d round %d: held-out loss %.4f exact (stays here), released %.4f with noise std %.4f "
             "(epsilon %.3f -> %.3f)",

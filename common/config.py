@@ -306,8 +306,8 @@ class CoordinatorConfig:
     # Sites score their own task sets (site.yaml data.task_paths; the synthetic triage items) in the evaluate
     # reply of: -1 no round, 0 the last round only, k > 0 every k rounds (round 0 included) and the last.
     task_eval_every: int = 0
-    task_labels: tuple[str, ...] = ()  # options of the consortium's choice task, in confusion-matrix order;
-    # () = the synthetic triage options (yes/no) for synthetic data, else each site's own (named class-0, ...)
+    task_labels: tuple[str, ...] = ()  # options of the consortium's choice task, in confusion-matrix order, imposed
+    # on every site's choice task; () = each site's own options, sorted (synthetic triage: no, yes; else class-0, ...)
 
     def __post_init__(self) -> None:
         _check(self.task_eval_every >= -1, "coordinator.task_eval_every", ">= -1", self.task_eval_every)

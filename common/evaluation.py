@@ -134,38 +134,38 @@ def site_task(data: Any, site_index: int, choices: Sequence[str] = (), unit_colu
     """Site ``site_index``'s task set from a ``DataConfig``: generated triage items (synthetic data),
     the site's file in ``data.task_paths`` (a site daemon's own: index 0), or None when the site has none.
 
-    ``choices`` fix a choice task's options and their order (the coordinator's ``task_labels``);
+    ``choices`` fix a choice task's options and their order (the coordinator's ``task_labels``; the
+    synthetic triage task always has ``SYNTHETIC_LABELS``); a generation task ignores them.
     ``unit_column`` names each row's privacy unit (its patient id) for a DP release.
     """
     spec = TaskSpec(
         prompt_column=data.prompt_column,
         answer_column=data.completion_column,
         group_column=data.group_field,
-        choices=tuple(choices),
         unit_column=unit_column,
     )
     if data.kind == "synthetic":
         from common.synthetic import generate_site_task
 
         rows = list(enumerate(generate_site_task(site_index, data.task_items_per_site, seed=data.seed), start=1))
-        return (
-            task_from_rows(
-                "synthetic triage",
-                rows,
-                TaskSpec(kind="choice", group_column=data.group_field, choices=spec.choices, unit_column=unit_column),
-                None,
-            )
-            if rows
-            else None
+        triage = TaskSpec(
+            kind="choice",
+            group_column=data.group_field,
+            choices=tuple(choices) or SYNTHETIC_LABELS,
+            unit_column=unit_column,
         )
-    if site_index < len(data.task_paths):
-        return load_task(data.task_paths[site_index], spec)
-    return None
+        return task_from_rows("synthetic triage", rows, triage, None) if rows else None
+    if site_index >= len(data.task_paths):
+        return None
+    task = load_task(data.task_paths[site_index], spec)
+    if choices and task.kind == "choice" and not task.own_choices:  # the options in the coordinator's order
+        task = load_task(data.task_paths[site_index], dataclasses.replace(spec, choices=tuple(choices)))
+    return task
 
 
 def coordinator_task_labels(labels: Sequence[str], data: Any) -> tuple[str, ...]:
-    """The options a coordinator asks the sites to score in: its ``task_labels``, else the synthetic
-    triage options when its data is synthetic, else () (each site its own)."""
+    """The names a coordinator gives the classes of the sites' released confusion matrices: its
+    ``task_labels``, else the synthetic triage options when its data is synthetic, else () (class-0, ...)."""
     return tuple(labels) or (SYNTHETIC_LABELS if data.kind == "synthetic" else ())
 
 

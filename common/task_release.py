@@ -44,7 +44,7 @@ class TaskSums:
     kind: str  # "choice" or "generation"
     units: int  # privacy units in the task set (public, like the held-out set's size)
     labels: tuple[str, ...]  # choice: class order of the confusion matrix
-    sums: dict[str, np.ndarray]  # "confusion" [K, K], or "rouge_l" and "loss" (divided by loss_clip) scalars
+    sums: dict[str, np.ndarray]  # "confusion" [K, K], or "rouge_l" and "answer_loss" (divided by loss_clip) scalars
     loss_clip: float = 0.0
 
 
@@ -103,7 +103,7 @@ def generation_sums(
     rows[:, 1] /= loss_clip
     per_unit = _per_unit(rows, units)
     sums = per_unit.sum(axis=0)
-    return TaskSums("generation", len(per_unit), (), {"rouge_l": sums[0], "loss": sums[1]}, loss_clip)
+    return TaskSums("generation", len(per_unit), (), {"rouge_l": sums[0], "answer_loss": sums[1]}, loss_clip)
 
 
 def release_metrics(task: TaskSums, released: Mapping[str, np.ndarray], noise_std: float) -> dict[str, float]:
@@ -118,7 +118,7 @@ def release_metrics(task: TaskSums, released: Mapping[str, np.ndarray], noise_st
     else:
         out[CLASSES] = 0
         out[ROUGE_SUM] = float(released["rouge_l"])
-        out[LOSS_SUM] = float(released["loss"]) * task.loss_clip
+        out[LOSS_SUM] = float(released["answer_loss"]) * task.loss_clip
         out[LOSS_CLIP] = task.loss_clip
     return out
 

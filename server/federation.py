@@ -77,9 +77,10 @@ def federated_evaluation(
     """Held-out metrics of the global adapter ``arrays`` at every connected site (round 0: the initial one),
     with the sites' task metrics in the rounds ``coordinator.task_eval_every`` names."""
     score_tasks = is_task_round(cfg.coordinator.task_eval_every, server_round, cfg.num_rounds)
-    labels = coordinator_task_labels(cfg.coordinator.task_labels, cfg.data)
+    # Only options the coordinator was given are imposed on the sites; the names also cover synthetic data.
+    asked = cfg.coordinator.task_labels if score_tasks else ()
     site_plan = dataclasses.replace(
-        plan_for_round(cfg, server_round, run_id), score_tasks=score_tasks, task_labels=labels if score_tasks else ()
+        plan_for_round(cfg, server_round, run_id), score_tasks=score_tasks, task_labels=asked
     )
     _seed_sampling(cfg, server_round, "evaluate")
     messages = strategy.configure_evaluate(server_round, to_record(arrays), ConfigRecord(plan_to_flat(site_plan)), grid)
@@ -87,7 +88,7 @@ def federated_evaluation(
     strategy.aggregate_evaluate(server_round, replies)
     evaluation = strategy.last_evaluation
     if score_tasks:
-        evaluation.tasks = task_metrics(evaluation.by_site, labels)
+        evaluation.tasks = task_metrics(evaluation.by_site, coordinator_task_labels(asked, cfg.data))
         log_task_metrics(server_round, evaluation.tasks)
     return evaluation
 

@@ -125,3 +125,34 @@ def test_task_metrics_of_every_site_and_pooled_land_in_metrics_and_summary(tmp_p
         ledger = SiteState(run / "sites" / site).read_ledger()
         assert [e["kind"] for e in ledger.entries].count("evaluate") == 3
     assert np.allclose(np.maximum(pooled_cells, 0), last["pooled"]["confusion_matrix"]["matrix"])
+
+
+def test_a_generation_task_releases_rouge_and_loss_sums_in_the_same_query(cfg, initial, tmp_path: Path) -> None:
+    from common.config import DataConfig, TrainConfig
+    from common.synthetic import generate_site_records, write_jsonl
+
+    paths, tasks = [], []
+    for i in range(2):
+        write_jsonl(generate_site_records(i, 20), tmp_path / f"train-{i}.jsonl")
+        rows = [{"input": f"Summarize visit {n} of site {i}.", "output": f"Visit {n}: stable."} for n in range(4)]
+        (tmp_path / f"task-{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(str(tmp_path / f"train-{i}.jsonl"))
+        tasks.append(str(tmp_path / f"task-{i}.jsonl"))
+    files = DataConfig(kind="files", paths=tuple(paths), task_paths=tuple(tasks), deid="off")
+    base = dataclasses.replace(cfg, data=files, train=TrainConfig(local_steps=3, batch_size=4, max_seq_len=24))
+    released = {}
+    for dp in (False, True):
+        site_cfg = dataclasses.replace(base, privacy=PrivacyConfig(enabled=dp, noise_seed=3))
+        node = site_node(site_cfg, tmp_path)
+        reply = client_app.app(_task_message(site_cfg, initial), context(node_config=node))
+        assert not reply.has_error(), reply.error.reason
+        released[dp] = dict(reply.content.metric_records[METRICS])
+        ledger = SiteState(resolve_site(node).config.state_dir).read_ledger()
+        assert ([e["kind"] for e in ledger.entries] if ledger else []) == (["evaluate"] if dp else [])
+    exact, noised = released[False], released[True]
+    assert exact["task_classes"] == 0 and exact["task_units"] == 4 and exact["task_noise_std"] == 0.0
+    assert EVAL_METRICS["task_rouge_l_sum"] == ACCOUNTED and EVAL_METRICS["task_loss_sum"] == ACCOUNTED
+    assert noised["task_noise_std"] == pytest.approx(8.0 * math.sqrt(3))  # loss, ROUGE-L and answer-loss sums
+    assert noised["task_rouge_l_sum"] != pytest.approx(exact["task_rouge_l_sum"])
+    metrics = task_metrics({"site-0": exact})["sites"]["site-0"]
+    assert 0.0 <= metrics["rouge_l"] <= 1.0 and 0.0 < metrics["loss"] <= 5.0

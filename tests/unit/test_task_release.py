@@ -79,7 +79,7 @@ def test_each_patient_adds_at_most_one_to_the_confusion_matrix() -> None:
 def test_generation_sums_are_clipped_per_unit_and_averaged_back() -> None:
     sums = generation_sums([0.5, 1.2, math.nan], [2.0, 7.0, 1.0], loss_clip=5.0)
     assert float(sums.sums["rouge_l"]) == pytest.approx(1.5)  # 0.5 + 1 (clipped) + 0 (no score)
-    assert float(sums.sums["loss"]) == pytest.approx((2 + 5 + 1) / 5)  # per-unit bound 1
+    assert float(sums.sums["answer_loss"]) == pytest.approx((2 + 5 + 1) / 5)  # per-unit bound 1
     released = release_metrics(sums, sums.sums, 0.0)
     assert released["task_loss_sum"] == pytest.approx(8.0) and released["task_classes"] == 0
     m = metrics_from_generation(released["task_rouge_l_sum"], released["task_loss_sum"], 3, 5.0)
@@ -122,3 +122,22 @@ def test_release_metric_names_follow_the_release_rule() -> None:
 )
 def test_task_rounds(every: int, rounds_asked: list[int]) -> None:
     assert [r for r in range(4) if is_task_round(every, r, 3)] == rounds_asked
+
+
+def test_a_sites_task_takes_the_coordinators_options_only_for_choice_tasks(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from common.config import DataConfig
+    from common.evaluation import site_task
+
+    choice, generation = tmp_path / "choice.jsonl", tmp_path / "gen.jsonl"
+    choice.write_text("".join(json.dumps({"question": f"q{i}", "label": lab}) + "\n" for i, lab in enumerate("ab")))
+    generation.write_text(json.dumps({"input": "Summarize.", "output": "Stable."}) + "\n")
+    data = DataConfig(kind="files", paths=("x.jsonl", "y.jsonl"), task_paths=(str(choice), str(generation)))
+    assert site_task(data, 0).labels == ("a", "b")
+    assert site_task(data, 0, ("b", "c", "a")).labels == ("b", "c", "a")  # the coordinator's order
+    assert site_task(data, 1, ("b", "a")).kind == "generation"  # options do not turn it into a choice task
+    with pytest.raises(DataError, match="choice.jsonl row 1: the gold answer is not one of the options"):
+        site_task(data, 0, ("b", "c"))
+    synthetic = site_task(DataConfig(task_items_per_site=3), 0)
+    assert synthetic is not None and synthetic.labels == ("no", "yes")  # fixed, whatever the items' answers
