@@ -111,18 +111,23 @@ def compare(overrides: list[str]) -> dict[str, Any]:
         return train_arm(model, initial, examples, cfg, batch=batch, dp=dp, seed=seed, precision=precision, pad_id=pad)
 
     evaluation = summary.get("evaluation") or {}
+    exact_path = run_dir / "exact_loss.json"  # the run's own exact held-out losses (simulation.exact_loss)
+    exact = json.loads(exact_path.read_text()) if exact_path.exists() else None
+    measured = {"base": exact["by_round"][0]["sites"], "final": exact["by_round"][-1]["sites"]} if exact else {}
 
     def score(arrays: dict[str, np.ndarray], scored_by_run: str = "") -> dict[str, dict[str, Any]]:
-        """Held-out loss and task metric of ``arrays`` at every site; the task metric of the base model
-        and the final adapter comes from the run's own ``evaluation.json`` (``scored_by_run``)."""
+        """Held-out loss and task metric of ``arrays`` at every site; for the base model and the final
+        adapter (``scored_by_run``) they come from the run's own ``exact_loss.json`` and ``evaluation.json``."""
         load_adapter_arrays(model, arrays)
         out = {}
         scored: list[tuple[Any, Any]] = []  # sites sharing one task file are scored once per adapter
         for i, site in enumerate(sites):
             key = f"site-{i}"
-            loss = evaluate_loss(
-                model, site.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
-            )
+            loss = measured.get(scored_by_run, {}).get(key)
+            if loss is None:
+                loss = evaluate_loss(
+                    model, site.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
+                )
             task = tasks[key]
             metric = None
             done = evaluation.get("sites", {}).get(key, {}).get(scored_by_run)
