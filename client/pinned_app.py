@@ -12,6 +12,15 @@ one of the site's ``trusted_signers`` (:func:`common.signing.check_app`); and it
 hash the SuperLink claims for it. A refused bundle is answered with an error reply that
 names the hash, so the refusal shows in the coordinator's log as well as the site's.
 
+The runner lives across messages (:func:`serve_main`): SuperExec hands each ClientApp task of an
+app bundle to ONE process per bundle hash (:class:`PinnedExecutor`), which pulls the task, checks
+the bundle as above, installs and loads the ClientApp the first time, and runs it, then waits for
+the next task; so the model fed to the ClientApp (``client.runtime``'s cache) is loaded once per
+site and bundle, not once per message. Flower's ``flwr-clientapp`` starts a process per message and
+reloads everything. A bundle that is refused ends its process (nothing of it was loaded); a task
+of another bundle gets its own process. ``FEDCARE_CLIENTAPP_PER_TASK=1`` restores Flower's
+process-per-task launching (still through the check).
+
 Why not ``--trusted-entities``: in flwr 1.42 it checks signatures that Flower Hub attaches to a
 FAB; a FAB submitted straight to a consortium's SuperLink has none and is always refused. The
 consortium builds, hashes and signs its approved FAB with ``fedcare app build --sign``; a site
@@ -20,7 +29,10 @@ reviews it (files, hash, signer) with ``fedcare site review``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,11 +40,12 @@ from typing import Any
 from common.signing import AppRefusedError, check_app, load_trusted_signers
 from common.site import load_site_config
 
-__all__ = ["AppRefusedError", "clientapp_main", "superexec_main", "write_runner"]
+__all__ = ["AppRefusedError", "clientapp_main", "serve_main", "superexec_main", "write_runner"]
 
 log = logging.getLogger("fedcare.site")
 
-RUNNER_NAME = "fedcare-clientapp"  # the executable SuperExec launches for each ClientApp task
+RUNNER_NAME = "fedcare-clientapp"  # the executable SuperExec launches for ClientApp tasks
+PER_TASK_ENV = "FEDCARE_CLIENTAPP_PER_TASK"  # "1": one process per task, as Flower's flwr-clientapp
 SIGNATURE_KEY = "app-signature"  # run config key carrying the consortium's signature (pyproject [tool.flwr.app.config])
 
 
@@ -43,8 +56,11 @@ def write_runner(state_dir: Path, site_config: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(
         f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(root)!r})\n"
-        "from client.pinned_app import clientapp_main\n"
-        f"raise SystemExit(clientapp_main({str(site_config.resolve())!r}, sys.argv[1:]))\n",
+        "from client.pinned_app import clientapp_main, serve_main\n"
+        f"config = {str(site_config.resolve())!r}\n"
+        "if sys.argv[1:2] == ['--serve']:\n"
+        "    raise SystemExit(serve_main(config, sys.argv[2], int(sys.argv[3])))\n"
+        "raise SystemExit(clientapp_main(config, sys.argv[1:]))\n",
         encoding="utf-8",
     )
     path.chmod(0o700)
@@ -95,10 +111,193 @@ def clientapp_main(site_config: str, argv: list[str]) -> int:
     return 0
 
 
+def _approve(fab: Any, run: Any, cfg: Any, signers: Any) -> str:
+    """:func:`common.signing.check_app` on a pulled task's bundle (before anything of it is installed)."""
+    if not isinstance(fab.content, bytes):
+        raise AppRefusedError("site: the app bundle did not arrive as bytes; refused")
+    try:
+        approved = check_app(
+            fab.content,
+            site_id=cfg.site_id,
+            trusted_apps=cfg.trusted_apps,
+            trusted_signers=signers,
+            signature=str(run.override_config.get(SIGNATURE_KEY, "")),
+            claimed_hash=fab.hash_str,
+        )
+    except AppRefusedError as err:
+        log.error("%s", err)
+        raise
+    return approved
+
+
+def serve_main(site_config: str, fab_hash: str, parent_pid: int) -> int:
+    """The long-lived ClientApp runner of one site and app bundle: runs the tasks SuperExec writes to
+    stdin (one JSON launch request a line) one after another, in this process, until stdin closes.
+
+    Each task is Flower's ``run_clientapp`` (pull the task, run the ClientApp, push the reply, the
+    context and the task status) with the site's bundle check before the bundle is installed; the
+    install and the ClientApp load happen once, so the ClientApp's caches (the model) live on. A
+    refused bundle, or a task of another bundle than ``fab_hash``, ends the process after its error
+    reply.
+    """
+    from flwr.clientapp.utils import get_load_client_app_fn
+    from flwr.supercore.app_utils import start_parent_process_monitor
+
+    from common.console import configure_logging
+
+    configure_logging()
+    cfg = load_site_config(site_config)
+    signers = load_trusted_signers(cfg.trusted_signers)
+    start_parent_process_monitor(parent_pid)
+    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    loaded: list[Any] = []  # the ClientApp, once installed and loaded
+    log.info("site %s: ClientApp runner %d serves app bundle %s", cfg.site_id, os.getpid(), fab_hash[:16])
+    for line in sys.stdin:
+        if not _serve_task(json.loads(line), fab_hash, loaded, lambda fab, run: _approve(fab, run, cfg, signers), load):
+            return 0
+    return 0
+
+
+def _serve_task(request: dict[str, Any], fab_hash: str, loaded: list[Any], approve: Any, load: Any) -> bool:
+    """One ClientApp task, as ``flwr.supernode.runtime.run_clientapp.run_clientapp`` runs it but without
+    exiting the process. Returns whether this process may serve further tasks."""
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.client_app import LoadClientAppError
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+    from flwr.supernode.runtime import run_clientapp as flower
+
+    retry_invoker = make_simple_http_retry_invoker()
+    client = RuntimeHttpClient.from_server_address(
+        server_address=request["address"],
+        insecure=request["insecure"],
+        root_certificates=validate_and_resolve_root_certificates(request["root_certificates"], request["insecure"]),
+        interceptors=[
+            RuntimeTracingInterceptor(),
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(request["token"]),
+        ],
+        retry_invoker=retry_invoker,
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    message = reply = context = None
+    sub_status, details, keep = SubStatus.FAILED, "ClientApp task failed due to unknown reason", True
+    try:
+        heartbeat.start()
+        message, context, run, fab = flower.pull_task_input(client)
+        keep = False  # until the bundle is approved and is this process's bundle
+        approve(fab, run)
+        if fab.hash_str != fab_hash:
+            raise AppRefusedError(
+                f"site: a task of app bundle {fab.hash_str[:16]} reached the runner of {fab_hash[:16]}"
+            )
+        if loaded:
+            log.info("app bundle %s is approved", fab.hash_str)
+        else:
+            log.info("app bundle %s is approved; installing it once for this runner", fab.hash_str)
+            install_from_fab(fab.content, skip_prompt=True)
+            loaded.append(load(run.fab_id, run.fab_version, fab.hash_str))
+        keep = True
+        reply = loaded[0](message=message, context=context)
+        sub_status, details = SubStatus.COMPLETED, ""
+    except Exception as ex:  # noqa: BLE001 - answered as Flower answers a failing ClientApp
+        code, reason = ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(type(ex)) + ":<'" + str(ex) + "'>"
+        if isinstance(ex, LoadClientAppError):
+            code, reason = (
+                ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
+                "An exception was raised when attempting to load `ClientApp`",
+            )
+        log.error("ClientApp raised an exception", exc_info=ex)
+        sub_status, details = SubStatus.FAILED, reason
+        if message is not None:
+            reply = Message(Error(code=code, reason=reason), reply_to=message)
+    finally:
+        if reply is not None and context is not None:
+            try:
+                flower.push_message(client, reply, context)
+            except Exception as ex:  # noqa: BLE001
+                log.error("Failed to push reply message", exc_info=ex)
+        retry_invoker.max_tries = 1
+        flower.push_task_output(client=client, context=context, sub_status=sub_status, details=details)
+        if heartbeat.is_running:
+            heartbeat.stop()
+        client.close()
+    return keep
+
+
+class PinnedExecutor:
+    """Flower's subprocess executor, except that ClientApp tasks go to one long-lived runner per app
+    bundle (:func:`serve_main`) instead of a fresh ``flwr-clientapp`` process each."""
+
+    def __init__(self, inner: Any, runner: Path) -> None:
+        self.inner, self.runner = inner, runner
+        self.workers: dict[str, subprocess.Popen[str]] = {}
+
+    def __getattr__(self, name: str) -> Any:  # get_eligible_capacity, wait_for_capacity, ...
+        return getattr(self.inner, name)
+
+    def launch(self, spec: Any) -> Any:
+        """Hand a ClientApp task to its bundle's runner (started if needed); others as Flower does."""
+        from flwr.supercore.constant import TaskType
+        from flwr.supercore.superexec.executor.types import LaunchResult
+
+        if spec.task_type != TaskType.CLIENT_APP or not spec.fab_hash or spec.runtime_dependency_install:
+            return self.inner.launch(spec)
+        worker = self.workers.get(spec.fab_hash)
+        if worker is None or worker.poll() is not None:
+            for other in [h for h in self.workers if h != spec.fab_hash]:  # one bundle's runner at a time
+                self._stop(self.workers.pop(other), wait=False)
+            worker = subprocess.Popen(
+                [str(self.runner), "--serve", spec.fab_hash, str(spec.parent_pid or os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL if spec.suppress_output else None,
+                stderr=subprocess.DEVNULL if spec.suppress_output else None,
+                text=True,
+            )
+            self.workers[spec.fab_hash] = worker
+        request = {
+            "address": spec.runtime_api_address,
+            "token": spec.token,
+            "insecure": spec.insecure,
+            "root_certificates": spec.root_certificates_path,
+        }
+        try:
+            assert worker.stdin is not None
+            worker.stdin.write(json.dumps(request) + "\n")
+            worker.stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            return LaunchResult.failed(f"the ClientApp runner exited: {err}")
+        return LaunchResult.accepted()
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[str], wait: bool = True) -> None:
+        if proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()  # it finishes the tasks it was given, then exits
+        if wait and proc.poll() is None:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def close(self) -> None:
+        """Stop the runners (each after its current task), then Flower's executor."""
+        for proc in self.workers.values():
+            self._stop(proc)
+        self.workers.clear()
+        self.inner.close()
+
+
 def superexec_main(site_config: str, argv: list[str]) -> int:
     """Flower's ``flower-superexec`` (``argv`` are its options) launching ClientApps through the pinned runner."""
     from flwr.supercore import constant
-    from flwr.supercore.cli.flower_superexec import flower_superexec
+    from flwr.supercore.cli.flower_superexec import flower_superexec  # imports run_superexec
 
     from common.console import configure_logging
 
@@ -111,6 +310,14 @@ def superexec_main(site_config: str, argv: list[str]) -> int:
     signers = load_trusted_signers(cfg.trusted_signers)  # an unreadable key stops the site here, not at a run
     runner = write_runner(Path(cfg.state_dir), Path(site_config))
     constant.TASK_TYPE_TO_COMMAND[constant.TaskType.CLIENT_APP] = str(runner)
+    if os.environ.get(PER_TASK_ENV) != "1":
+        superexec = sys.modules["flwr.supercore.superexec.run_superexec"]
+        flowers_executor = superexec.get_executor
+
+        def get_executor(*args: Any, **kwargs: Any) -> Any:
+            return PinnedExecutor(flowers_executor(*args, **kwargs), runner)
+
+        superexec.get_executor = get_executor
     log.info(
         "site %s: ClientApps run only from approved bundles: pinned %s; signed by %s",
         cfg.site_id,
