@@ -528,15 +528,10 @@ def test_enroll_started_before_the_superlink_waits_and_names_the_key(tmp_path: P
         dep.close()
 
 
-@pytest.mark.parametrize("per_task", [False, True], ids=["one-runner", "process-per-task"])
-def test_a_pinned_site_runs_every_message_in_one_runner_that_loads_the_model_once(
-    deployment: Deployment, per_task: bool
-) -> None:
+def test_a_pinned_site_runs_every_message_in_one_runner_that_loads_the_model_once(deployment: Deployment) -> None:
     """The site's ClientApp runner lives across messages (client/pinned_app.py): one process, one model
-    load, every message still checked against the pinned hash. FEDCARE_CLIENTAPP_PER_TASK=1 is Flower's
-    process-per-message launching, for comparison: one model load per message."""
-    if per_task:
-        deployment.env = deployment.env | {"FEDCARE_CLIENTAPP_PER_TASK": "1"}
+    load, every message's bundle still checked against the pinned hash before it runs (Flower's
+    flwr-clientapp, FEDCARE_CLIENTAPP_PER_TASK=1, loads the model once per message)."""
     approved = deployment.approved_app()
     deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
     rounds = 3
@@ -545,20 +540,15 @@ def test_a_pinned_site_runs_every_message_in_one_runner_that_loads_the_model_onc
     )
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
     messages = 2 * rounds + 1  # a train and an evaluate message per round, and the round-0 evaluation
-    loads, installs = site_log.count("loaded base model"), site_log.count("is approved; installing it")
-    checks, runners = site_log.count("is approved"), site_log.count("serves app bundle")
-    assert checks == messages, site_log[-3000:]  # every message's bundle was checked before it ran
-    if per_task:
-        assert (loads, installs, runners) == (messages, messages, 0), site_log[-3000:]
-    else:
-        assert (loads, installs, runners) == (1, 1, 1), site_log[-3000:]
+    assert site_log.count("is approved") == messages, site_log[-3000:]  # each message's bundle was checked
+    assert site_log.count("is approved; installing it") == 1, site_log[-3000:]
+    assert site_log.count("serves app bundle") == 1 and site_log.count("loaded base model") == 1, site_log[-3000:]
     ledger = json.loads((deployment.root / "state" / "site-0" / "privacy_ledger.json").read_text())
     assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1, 2, 3]
     rows = [json.loads(line) for line in (deployment.root / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
-    seconds = [r["seconds"] for r in rows if "seconds" in r]
     train = [
         float(line.rsplit(" tokens, ", 1)[1].split(" s,")[0])
         for line in site_log.splitlines()
         if " done: train loss" in line
     ]
-    print(f"\n{'process per task' if per_task else 'one runner'}: seconds per round {seconds}, site training {train}")
+    print(f"\nseconds per round {[r['seconds'] for r in rows]}, site training {train}")
