@@ -38,6 +38,7 @@ _CUE = re.compile(
     rf"(?<![\w])(?:(?P<title>(?i:{_TITLE}))\.?|(?P<relation>(?i:{_RELATION})))(?![\w'’])"
     r"[ \t]*[(:,]?[ \t]*(?=\S)"
 )
+_RELATION_TITLES = frozenset({"father", "sister", "master"})
 _ROLE_WORD = re.compile(r"(?i:.*(?:ician|ologist|ology|iatrist|aedic|aedics|edic|edics|ist|ists|ics|ery|ary))$")
 _NOT_NAMES = frozenset(
     {
@@ -120,6 +121,9 @@ def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Fi
     ordinary = ordinary | _NOT_NAMES
     for cue in _CUE.finditer(text):
         title = bool(cue.group("title"))
+        # "Father O'Brien", "Sister Mary" are titles; in lower case ("his father died") they are relations.
+        if title and cue.group("title").lower() in _RELATION_TITLES and cue.group("title")[:1].islower():
+            title = False
         # "MS, QRS" and "mild MR, RVSP": a title in capitals followed by punctuation is an abbreviation.
         if title and cue.group("title").isupper() and re.search(r"[(:,]", text[cue.end("title") : cue.end()]):
             continue

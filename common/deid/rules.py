@@ -311,6 +311,9 @@ _PO_BOX = re.compile(r"(?<![\w])(?i:P\.?[ \t]?O\.?[ \t]*Box|Post[ \t]+Office[ \t
 _AFTER_DR = re.compile(rf"\.?[ \t]+(?P<word>{_NAME_WORD})")
 
 
+_LINE = re.compile(r"[^\n]+")
+
+
 class RuleDetector:
     """The built-in offline backend: regular expressions, context cues and word lists, no model.
 
@@ -348,6 +351,19 @@ class RuleDetector:
             trimmed.append(finding)
         findings = trimmed
         return sorted(findings, key=lambda finding: (finding.start, finding.end, finding.kind))
+
+    def find_again(self, text: str) -> list[Finding]:
+        """Later scrub passes: find on the lines that hold a placeholder, the only lines an earlier pass changed.
+
+        A placeholder can complete a rule's context ("[NAME] was seen"); the rules match within a line, so the
+        other lines cannot hold anything new. This halves the rules' cost on long records.
+        """
+        findings: list[Finding] = []
+        for line in _LINE.finditer(text):
+            if "[" in line.group():
+                start = line.start()
+                findings.extend(Finding(f.kind, f.start + start, f.end + start) for f in self.find(line.group()))
+        return findings
 
 
 def _emails(text: str) -> Iterator[Finding]:
@@ -599,6 +615,8 @@ def trim_name_or_place(
     plain = [word.group().strip("'’").removesuffix("'s").removesuffix("’s") for word in words]
     if kind == "NAME":
         return None if _is_eponym(text, end, plain) else (start, end)
+    if _EPONYM_AFTER.match(text, end):  # "Baller-Gerold syndrome", "Hantaan virus", "Laing distal myopathy"
+        return None
     value = " ".join(text[start:end].lower().split())
     if value in COUNTRY_PHRASES or all(word.lower() in COUNTRIES for word in plain):
         return None
@@ -607,6 +625,12 @@ def trim_name_or_place(
 
 _HEAD_WORDS = frozenset(EPONYM_HEADS)
 _DISEASE_END = re.compile(rf"(?i:{_DISEASE_WORD}|[a-z]*(?:plasia|trophy|emia|aemia|uria|algia|ectomy|otomy|scopy))$")
+# Greek and Latin combining forms of medical words ("Microcephaly", "Ventricular", "Streptococcus", "Biopsy",
+# "Symptomatic"): a word of eight letters or more that ends in one names no person or place.
+_MEDICAL_FORM = re.compile(
+    r"(?i:[a-z-]{4,}(?:cephaly|megaly|cocc(?:us|i|al)|plasma|cular|opsy|inine|ectasis|trophic|genic|ology|ologist|"
+    r"atic|itic|otic|ysin|osin|ytes?|oid|ious|ative|ual|ive|ates))$"
+)
 
 
 def plausible_entity(value: str, kind: str) -> bool:
@@ -621,7 +645,11 @@ def plausible_entity(value: str, kind: str) -> bool:
     if not words or any(character.isdigit() for character in value) or len(value.strip(". ")) < 2:
         return False
     if any(
-        _DISEASE_END.match(word) or word.lower() in _HEAD_WORDS or word.lower().rstrip("s") in EPONYMS for word in words
+        _DISEASE_END.match(word)
+        or (len(word) >= 8 and _MEDICAL_FORM.match(word))
+        or word.lower() in _HEAD_WORDS
+        or word.lower().rstrip("s") in EPONYMS
+        for word in words
     ):
         return False
     # A name or place of several words has every word capitalised ("Rohit Verma", "Cape Town"; not "L flank").
