@@ -60,9 +60,8 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
     from client.train import evaluate_loss
     from common.adapters import adapter_arrays, load_adapter_arrays
     from common.config import plan_for_round
-    from common.privacy import calibrate_noise, resolve_delta
     from server.compose import compose
-    from simulations.compare import train_arm
+    from simulations.compare import arm_dp, train_arm
 
     cfg, _ = compose([*base, *ROWS[name]])
     plan = plan_for_round(cfg, 1, "levers")
@@ -77,11 +76,8 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
             model, examples.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
         )
     steps = cfg.num_rounds * cfg.train.local_steps
-    sigma = 0.0
-    if cfg.privacy.enabled:
-        q = cfg.train.batch_size / len(examples.train)
-        delta = resolve_delta(cfg.privacy.target_delta, len(examples.train))
-        sigma = calibrate_noise(cfg.privacy.target_epsilon, delta, q, steps, cfg.privacy.accountant)
+    dp = arm_dp(cfg, len(examples.train), cfg.train.batch_size)
+    sigma = dp.noise_multiplier if dp else 0.0
     start = time.perf_counter()
     arrays = train_arm(
         model,
@@ -89,7 +85,7 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
         examples.train,
         cfg,
         batch=cfg.train.batch_size,
-        dp=True,
+        dp=dp,
         seed=cfg.seed,
         precision=precision,
         pad_id=pad,

@@ -42,6 +42,21 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def arm_dp(cfg: Any, records: int, batch: int) -> Any:
+    """DP-SGD settings of an in-process arm: the run's ``num_rounds x local_steps`` steps at
+    q = batch / records, noise calibrated to the run's epsilon; None when the run has DP off."""
+    from client.train import DPSettings
+    from common.privacy import calibrate_noise, resolve_delta
+
+    if not cfg.privacy.enabled:
+        return None
+    q = batch / records
+    total_steps = cfg.num_rounds * cfg.train.local_steps
+    delta = resolve_delta(cfg.privacy.target_delta, records)
+    sigma = calibrate_noise(cfg.privacy.target_epsilon, delta, q, total_steps, cfg.privacy.accountant)
+    return DPSettings(sigma, cfg.privacy.max_grad_norm, q)
+
+
 def train_arm(
     model: Any,
     initial: dict[str, np.ndarray],
@@ -49,35 +64,20 @@ def train_arm(
     cfg: Any,
     *,
     batch: int,
-    dp: bool,
+    dp: Any,
     seed: int,
     precision: str,
     pad_id: int,
 ) -> dict[str, np.ndarray]:
     """Train ``model`` from the adapter ``initial`` on ``examples`` in this process: all of the run's
-    ``num_rounds x local_steps`` steps in one go, DP-SGD (noise calibrated to the run's epsilon at
-    q = batch / records) when ``dp`` and the run has DP on; returns the trained adapter arrays."""
-    from client.train import DPSettings, train_round
+    ``num_rounds x local_steps`` steps in one go, DP-SGD with ``dp`` (:func:`arm_dp`; None = no DP);
+    returns the trained adapter arrays."""
+    from client.train import train_round
     from common.adapters import adapter_arrays, load_adapter_arrays
-    from common.privacy import calibrate_noise, resolve_delta
 
     load_adapter_arrays(model, initial)
-    total_steps = cfg.num_rounds * cfg.train.local_steps
-    settings_dp = None
-    if dp and cfg.privacy.enabled:
-        q = batch / len(examples)
-        sigma = calibrate_noise(
-            cfg.privacy.target_epsilon,
-            resolve_delta(cfg.privacy.target_delta, len(examples)),
-            q,
-            total_steps,
-            cfg.privacy.accountant,
-        )
-        settings_dp = DPSettings(sigma, cfg.privacy.max_grad_norm, q)
-    train_cfg = replace(cfg.train, local_steps=total_steps, batch_size=batch)
-    train_round(
-        model, examples, train_cfg, precision=precision, pad_id=pad_id, dp=settings_dp, rng=np.random.default_rng(seed)
-    )
+    train_cfg = replace(cfg.train, local_steps=cfg.num_rounds * cfg.train.local_steps, batch_size=batch)
+    train_round(model, examples, train_cfg, precision=precision, pad_id=pad_id, dp=dp, rng=np.random.default_rng(seed))
     return adapter_arrays(model)
 
 
@@ -108,7 +108,10 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
 
     def train(examples: list[Any], batch: int, dp: bool, seed: int) -> dict[str, np.ndarray]:
-        return train_arm(model, initial, examples, cfg, batch=batch, dp=dp, seed=seed, precision=precision, pad_id=pad)
+        settings = arm_dp(cfg, len(examples), batch) if dp else None
+        return train_arm(
+            model, initial, examples, cfg, batch=batch, dp=settings, seed=seed, precision=precision, pad_id=pad
+        )
 
     evaluation = summary.get("evaluation") or {}
     exact_path = run_dir / "exact_loss.json"  # the run's own exact held-out losses (simulation.exact_loss)
