@@ -65,8 +65,10 @@ def test_two_sites_two_rounds_on_the_tiny_model(tmp_path: Path, cache_dir: Path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = check_run(tmp_path / "tiny", sites=2, rounds=2, dp=True)
     assert "round 1 step" in result.stderr  # live progress: round, site, step, loss
-    # One worker serves both hospitals for both rounds and loads the base model once.
-    assert result.stderr.count("loaded base model") == 1
+    # One worker serves both hospitals for both rounds and loads the base model once; the driver
+    # loads it once more afterwards to measure every round's exact held-out loss (exact_loss.json).
+    assert result.stderr.count("loaded base model") == 2
+    assert result.stderr.index("exact held-out loss") > result.stderr.rindex("loaded base model")
     assert "held-out loss by round" in result.stdout
     # Every tensor that went up is a LoRA tensor of the adapter: bytes up = sites x adapter bytes.
     from safetensors.numpy import load_file
