@@ -169,6 +169,66 @@ def secagg_guard(msg: Message, context: Context, call_next: ClientAppCallable) -
     return call_next(msg, context)
 
 
+def _protocol_values(content: RecordDict) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """What a SecAgg+ stage reply carries, for the egress log: its protocol values as byte/int arrays (public keys,
+    encrypted shares, the masked vector, unmask shares; the log keeps names, shapes and SHA-256, never values),
+    and the numbers of any other record (the legacy fit metrics that travel beside the masked vector)."""
+    tensors: dict[str, np.ndarray] = {}
+    numbers: dict[str, float] = {}
+    for record_name, record in content.config_records.items():
+        for key, value in record.items():
+            items = value if isinstance(value, list) else [value]
+            if record_name == RECORD_KEY_CONFIGS or any(isinstance(v, bytes) for v in items):
+                for i, item in enumerate(items):
+                    name = f"{key}.{i}" if isinstance(value, list) else key
+                    if isinstance(item, bytes):
+                        tensors[name] = np.frombuffer(item, dtype=np.uint8)
+                    elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                        tensors[name] = np.asarray([item])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                numbers[f"{record_name}.{key}"] = value
+    for record_name, metrics in content.metric_records.items():
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                numbers[f"{record_name}.{key}"] = value
+    return tensors, numbers
+
+
+def _egress_of_protocol(sites_dir: Path | None) -> Any:
+    """A mod that records every SecAgg+ stage reply in the site's egress log: what actually leaves under
+    secure aggregation (the site logic's own "train" entry records the plain update, which leaves only masked).
+    Outermost, so the guard's refusals are recorded too."""
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        configs = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
+        if msg.metadata.message_type != MessageType.TRAIN or configs is None:
+            return call_next(msg, context)
+        stage = str(configs.get(SecAggKey.STAGE, "unknown"))  # read first: secaggplus_mod pops it
+        reply = call_next(msg, context)
+        group = msg.metadata.group_id
+        try:
+            site = rounds.resolve_site(context.node_config, sites_dir)
+            if reply.has_error():
+                tensors, numbers, error = None, {}, reply.error.reason
+            else:
+                (tensors, numbers), error = _protocol_values(reply.content), None
+            site.egress.append(
+                message_type=f"secagg-{stage}",
+                server_round=int(group) if group.isdigit() else 0,
+                tensors=tensors,
+                metrics=numbers,
+                epsilon=None,
+                error=error,
+                run_id=f"flwr-{msg.metadata.run_id}",  # the fedcare run id travels in the fit stage's plan only
+            )
+        except FedcareError as err:  # the site's log must hold what left: refuse to send unlogged
+            log.error("site could not log its SecAgg+ %s reply: %s", stage, err)
+            return Message(Error(code=SECAGG_REFUSED, reason=f"site refused: {err}"), reply_to=msg)
+        return reply
+
+    return mod
+
+
 def secure_site_app(sites_dir: Path | None = None) -> ClientApp:
     """The SecAgg+ ClientApp; with ``sites_dir``, for a simulation's virtual hospitals (see client_app)."""
 
@@ -176,10 +236,13 @@ def secure_site_app(sites_dir: Path | None = None) -> ClientApp:
         """Flower's legacy client factory: one SecureSite per call, bound to the node's Context."""
         return SecureSite(context, sites_dir).to_client()
 
-    # secagg_guard is outermost: it refuses inconsistent instructions before Flower's secaggplus_mod acts
-    # on them; secaggplus_mod runs the key exchange and masks the fit reply; the inner mod hands the
-    # incoming Message to SecureSite.
-    return ClientApp(client_fn=client_fn, mods=[secagg_guard, secaggplus_mod, _remember_message])
+    # The egress mod is outermost: it logs every SecAgg+ reply as it leaves (refusals included); secagg_guard
+    # refuses inconsistent instructions before Flower's secaggplus_mod acts on them; secaggplus_mod runs the
+    # key exchange and masks the fit reply; the inner mod hands the incoming Message to SecureSite.
+    return ClientApp(
+        client_fn=client_fn,
+        mods=[_egress_of_protocol(sites_dir), secagg_guard, secaggplus_mod, _remember_message],
+    )
 
 
 app = secure_site_app()

@@ -37,13 +37,28 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
     assert summary["bytes_up_per_round"] == [3 * (2 * adapter_bytes + 8)] * 2
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r["secure_aggregation"] and r["bytes_up_protocol"] > 0 and r["sites_failed"] == 0 for r in rows)
-    # Each site logged what it released: the adapter's tensors (sent masked), then numbers only.
+    # Each site logged what it computed (the plain update, "train") and every SecAgg+ reply that actually left:
+    # its public keys, encrypted shares, the masked vector (with the fit metrics beside it) and its unmask shares.
+    from collections import Counter
+
     from common.audit import verify_log
 
+    stages = ("setup", "share_keys", "collect_masked_vectors", "unmask")
     for i in range(3):
         log = run_dir / "sites" / f"site-{i}" / "egress.jsonl"
-        assert verify_log(log) == 2 * 2 + 1  # evaluations of rounds 0..2 and 2 trainings
-        for entry in map(json.loads, log.read_text().splitlines()):
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        assert verify_log(log) == len(entries) == 3 + 2 + 2 * len(stages)
+        kinds = Counter(e["message_type"] for e in entries)
+        assert kinds == {"evaluate": 3, "train": 2, **{f"secagg-{s}": 2 for s in stages}}
+        for entry in entries:
             assert entry["error"] is None
             names = {t["name"] for t in entry["tensors"]}
-            assert names == (set(saved) if entry["message_type"] == "train" else set())
+            if entry["message_type"] == "train":
+                assert names == set(saved)
+            elif entry["message_type"].startswith("secagg-"):
+                assert names and entry["tensor_bytes"] > 0 and entry["run"].startswith("flwr-")
+            else:
+                assert names == set()
+        masked = [e for e in entries if e["message_type"] == "secagg-collect_masked_vectors"]
+        assert all(e["tensor_bytes"] >= 2 * adapter_bytes for e in masked)  # int64 per LoRA value
+        assert all(any(name.endswith("epsilon") for name in e["metrics"]) for e in masked)

@@ -70,4 +70,6 @@ def test_consistent_instructions_pass_through(configs: dict) -> None:
 
 
 def test_the_secure_client_app_runs_the_guard_first() -> None:
-    assert secure_app.app._mods[0] is secagg_guard  # before Flower's secaggplus_mod
+    mods = secure_app.app._mods
+    assert mods.index(secagg_guard) < mods.index(secure_app.secaggplus_mod)  # before Flower's secaggplus_mod
+    assert "_egress_of_protocol" in mods[0].__qualname__  # outermost: every reply is logged, refusals too
