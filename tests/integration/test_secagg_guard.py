@@ -73,3 +73,47 @@ def test_the_secure_client_app_runs_the_guard_first() -> None:
     mods = secure_app.app._mods
     assert mods.index(secagg_guard) < mods.index(secure_app.secaggplus_mod)  # before Flower's secaggplus_mod
     assert "_egress_of_protocol" in mods[0].__qualname__  # outermost: every reply is logged, refusals too
+
+
+def test_every_secagg_reply_and_refusal_is_recorded_in_the_egress_log(cfg, tmp_path) -> None:  # noqa: ANN001
+    """The real chain (egress mod -> guard -> Flower's secaggplus_mod): a setup stage's public keys leave the site,
+    and the site's log names them with the SHA-256 of exactly the bytes sent; a refusal is logged with its reason."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from common.audit import verify_log
+    from tests.integration.conftest import site_node
+
+    node = site_node(cfg, tmp_path)
+    app = secure_app.secure_site_app()
+    egress, guard, flower_mod = app._mods[0], app._mods[1], app._mods[2]
+
+    def never(m: Message, c: Context) -> Message:
+        raise AssertionError("the setup stage must not reach the site logic")
+
+    def chain(configs: dict) -> Message:
+        msg = Message(
+            RecordDict({RECORD_KEY_CONFIGS: ConfigRecord(configs)}),
+            dst_node_id=7,
+            message_type=MessageType.TRAIN,
+            group_id="3",
+        )
+        ctx = Context(run_id=1, node_id=7, node_config=node, state=RecordDict(), run_config={})
+        return egress(msg, ctx, lambda m, c: guard(m, c, lambda m2, c2: flower_mod(m2, c2, never)))
+
+    reply = chain(_setup(3, 3, 2))
+    assert not reply.has_error()
+    sent = reply.content.config_records[RECORD_KEY_CONFIGS]
+    log_path = Path(node["site-config"]).parent / "egress.jsonl"
+    entry = json.loads(log_path.read_text().splitlines()[-1])
+    assert entry["message_type"] == "secagg-setup" and entry["server_round"] == 3 and entry["error"] is None
+    logged = {t["name"]: t["sha256"] for t in entry["tensors"]}
+    assert logged == {key: hashlib.sha256(value).hexdigest() for key, value in sent.items()}
+    assert entry["tensor_bytes"] == sum(len(v) for v in sent.values()) > 0
+
+    refused = chain(_setup(2, 2, 2))
+    assert refused.has_error()
+    entry = json.loads(log_path.read_text().splitlines()[-1])
+    assert entry["message_type"] == "secagg-setup" and "fewer than 3" in entry["error"] and entry["tensors"] == []
+    assert verify_log(log_path) == 2
