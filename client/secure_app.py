@@ -36,7 +36,7 @@ from common.config import SitePlan, plan_from_flat
 from common.console import configure_logging
 from common.errors import AdapterLayoutError, FedcareError
 from common.site import check_plan, site_model
-from common.wire import ARRAYS, METRICS, NUM_EXAMPLES, PLAN
+from common.wire import ARRAYS, EGRESS, METRICS, NUM_EXAMPLES, PLAN, check_egress
 
 log = logging.getLogger("fedcare.site")
 
@@ -197,7 +197,9 @@ def _protocol_values(content: RecordDict) -> tuple[dict[str, np.ndarray], dict[s
 def _egress_of_protocol(sites_dir: Path | None) -> Any:
     """A mod that records every SecAgg+ stage reply in the site's egress log: what actually leaves under
     secure aggregation (the site logic's own "train" entry records the plain update, which leaves only masked).
-    Outermost, so the guard's refusals are recorded too."""
+    Outermost, so the guard's refusals are recorded too. Each reply then carries the log's head after its own
+    entry (ConfigRecord ``common.wire.EGRESS``, as Message-API replies do), which the coordinator signs into
+    the round's manifest (``server/secure.py``)."""
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         configs = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
@@ -212,7 +214,7 @@ def _egress_of_protocol(sites_dir: Path | None) -> Any:
                 tensors, numbers, error = None, {}, reply.error.reason
             else:
                 (tensors, numbers), error = _protocol_values(reply.content), None
-            site.egress.append(
+            entry = site.egress.append(
                 message_type=f"secagg-{stage}",
                 server_round=int(group) if group.isdigit() else 0,
                 tensors=tensors,
@@ -224,6 +226,10 @@ def _egress_of_protocol(sites_dir: Path | None) -> Any:
         except FedcareError as err:  # the site's log must hold what left: refuse to send unlogged
             log.error("site could not log its SecAgg+ %s reply: %s", stage, err)
             return Message(Error(code=SECAGG_REFUSED, reason=f"site refused: {err}"), reply_to=msg)
+        if not reply.has_error():  # the log's head after this reply: anchored in the coordinator's manifest
+            head = {"seq": int(entry["seq"]), "head": str(entry["hash"])}
+            check_egress(head)
+            reply.content.config_records[EGRESS] = ConfigRecord(head)
         return reply
 
     return mod

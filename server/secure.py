@@ -6,6 +6,9 @@ adapter, masks it with pairwise and private masks and uploads only the masked ve
 sums the vectors, removes the masks (reconstructing a dropped site's mask key from the others'
 Shamir shares) and hands the strategy the example-weighted mean. The coordinator therefore never
 holds a single site's adapter; it still receives each site's numeric metrics (epsilon, losses).
+Each SecAgg+ reply carries the site's egress-log head after it (``common.wire.EGRESS``); the head
+after a site's unmask reply is signed into the round's manifest, so a site's log is anchored as
+under the Message-API strategies.
 
 Differences from ``server/federation.py``: evaluation of the initial adapter (round 0) runs as one
 plain federated evaluation before the first SecAgg+ round (legacy centralized evaluation would need
@@ -55,7 +58,7 @@ from common.config import RunConfig, plan_for_round, plan_to_flat
 from common.console import configure_logging
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
-from common.wire import EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_metrics
+from common.wire import EGRESS, EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_egress, check_metrics
 from server.run_dir import RunDirectory, adapter_facts, log_site_budgets, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
@@ -70,10 +73,12 @@ class Traffic:
     down: int = 0  # float32 adapter tensors sent to the sites with the fit instructions
     masked_up: int = 0  # masked vectors received (int64 per value, plus one weight factor per site)
     protocol_up: int = 0  # public keys, encrypted key shares and unmasking shares received
+    egress: dict[int, tuple[int, str]] = field(default_factory=dict)  # node id -> its egress log's last (seq, head)
 
 
 class MeteredGrid(Grid):
-    """A Grid that forwards everything and counts the tensor bytes of SecAgg+ (train) messages."""
+    """A Grid that forwards everything, counts the tensor bytes of SecAgg+ (train) messages and notes the
+    egress-log head each site's reply reports (``common.wire.EGRESS``)."""
 
     def __init__(self, grid: Grid) -> None:
         self._grid = grid
@@ -119,6 +124,15 @@ class MeteredGrid(Grid):
         for reply in replies:
             if reply.metadata.message_type != MessageType.TRAIN or reply.has_error():
                 continue
+            if EGRESS in reply.content.config_records:
+                try:
+                    head = check_egress(dict(reply.content.config_records[EGRESS]))
+                except ValueError as err:
+                    log.warning(
+                        "node %d: its SecAgg+ reply's egress head is not anchored: %s", reply.metadata.src_node_id, err
+                    )
+                else:
+                    self.traffic.egress[reply.metadata.src_node_id] = head
             configs = reply.content.config_records.get(RECORD_KEY_CONFIGS, {})
             for key, value in configs.items():
                 if key == SecAggKey.MASKED_PARAMETERS:
@@ -138,6 +152,7 @@ class RoundLog:
     started: float
     traffic: Traffic
     trained: dict[int, dict[str, Any]] = field(default_factory=dict)
+    egress: dict[int, tuple[int, str]] = field(default_factory=dict)  # site index -> its egress head after unmask
     sampled: int = 0  # sites asked to train
     failures: int = 0  # sites asked that are not in the sum
     aggregated: bool = False
@@ -233,13 +248,19 @@ class SecureFedAvg(FedAvg):
         check_layout(arrays, self.global_arrays, who=f"round {server_round} aggregate")
         self.global_arrays = arrays
         load_adapter_arrays(self.model, arrays)
-        for _, res in results:
+        for proxy, res in results:
             metrics = dict(res.metrics)
             check_metrics(metrics, TRAIN_METRICS)
-            current.trained[int(metrics["site_index"])] = metrics
+            index = int(metrics["site_index"])
+            current.trained[index] = metrics
+            if proxy.node_id in current.traffic.egress:  # the head after its unmask reply: anchors the site's log
+                current.egress[index] = current.traffic.egress[proxy.node_id]
         sites = {
             **self.sites,
-            **{f"site-{i}": site_entry(self.sites.get(f"site-{i}"), m) for i, m in current.trained.items()},
+            **{
+                f"site-{i}": site_entry(self.sites.get(f"site-{i}"), m, current.egress.get(i))
+                for i, m in current.trained.items()
+            },
         }
         self.out.save_adapter(
             self.model,
@@ -293,7 +314,7 @@ class SecureFedAvg(FedAvg):
         assert current is not None and current.aggregated
         r, trained = current.server_round, current.trained
         for idx, m in trained.items():
-            self.sites[f"site-{idx}"] = site_entry(self.sites.get(f"site-{idx}"), m)
+            self.sites[f"site-{idx}"] = site_entry(self.sites.get(f"site-{idx}"), m, current.egress.get(idx))
         traffic = current.traffic
         self.bytes_up.append(traffic.masked_up)
         self.bytes_down.append(traffic.down)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 
 from tests.e2e.test_simulation import check_run, run_cli
 
 
 @pytest.mark.slow
 def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> None:
+    from common.credentials import create_signing_keypair
+
+    key, pub = create_signing_keypair(tmp_path / "keys")
     result = run_cli(
         [
             "simulate",
@@ -20,6 +25,7 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
             "num_sites=3",
             f"output_dir={tmp_path}",
             "run_name=secure",
+            f"coordinator.signing_key={key}",
         ],
         cache_dir,
         tmp_path,
@@ -42,8 +48,11 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
     from collections import Counter
 
     from common.audit import verify_log
+    from common.signing import verify_adapter
 
     stages = ("setup", "share_keys", "collect_masked_vectors", "unmask")
+    logged_protocol: Counter[int] = Counter()
+    masked_bytes: Counter[int] = Counter()
     for i in range(3):
         log = run_dir / "sites" / f"site-{i}" / "egress.jsonl"
         entries = [json.loads(line) for line in log.read_text().splitlines()]
@@ -61,4 +70,32 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
                 assert names == set()
         masked = [e for e in entries if e["message_type"] == "secagg-collect_masked_vectors"]
         assert all(e["tensor_bytes"] >= 2 * adapter_bytes for e in masked)  # int64 per LoRA value
+        for e in masked:  # one serialized array per adapter tensor plus the weight factor, each an .npy file
+            vectors = [t for t in e["tensors"] if t["name"].startswith(f"{SecAggKey.MASKED_PARAMETERS}.")]
+            assert len(vectors) == len(saved) + 1
+            masked_bytes[e["server_round"]] += sum(math.prod(t["shape"]) for t in vectors)
         assert all(any(name.endswith("epsilon") for name in e["metrics"]) for e in masked)
+        # Each round's signed manifest anchors the site's log at its unmask reply of that round, and every key
+        # and share byte the coordinator received (bytes_up_protocol) is in some site's log.
+        for r in (1, 2):
+            facts = verify_adapter(run_dir / "adapters" / f"round-{r:03d}", pub)["facts"]["sites"][f"site-{i}"]
+            (unmask,) = [e for e in entries if e["message_type"] == "secagg-unmask" and e["server_round"] == r]
+            assert (facts["egress_seq"], facts["egress_head"]) == (unmask["seq"], unmask["hash"])
+            assert verify_log(log, anchors=[(facts["egress_seq"], facts["egress_head"])]) == len(entries)
+            logged_protocol[r] += sum(
+                math.prod(t["shape"])
+                for e in entries
+                if e["server_round"] == r
+                and e["message_type"] in {f"secagg-{s}" for s in ("setup", "share_keys", "unmask")}
+                for t in e["tensors"]
+                if t["dtype"] == "uint8"
+            )
+    assert [logged_protocol[r] for r in (1, 2)] == [row["bytes_up_protocol"] for row in rows]
+    # The coordinator counts the masked arrays' values; the log has their .npy bytes (values + a header of <= 128 B).
+    for r, row in enumerate(rows, start=1):
+        assert row["bytes_up"] < masked_bytes[r] <= row["bytes_up"] + 3 * (len(saved) + 1) * 128
+    log = run_dir / "sites" / "site-0" / "egress.jsonl"
+    audit = run_cli(
+        ["audit", "verify", str(log), "--adapter", summary["adapter_dir"], "--site", "site-0"], cache_dir, tmp_path
+    )
+    assert audit.returncode == 0 and "OK" in audit.stdout, audit.stdout + audit.stderr

@@ -9,6 +9,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import Key as K
 
 from client import secure_app
 from client.secure_app import SECAGG_REFUSED, secagg_guard
+from common.wire import EGRESS
 
 
 def _run(configs: dict) -> tuple[Message, list[Message]]:
@@ -111,9 +112,13 @@ def test_every_secagg_reply_and_refusal_is_recorded_in_the_egress_log(cfg, tmp_p
     logged = {t["name"]: t["sha256"] for t in entry["tensors"]}
     assert logged == {key: hashlib.sha256(value).hexdigest() for key, value in sent.items()}
     assert entry["tensor_bytes"] == sum(len(v) for v in sent.values()) > 0
+    # The reply carries the log's head after its own entry (the coordinator signs it into the round's manifest).
+    assert dict(reply.content.config_records[EGRESS]) == {"seq": entry["seq"], "head": entry["hash"]}
+    assert set(reply.content.config_records) == {RECORD_KEY_CONFIGS, EGRESS}  # nothing else leaves with it
+    logged_head = entry["hash"]
 
     refused = chain(_setup(2, 2, 2))
     assert refused.has_error()
     entry = json.loads(log_path.read_text().splitlines()[-1])
     assert entry["message_type"] == "secagg-setup" and "fewer than 3" in entry["error"] and entry["tensors"] == []
-    assert verify_log(log_path) == 2
+    assert verify_log(log_path, anchors=[(1, logged_head)]) == 2

@@ -22,10 +22,18 @@ from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters
 
 from client import secure_app
 from client.secure_app import SecureSite, _remember_message, secagg_guard
-from common.config import DataConfig, RunConfig, StrategyConfig, TrainConfig, plan_for_round, plan_to_flat
+from common.config import (
+    CoordinatorConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+    plan_for_round,
+    plan_to_flat,
+)
 from common.errors import FedcareError
 from common.site import write_simulated_sites
-from common.wire import PLAN
+from common.wire import NUM_EXAMPLES, PLAN
 from server.run_dir import RunDirectory
 from server.secure import SecureFedAvg, make_secure_server_app
 from tests.integration.conftest import SECRET, context, message, site_node
@@ -201,6 +209,56 @@ def test_strategy_refuses_separate_updates(tmp_path: Path, tiny) -> None:
     shared: Parameters = ndarrays_to_parameters(arrays)
     with pytest.raises(FedcareError, match="min_sites"):
         strategy.aggregate_fit(1, [(None, FitRes(Status(Code.OK, ""), shared, 10, {}))], [])
+
+
+def test_each_sites_secagg_egress_head_is_signed_into_the_rounds_manifest(tmp_path: Path, tiny) -> None:
+    """The heads the sites' SecAgg+ replies report (noted by node id) are signed per site into the manifest."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    from common.adapters import attach_lora
+    from common.credentials import create_signing_keypair
+    from common.signing import verify_adapter
+    from common.wire import EGRESS
+    from server.secure import MeteredGrid, RoundLog
+
+    model_cfg, model, _ = tiny
+    key, pub = create_signing_keypair(tmp_path / "keys")
+    cfg = RunConfig(
+        num_sites=3,
+        num_rounds=1,
+        model=model_cfg,
+        strategy=StrategyConfig(secure_aggregation=True, min_sites=2),
+        coordinator=CoordinatorConfig(signing_key=str(key)),
+    )
+    heads = {11: (5, "a" * 64), 12: (9, "b" * 64)}
+
+    def reply(node: int, egress: dict) -> Message:
+        msg = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)  # its reply comes from node
+        content = RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({})})
+        if egress:
+            content.config_records[EGRESS] = ConfigRecord(egress)
+        return Message(content, reply_to=msg)
+
+    replies = [reply(n, {"seq": s, "head": h}) for n, (s, h) in heads.items()] + [reply(13, {"seq": 1, "head": "x"})]
+    grid = MeteredGrid(SimpleNamespace(send_and_receive=lambda messages, timeout=None: replies))
+    grid.send_and_receive([])
+    assert grid.traffic.egress == heads  # node 13's malformed head is not noted (a warning says so)
+
+    strategy = SecureFedAvg(cfg, RunDirectory(tmp_path / "r"), attach_lora(copy.deepcopy(model), cfg.lora), "r")
+    strategy.current = RoundLog(1, 0.0, grid.traffic)
+    shared: Parameters = ndarrays_to_parameters([strategy.global_arrays[n] for n in strategy.names])
+    results = [
+        (SimpleNamespace(node_id=node), FitRes(Status(Code.OK, ""), shared, 10, {"site_index": i, NUM_EXAMPLES: 10}))
+        for i, node in enumerate((11, 12, 13))
+    ]
+    strategy.aggregate_fit(1, results, [])
+    sites = verify_adapter(strategy.out.adapter_dir(1), pub)["facts"]["sites"]
+    assert (sites["site-0"]["egress_seq"], sites["site-0"]["egress_head"]) == heads[11]
+    assert (sites["site-1"]["egress_seq"], sites["site-1"]["egress_head"]) == heads[12]
+    assert sites["site-2"]["egress_head"] is None  # not anchored: no valid head came with its replies
 
 
 def test_a_failing_secure_site_sends_only_fedcare_text(
