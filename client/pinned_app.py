@@ -97,6 +97,8 @@ def clientapp_main(site_config: str, argv: list[str]) -> int:
                 trusted_signers=signers,
                 signature=claimed.get("signature", ""),
                 claimed_hash=claimed.get("hash", ""),
+                revoked_apps=cfg.revoked_apps,
+                min_release=cfg.min_app_release,
             )
         except AppRefusedError as err:
             log.error("%s", err)

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -252,23 +252,37 @@ class AppRefusedError(FedcareError):
     """The coordinator shipped an app bundle the site did not approve (no trusted hash, no valid trusted signature)."""
 
 
-def sign_app(fab: bytes, private_key_path: Path) -> str:
-    """A detached Ed25519 signature over an app bundle's SHA-256, as one line of JSON.
+class AppSignature(NamedTuple):
+    """What a genuine app signature says: the bundle's hash, who signed it, and the release number it was given."""
 
-    The line is ``{"version": 1, "algorithm": "ed25519", "sha256": hex, "public_key": base64 raw key,
-    "signer": "SHA256:...", "signature": base64}``; the signature covers the canonical JSON of everything but
-    ``"signature"``, so it binds the bundle's hash to the signer. It travels with a run (the run config key
-    ``app-signature``) and is checked by :func:`check_app` at each site before any of the bundle is installed.
+    sha256: str
+    signer: str  # "SHA256:..." fingerprint of public_key
+    public_key: ed25519.Ed25519PublicKey
+    release: int  # the consortium's release number of the bundle (0 = none given); signed with the hash
+
+
+def sign_app(fab: bytes, private_key_path: Path, release: int = 0) -> str:
+    """A detached Ed25519 signature over an app bundle's SHA-256 and release number, as one line of JSON.
+
+    The line is ``{"version": 1, "algorithm": "ed25519", "sha256": hex, "release": int, "public_key": base64 raw
+    key, "signer": "SHA256:...", "signature": base64}``; the signature covers the canonical JSON of everything but
+    ``"signature"``, so it binds the bundle's hash and release to the signer. It travels with a run (the run config
+    key ``app-signature``) and is checked by :func:`check_app` at each site before any of the bundle is installed.
+    A site retires older bundles with ``min_app_release`` (or one bundle with ``revoked_apps``).
 
     Raises:
-        SignatureError: The key is not an Ed25519 private key (or is encrypted and the passphrase is wrong).
+        SignatureError: The key is not an Ed25519 private key (or is encrypted and the passphrase is wrong), or
+            ``release`` is not a non-negative integer.
     """
+    if isinstance(release, bool) or not isinstance(release, int) or release < 0:
+        raise SignatureError(f"app release: expected a non-negative integer, got {release!r}")
     key = _load_private_key(Path(private_key_path))
     public = key.public_key()
     body = {
         "version": APP_SIGNATURE_VERSION,
         "algorithm": ALGORITHM,
         "sha256": hashlib.sha256(fab).hexdigest(),
+        "release": release,
         "public_key": base64.b64encode(
             public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         ).decode("ascii"),
@@ -279,8 +293,8 @@ def sign_app(fab: bytes, private_key_path: Path) -> str:
     )
 
 
-def read_app_signature(text: str) -> tuple[str, str, ed25519.Ed25519PublicKey]:
-    """``(signed sha256, signer fingerprint, signer's public key)`` of a genuine signature line.
+def read_app_signature(text: str) -> AppSignature:
+    """The signed hash, signer and release of a genuine signature line (a line without ``release``: release 0).
 
     "Genuine" means the signature matches the public key the line names; whether that key is trusted is the
     caller's decision (:func:`check_app`).
@@ -299,14 +313,20 @@ def read_app_signature(text: str) -> tuple[str, str, ed25519.Ed25519PublicKey]:
         body = {k: v for k, v in sig.items() if k != "signature"}
         public = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"], validate=True))
         signed = str(sig["sha256"])
-        if not _SHA256_HEX.fullmatch(signed):
+        release = sig.get("release", 0)
+        if (
+            not _SHA256_HEX.fullmatch(signed)
+            or isinstance(release, bool)
+            or not isinstance(release, int)
+            or release < 0
+        ):
             raise ValueError
         public.verify(base64.b64decode(sig["signature"], validate=True), _canonical(body))
     except (ValueError, TypeError, KeyError, RecursionError, InvalidSignature):
         raise SignatureError(
             f"the app signature is not a valid fedcare app signature (version {APP_SIGNATURE_VERSION}, ed25519)"
         ) from None
-    return signed, key_fingerprint(public), public
+    return AppSignature(signed, key_fingerprint(public), public, release)
 
 
 def load_trusted_signers(paths: tuple[str, ...] | list[str]) -> dict[str, ed25519.Ed25519PublicKey]:
@@ -330,15 +350,18 @@ def check_app(
     trusted_signers: dict[str, ed25519.Ed25519PublicKey] | None = None,
     signature: str = "",
     claimed_hash: str = "",
+    revoked_apps: tuple[str, ...] = (),
+    min_release: int = 0,
 ) -> str:
     """Why a site may run this app bundle, or :class:`AppRefusedError` naming why not.
 
-    Approved is a bundle whose SHA-256 is pinned in ``trusted_apps``, or that carries a signature, valid over
-    exactly these bytes, by one of ``trusted_signers``. ``claimed_hash`` (the hash the SuperLink announces) must
-    equal the bundle's own hash when given.
+    Approved is a bundle whose SHA-256 is not in ``revoked_apps`` and is pinned in ``trusted_apps``, or that
+    carries a signature, valid over exactly these bytes, by one of ``trusted_signers``, with a release number of
+    at least ``min_release``. ``claimed_hash`` (the hash the SuperLink announces) must equal the bundle's own
+    hash when given.
 
     Returns:
-        ``"sha256 <hash> pinned in trusted_apps"`` or ``"sha256 <hash> signed by SHA256:..."``.
+        ``"sha256 <hash> pinned in trusted_apps"`` or ``"sha256 <hash> release <n> signed by SHA256:..."``.
 
     Raises:
         AppRefusedError: The message names the site, the bundle's hash and the reason.
@@ -348,6 +371,8 @@ def check_app(
     tail = "; nothing of it was installed or run"
     if claimed_hash and claimed_hash != digest:
         raise AppRefusedError(f"{refused}: the SuperLink claims it is sha256 {claimed_hash}{tail}")
+    if digest in revoked_apps:
+        raise AppRefusedError(f"{refused}: its site.yaml revokes this bundle (revoked_apps){tail}")
     if digest in trusted_apps:
         return f"sha256 {digest} pinned in trusted_apps"
     signers = trusted_signers or {}
@@ -356,7 +381,7 @@ def check_app(
         how += " nor does the run carry a consortium signature (app-signature)" if signers else ""
         raise AppRefusedError(f"{refused}: {how}{tail}")
     try:
-        signed, signer, public = read_app_signature(signature)
+        signed, signer, public, release = read_app_signature(signature)
     except SignatureError as err:
         raise AppRefusedError(f"{refused}: {err}{tail}") from None
     if signer not in signers or signers[signer].public_bytes(
@@ -371,4 +396,8 @@ def check_app(
             f"{refused}: the signature by {signer} is for sha256 {signed}, not for this bundle "
             f"(the bundle was changed after signing){tail}"
         )
-    return f"sha256 {digest} signed by {signer}"
+    if release < min_release:
+        raise AppRefusedError(
+            f"{refused}: it is signed as release {release}, older than the site's min_app_release {min_release}{tail}"
+        )
+    return f"sha256 {digest} release {release} signed by {signer}"

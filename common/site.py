@@ -44,6 +44,8 @@ class SiteConfig:
     trusted_signers: tuple[str, ...] = ()  # Ed25519 public keys (files) whose signature over a bundle approves it
     # (`fedcare app build --sign`); either list non-empty = the ClientApp runs only from an approved bundle
     # (`--isolation process` + client/pinned_app.py)
+    revoked_apps: tuple[str, ...] = ()  # SHA-256 of bundles refused even when pinned or signed (retired versions)
+    min_app_release: int = 0  # signed bundles need at least this release (`fedcare app build --sign --release N`)
     data_slot: int = 0  # simulation only: which of ``data``'s sites this one is
     data_sites: int = 1  # simulation only: how many sites share ``data``
 
@@ -56,9 +58,17 @@ class SiteConfig:
             raise ConfigError("site.data: expected kind 'files' with exactly one file in paths")
         if not 0 <= self.data_slot < self.data_sites:
             raise ConfigError(f"site.data_slot: expected in [0, {self.data_sites}), got {self.data_slot}")
-        bad = [h for h in self.trusted_apps if len(h) != 64 or set(h) - set("0123456789abcdef")]
-        if bad:
-            raise ConfigError(f"site.trusted_apps: expected SHA-256 hex digests (from `fedcare app build`), got {bad}")
+        for key in ("trusted_apps", "revoked_apps"):
+            bad = [h for h in getattr(self, key) if len(h) != 64 or set(h) - set("0123456789abcdef")]
+            if bad:
+                raise ConfigError(f"site.{key}: expected SHA-256 hex digests (from `fedcare app build`), got {bad}")
+        if self.min_app_release < 0:
+            raise ConfigError(f"site.min_app_release: expected >= 0, got {self.min_app_release}")
+        if (self.revoked_apps or self.min_app_release) and not self.pins_apps:
+            raise ConfigError(
+                "site.revoked_apps / site.min_app_release: they bind only a site that approves bundles "
+                "(trusted_apps or trusted_signers); without either the site runs whatever bundle arrives"
+            )
         if self.privacy.noise_seed and os.environ.get(TEST_SEEDS_ENV) != "1":
             raise ConfigError(
                 "site.privacy.noise_seed: must be 0 (noise and sampling from OS entropy); a fixed "

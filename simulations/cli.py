@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     abuild = asub_app.add_parser("build", help="build this checkout's Flower app bundle and print its SHA-256")
     abuild.add_argument("--out", default=".", help="folder for fedcare.fab and fedcare.fab.sha256")
     abuild.add_argument("--sign", metavar="KEY", help="the consortium's app-signing key: also write fedcare.fab.sig")
+    abuild.add_argument(
+        "--release",
+        type=int,
+        default=0,
+        help="release number signed with the bundle (sites retire older ones with min_app_release)",
+    )
     audit = sub.add_parser("audit", help="inspect a site's egress log")
     asub = audit.add_subparsers(dest="action", required=True)
     for name in ("verify", "show"):
@@ -579,14 +585,14 @@ def _app_signature(path: Path) -> str:
     from common.signing import read_app_signature
 
     text = read_regular(path, "app signature").decode("utf-8", "replace").strip()
-    signed, signer, _ = read_app_signature(text)
+    signed, signer, _, release = read_app_signature(text)
     digest = hashlib.sha256(_build_app()).hexdigest()
     if signed != digest:
         raise FedcareError(
             f"--app-signature {printable(path)}: it signs sha256 {signed}, but this checkout builds {digest}; "
             "sites would refuse the run (build and sign this checkout with `fedcare app build --sign`)"
         )
-    print(f"app bundle sha256 {digest[:16]}... signed by {signer}", file=sys.stderr)
+    print(f"app bundle sha256 {digest[:16]}... release {release} signed by {signer}", file=sys.stderr)
     return text
 
 
@@ -602,14 +608,16 @@ def _app(args: argparse.Namespace) -> int:
     (out / "fedcare.fab").write_bytes(fab)
     (out / "fedcare.fab.sha256").write_text(f"{digest}  fedcare.fab\n", encoding="utf-8")
     print(f"app bundle: {out / 'fedcare.fab'} ({len(fab)} bytes) from {APP_DIR}\nsha256: {digest}")
+    if args.release and not args.sign:
+        raise FedcareError("--release: a release number is signed with the bundle; pass --sign KEY too")
     if args.sign:
         from common.signing import APP_SIGNATURE_SUFFIX, read_app_signature, sign_app
 
-        signature = sign_app(fab, Path(args.sign))
+        signature = sign_app(fab, Path(args.sign), release=args.release)
         sig_path = out / f"fedcare.fab{APP_SIGNATURE_SUFFIX}"
         sig_path.write_text(signature + "\n", encoding="utf-8")
         print(
-            f"signature: {sig_path} (signer {read_app_signature(signature)[1]})\n"
+            f"signature: {sig_path} (release {args.release}, signer {read_app_signature(signature).signer})\n"
             f"submit runs with:  fedcare coordinator run ... --app-signature {sig_path}\n"
             "sites that trust the signer add to site.yaml:  trusted_signers: [<the signer's .pub file>]"
         )
@@ -642,7 +650,7 @@ def _review(fab_path: Path, signature_path: str | None, config: str | None) -> i
     if signature_path or sig_file.exists():
         signature = read_regular(sig_file, "app signature").decode("utf-8", "replace").strip()
         try:
-            signed, signer, _ = read_app_signature(signature)
+            signed, signer, _, release = read_app_signature(signature)
         except SignatureError as err:
             raise FedcareError(f"{printable(sig_file)}: {err}") from None
         if signed != digest:
@@ -650,7 +658,10 @@ def _review(fab_path: Path, signature_path: str | None, config: str | None) -> i
                 f"{printable(sig_file)}: signed by {signer} for sha256 {signed}, not for this bundle ({digest}): "
                 "the bundle was changed after signing"
             )
-        print(f"signature: {sig_file}: valid, signed by {signer} (compare with the consortium's published key)")
+        print(
+            f"signature: {sig_file}: valid, release {release}, signed by {signer} "
+            "(compare with the consortium's published key)"
+        )
     else:
         print("signature: none (approve it by hash, or ask the consortium for fedcare.fab.sig)")
     if config:
@@ -663,6 +674,8 @@ def _review(fab_path: Path, signature_path: str | None, config: str | None) -> i
             trusted_apps=cfg.trusted_apps,
             trusted_signers=load_trusted_signers(cfg.trusted_signers),
             signature=signature,
+            revoked_apps=cfg.revoked_apps,
+            min_release=cfg.min_app_release,
         )
         print(f"site {cfg.site_id} would run it: {verdict}")
         return 0

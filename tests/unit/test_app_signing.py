@@ -57,9 +57,9 @@ def test_a_signed_bundle_is_accepted_by_a_site_that_trusts_the_signer(fab: bytes
     signature = sign_app(fab, private)
     signers = load_trusted_signers([str(public)])
     verdict = check_app(fab, site_id="site-a", trusted_signers=signers, signature=signature)
-    signed, signer, _ = read_app_signature(signature)
-    assert signed == hashlib.sha256(fab).hexdigest()
-    assert verdict == f"sha256 {signed} signed by {signer}"
+    signed, signer, _, release = read_app_signature(signature)
+    assert signed == hashlib.sha256(fab).hexdigest() and release == 0
+    assert verdict == f"sha256 {signed} release 0 signed by {signer}"
     assert signer in signers
 
 
@@ -140,13 +140,13 @@ def test_review_shows_signer_and_hash_and_whether_the_site_would_run_it(
     site.write_text(
         f"site_id: a\nsite_index: 0\nstate_dir: state\ndata:\n  paths: [d.jsonl]\ntrusted_signers: [{public}]\n"
     )
-    signer = read_app_signature(Path(f"{bundle}.sig").read_text())[1]
+    signer = read_app_signature(Path(f"{bundle}.sig").read_text()).signer
     assert main(["site", "review", str(bundle), "--config", str(site)]) == 0
     out = capsys.readouterr().out
     digest = hashlib.sha256(fab).hexdigest()
     assert f"sha256 {digest}" in out
-    assert f"valid, signed by {signer}" in out
-    assert f"site a would run it: sha256 {digest} signed by {signer}" in out
+    assert f"valid, release 0, signed by {signer}" in out
+    assert f"site a would run it: sha256 {digest} release 0 signed by {signer}" in out
     bundle.write_bytes(_one_byte_changed(fab))  # the same signature beside a changed bundle
     assert main(["site", "review", str(bundle)]) == 2
     assert "the bundle was changed after signing" in capsys.readouterr().err
@@ -161,3 +161,65 @@ def test_coordinator_run_refuses_a_signature_of_another_bundle_before_submitting
     assert code == 2
     err = capsys.readouterr().err
     assert f"but this checkout builds {hashlib.sha256(fab).hexdigest()}" in err
+
+
+def test_a_site_retires_old_bundles_by_release_or_by_hash(fab: bytes, consortium: tuple[Path, Path]):
+    """The consortium signs a release number with the hash: a site's min_app_release refuses older releases it
+    ever signed (a coordinator resubmitting an old signed bundle); revoked_apps refuses one bundle even if pinned."""
+    private, public = consortium
+    signers = load_trusted_signers([str(public)])
+    digest = hashlib.sha256(fab).hexdigest()
+    old, new = sign_app(fab, private, release=2), sign_app(fab, private, release=3)
+    assert read_app_signature(old).release == 2
+    with pytest.raises(AppRefusedError, match="signed as release 2, older than the site's min_app_release 3"):
+        check_app(fab, site_id="site-a", trusted_signers=signers, signature=old, min_release=3)
+    verdict = check_app(fab, site_id="site-a", trusted_signers=signers, signature=new, min_release=3)
+    assert verdict.startswith(f"sha256 {digest} release 3 signed by SHA256:")
+    # The release is signed: raising it in the line breaks the signature.
+    bumped = json.dumps({**json.loads(old), "release": 3})
+    with pytest.raises(AppRefusedError, match="not a valid fedcare app signature"):
+        check_app(fab, site_id="site-a", trusted_signers=signers, signature=bumped, min_release=3)
+    # A signature line made before releases existed (no "release" signed) reads as release 0.
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    body = {k: v for k, v in json.loads(new).items() if k not in ("release", "signature")}
+    key = load_pem_private_key(private.read_bytes(), None)
+    signed_body = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+    unnumbered = json.dumps({**body, "signature": base64.b64encode(key.sign(signed_body)).decode()})
+    assert read_app_signature(unnumbered).release == 0
+    with pytest.raises(AppRefusedError, match="signed as release 0, older than the site's min_app_release 1"):
+        check_app(fab, site_id="site-a", trusted_signers=signers, signature=unnumbered, min_release=1)
+    for trusted in ({"trusted_apps": (digest,)}, {"trusted_signers": signers, "signature": new}):
+        with pytest.raises(AppRefusedError, match=r"its site.yaml revokes this bundle \(revoked_apps\)"):
+            check_app(fab, site_id="site-a", revoked_apps=(digest,), **trusted)
+    with pytest.raises(SignatureError, match="non-negative integer"):
+        sign_app(fab, private, release=-1)
+
+
+def test_site_yaml_revocation_keys_are_checked_and_reach_review(
+    fab: bytes, consortium: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from common.errors import ConfigError
+
+    private, public = consortium
+    digest = hashlib.sha256(fab).hexdigest()
+    (tmp_path / "d.jsonl").write_text("")
+    site = tmp_path / "site.yaml"
+    base = "site_id: a\nsite_index: 0\nstate_dir: state\ndata:\n  paths: [d.jsonl]\n"
+    site.write_text(base + "revoked_apps: [abc]\ntrusted_apps: [" + digest + "]\n")
+    with pytest.raises(ConfigError, match="site.revoked_apps: expected SHA-256 hex digests"):
+        load_site_config(site)
+    site.write_text(base + "min_app_release: 4\n")  # no trusted list: the cap would bind nothing
+    with pytest.raises(ConfigError, match="bind only a site that approves bundles"):
+        load_site_config(site)
+    site.write_text(base + f"trusted_signers: [{public}]\nmin_app_release: 4\n")
+    assert load_site_config(site).min_app_release == 4
+    bundle = tmp_path / "fedcare.fab"
+    bundle.write_bytes(fab)
+    Path(f"{bundle}.sig").write_text(sign_app(fab, private, release=3) + "\n")
+    assert main(["site", "review", str(bundle), "--config", str(site)]) == 2
+    captured = capsys.readouterr()
+    assert "valid, release 3, signed by" in captured.out
+    assert "signed as release 3, older than the site's min_app_release 4" in captured.err
