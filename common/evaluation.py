@@ -344,23 +344,46 @@ def answer_loss(model: Any, tokenizer: Any, item: TaskItem, max_seq_len: int) ->
     return float(token_loss) / max(1, n), n
 
 
-def generate_answer(model: Any, tokenizer: Any, item: TaskItem, max_prompt_tokens: int, max_new_tokens: int) -> str:
-    """Greedy decoding of at most ``max_new_tokens`` tokens after the prompt."""
+def generate_answers(
+    model: Any, tokenizer: Any, items: Sequence[TaskItem], settings: EvalSettings, progress: Any = None
+) -> list[str]:
+    """Greedy decoding of at most ``settings.max_new_tokens`` tokens after each item's prompt.
+
+    Prompts go through ``generate`` ``settings.generation_batch`` at a time, left-padded (one decoding
+    step serves the whole batch, which is what makes generation affordable on a CPU), longest first
+    so a batch's prompts are of similar length; the order is fixed, so the same inputs give the same
+    texts on every run. ``progress`` (a tqdm bar) advances by the items of each batch.
+    """
     import torch
 
-    ids = prompt_ids(tokenizer, item.prompt, max_prompt_tokens)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return str(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)).strip()
+    prompts = [prompt_ids(tokenizer, item.prompt, settings.max_prompt_tokens) for item in items]
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    pad = tokenizer.pad_token_id
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops = {pad, tokenizer.eos_token_id, *(config_eos if isinstance(config_eos, list) else [config_eos])} - {None}
+    texts = [""] * len(prompts)
+    for start in range(0, len(order), settings.generation_batch):
+        chunk = order[start : start + settings.generation_batch]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+            )
+        for row, i in zip(out[:, width:].tolist(), chunk, strict=True):
+            end = next((n for n, token in enumerate(row) if token in stops), len(row))  # finished rows are padded
+            texts[i] = str(tokenizer.decode(row[:end], skip_special_tokens=True)).strip()
+        if progress is not None:
+            progress.update(len(chunk))
+    return texts
 
 
 @dataclass(frozen=True)
@@ -370,6 +393,7 @@ class EvalSettings:
     max_prompt_tokens: int = 1024  # prompt tokens kept after the chat template (cut from the left)
     max_new_tokens: int = 128  # generation cap per item
     max_seq_len: int = 1024  # prompt + answer tokens for the answer-token loss
+    generation_batch: int = 8  # generation prompts decoded together (left-padded)
 
     @classmethod
     def for_training_length(cls, max_seq_len: int) -> EvalSettings:
@@ -390,23 +414,30 @@ def score_task(
     from tqdm import tqdm
 
     model.eval()
-    scores = []
     # In a log file (not a terminal) a bar line every 30 s is enough.
-    for item in tqdm(
-        task.items,
+    bar = tqdm(
+        total=len(task.items),
         desc=desc or task.name,
         unit="item",
         disable=not progress,
         file=sys.stderr,
         leave=False,
         mininterval=0.1 if sys.stderr.isatty() else 30.0,
-    ):
+    )
+    with bar:
         if task.kind == "choice":
-            scores.append(score_choice(model, tokenizer, item, settings.max_prompt_tokens))
+            scores = []
+            for item in task.items:
+                scores.append(score_choice(model, tokenizer, item, settings.max_prompt_tokens))
+                bar.update(1)
         else:
-            text = generate_answer(model, tokenizer, item, settings.max_prompt_tokens, settings.max_new_tokens)
-            loss, n = answer_loss(model, tokenizer, item, settings.max_seq_len)
-            scores.append(ItemScore(predicted=text, loss=loss, answer_tokens=n))
+            texts = generate_answers(model, tokenizer, task.items, settings, bar)
+            scores = [
+                ItemScore(predicted=text, loss=loss, answer_tokens=n)
+                for text, (loss, n) in zip(
+                    texts, (answer_loss(model, tokenizer, i, settings.max_seq_len) for i in task.items), strict=True
+                )
+            ]
     if task.kind == "generation":
         for score, value in zip(
             scores, rouge_l([i.answer for i in task.items], [s.predicted for s in scores]), strict=True

@@ -37,9 +37,36 @@ log = logging.getLogger("fedcare.compare")
 ARMS = ("base", "local", "federated", "pooled_dp", "pooled")
 
 
+# What an in-process arm may tune differently from the federated run; steps, budget, data and model stay the same.
+TUNABLE = ("train.learning_rate", "train.weight_decay", "train.batch_size", "privacy.max_grad_norm")
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `fedcare simulate`")
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="ARM:OVERRIDE",
+        help="tune one in-process arm (local, pooled_dp, pooled) on top of the run's settings, e.g. "
+        f"`--arm pooled:train.learning_rate=0.002`; one of {', '.join(TUNABLE)}; repeatable",
+    )
     return parser
+
+
+def parse_arm_overrides(items: list[str]) -> dict[str, list[str]]:
+    """``["local:train.learning_rate=0.01", ...]`` -> ``{"local": ["train.learning_rate=0.01"], ...}``."""
+    from common.errors import ConfigError
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        arm, sep, override = item.partition(":")
+        if not sep or arm not in ("local", "pooled_dp", "pooled") or "=" not in override:
+            raise ConfigError(f"--arm {item!r}: expected ARM:KEY=VALUE with ARM one of local, pooled_dp, pooled")
+        if override.split("=", 1)[0] not in TUNABLE:
+            raise ConfigError(f"--arm {item!r}: an arm may only tune {', '.join(TUNABLE)} (same steps, budget, data)")
+        out.setdefault(arm, []).append(override)
+    return out
 
 
 def arm_dp(cfg: Any, records: int, batch: int) -> Any:
@@ -81,8 +108,9 @@ def train_arm(
     return adapter_arrays(model)
 
 
-def compare(overrides: list[str]) -> dict[str, Any]:
-    """Run every arm; returns (and writes) ``compare.json``."""
+def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Run every arm; returns (and writes) ``compare.json``. ``arm_overrides`` tunes an in-process arm
+    (:func:`parse_arm_overrides`): its :data:`TUNABLE` settings on top of ``overrides``."""
     from client import runtime
     from client.train import evaluate_loss
     from common.adapters import adapter_arrays, load_adapter_arrays
@@ -94,8 +122,10 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     from simulations.run import simulate
 
     quiet_third_party()
-    summary = simulate(overrides)
+    arm_overrides = arm_overrides or {}
     cfg, _ = compose(overrides)
+    arm_cfg = {arm: compose([*overrides, *arm_overrides.get(arm, [])])[0] for arm in ("local", "pooled_dp", "pooled")}
+    summary = simulate(overrides)
     run_dir = Path(summary["run_dir"])
     plan = plan_for_round(cfg, 1, run_dir.name)
     model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
@@ -107,10 +137,11 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     pad = tokenizer.pad_token_id
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
 
-    def train(examples: list[Any], batch: int, dp: bool, seed: int) -> dict[str, np.ndarray]:
-        settings = arm_dp(cfg, len(examples), batch) if dp else None
+    def train(arm: str, examples: list[Any], batch: int, seed: int) -> dict[str, np.ndarray]:
+        own = arm_cfg[arm]
+        settings = arm_dp(own, len(examples), batch) if arm != "pooled" else None
         return train_arm(
-            model, initial, examples, cfg, batch=batch, dp=settings, seed=seed, precision=precision, pad_id=pad
+            model, initial, examples, own, batch=batch, dp=settings, seed=seed, precision=precision, pad_id=pad
         )
 
     evaluation = summary.get("evaluation") or {}
@@ -157,15 +188,14 @@ def compare(overrides: list[str]) -> dict[str, Any]:
     local: dict[str, dict[str, Any]] = {}
     for i, site in enumerate(sites):
         log.info("compare: site-%d alone (%d records, %d DP-SGD steps)", i, len(site.train), total_steps)
-        arrays = train(site.train, cfg.train.batch_size, True, cfg.seed * 1009 + i)
+        arrays = train("local", site.train, arm_cfg["local"].train.batch_size, cfg.seed * 1009 + i)
         local[f"site-{i}"] = score(arrays)[f"site-{i}"]  # a site alone is judged on its own data
     results["local"] = local
     pooled = [e for site in sites for e in site.train]
-    batch = min(cfg.train.batch_size * cfg.num_sites, len(pooled) - 1)
-    log.info("compare: all %d records pooled, with DP", len(pooled))
-    results["pooled_dp"] = score(train(pooled, batch, True, cfg.seed * 1009 + 101))
-    log.info("compare: all %d records pooled, without DP", len(pooled))
-    results["pooled"] = score(train(pooled, batch, False, cfg.seed * 1009 + 202))
+    for arm, dp, seed in (("pooled_dp", "with", 101), ("pooled", "without", 202)):
+        batch = min(arm_cfg[arm].train.batch_size * cfg.num_sites, len(pooled) - 1)
+        log.info("compare: all %d records pooled, %s DP (expected batch %d)", len(pooled), dp, batch)
+        results[arm] = score(train(arm, pooled, batch, cfg.seed * 1009 + seed))
     load_adapter_arrays(model, initial)
 
     metric = next((primary_metric(t.kind) for t in tasks.values() if t is not None), None)
@@ -187,6 +217,7 @@ def compare(overrides: list[str]) -> dict[str, Any]:
         "mean_loss_gain_over_base": gain,
         "federated_share_of_pooled_gain": gain["federated"] / gain["pooled"] if gain["pooled"] > 0 else math.nan,
         "steps": total_steps,
+        "arm_overrides": {arm: arm_overrides.get(arm, []) for arm in ("local", "pooled_dp", "pooled")},
         "run_dir": str(run_dir),
     }
     (run_dir / "compare.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -214,11 +245,14 @@ def format_compare(result: dict[str, Any]) -> str:
         f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}"
     )
     lines.append(f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model")
+    tuned = {arm: o for arm, o in result.get("arm_overrides", {}).items() if o}
+    if tuned:
+        lines.append("arm settings: " + "; ".join(f"{arm} {' '.join(o)}" for arm, o in tuned.items()))
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
-    result = compare(list(args.overrides))
+    result = compare(list(args.overrides), parse_arm_overrides(list(args.arm)))
     print("\n" + format_compare(result))
     print(f"compare: {result['run_dir']}/compare.json\nreport: {result['run_dir']}/report.html")
     return 0

@@ -15,6 +15,7 @@ from common.evaluation import (
     TaskSpec,
     evaluate_models,
     format_results,
+    generate_answers,
     load_task,
     prompt_ids,
     score_choice,
@@ -113,6 +114,23 @@ def test_generation_task_reports_rouge_loss_perplexity(tiny, tmp_path: Path) -> 
     m = out["models"][0]["metrics"]
     assert m["n"] == 2 and 0.0 <= m["rouge_l"] <= 1.0
     assert m["loss"] > 0 and m["perplexity"] > 1.0
+
+
+def test_batched_generation_gives_the_texts_of_one_prompt_at_a_time(tiny) -> None:  # noqa: ANN001
+    """Left-padded batches (prompts of different lengths) decode exactly what each prompt alone does."""
+    import copy
+
+    _, base, tokenizer = tiny
+    model = copy.deepcopy(base)  # random weights of a larger scale, so greedy decoding says something varied
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    prompts = ["Summarize: cough.", "Summarize: chest pain for two days, worse on exertion.", "Note: fever", "Hi"]
+    items = [TaskItem(prompt=(("user", p),), answer="x") for p in prompts]
+    alone = generate_answers(model, tokenizer, items, EvalSettings(max_new_tokens=12, generation_batch=1))
+    batched = generate_answers(model, tokenizer, items, EvalSettings(max_new_tokens=12, generation_batch=3))
+    assert batched == alone and len(set(alone)) > 1
 
 
 def test_adapter_side_by_side_differs_from_base(tiny, tmp_path: Path) -> None:  # noqa: ANN001

@@ -1,0 +1,55 @@
+"""``fedcare compare --arm``: which settings an arm may tune on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import ConfigError
+from simulations.compare import format_compare, parse_arm_overrides
+
+
+def test_arm_overrides_group_by_arm() -> None:
+    got = parse_arm_overrides(
+        ["local:train.learning_rate=0.01", "pooled:train.learning_rate=0.002", "local:privacy.max_grad_norm=0.5"]
+    )
+    assert got == {
+        "local": ["train.learning_rate=0.01", "privacy.max_grad_norm=0.5"],
+        "pooled": ["train.learning_rate=0.002"],
+    }
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "federated:train.learning_rate=0.01",  # the federated arm is the run itself: its overrides are the run's
+        "base:train.learning_rate=0.01",
+        "local",
+        "local:train.learning_rate",
+        "local:train.local_steps=20",  # same steps for every arm
+        "pooled_dp:privacy.target_epsilon=16",  # same budget
+        "pooled:data.eval_fraction=0.5",  # same data
+        "pooled:lora.rank=4",  # same adapter shape
+    ],
+)
+def test_arm_overrides_refuse_what_must_stay_the_same(item: str) -> None:
+    with pytest.raises(ConfigError, match="--arm"):
+        parse_arm_overrides([item])
+
+
+def test_the_table_names_tuned_arms() -> None:
+    row = {
+        "loss": dict.fromkeys(("base", "local", "federated", "pooled_dp", "pooled"), 1.0),
+        "task": {},
+        "gain_vs_local": 0.0,
+    }
+    result = {
+        "arms": ["base", "local", "federated", "pooled_dp", "pooled"],
+        "metric": None,
+        "sites": {"site-0": row},
+        "worst_site": "site-0",
+        "no_site_worse_off": True,
+        "federated_share_of_pooled_gain": 0.5,
+        "arm_overrides": {"local": ["train.learning_rate=0.01"], "pooled_dp": [], "pooled": []},
+    }
+    text = format_compare(result)
+    assert "arm settings: local train.learning_rate=0.01" in text and "pooled_dp" not in text.split("arm settings")[1]
