@@ -147,19 +147,33 @@ def train_round(
                         p.grad_sample = torch.zeros((0, *p.shape), dtype=torch.float32, device=device)
                     optimizer.step()
                 continue
-            batch = collate([examples[i] for i in idx], pad_id)
-            loss = per_example_loss(model, batch, precision).mean()  # Opacus's hooks sit on its modules
-            loss.backward()
-            if dp is not None:
-                grad_samples_to_fp32(params)  # clip, sum and noise in fp32 whatever the compute precision
-                if units is not None:
-                    average_grad_samples_by_unit(params, [units[i] for i in idx])
-            if anchor is not None:
-                add_proximal_gradient(params, anchor, proximal_mu, per_sample=dp is not None)
+            total = 0.0  # sum of the per-example losses of the whole (logical) batch
+            parts = physical_batches(idx, cfg.max_physical_batch, units)
+            for n, part in enumerate(parts, start=1):
+                last = n == len(parts)
+                batch = collate([examples[i] for i in part], pad_id)
+                per_example = per_example_loss(model, batch, precision)  # Opacus's hooks sit on its modules
+                total += float(per_example.detach().sum())
+                tokens += int(batch["attention_mask"].sum())
+                if dp is not None:
+                    # Per-sample gradients whatever the part's size; Opacus clips them into summed_grad.
+                    per_example.mean().backward()
+                    grad_samples_to_fp32(params)  # clip, sum and noise in fp32 whatever the compute precision
+                    if units is not None:
+                        average_grad_samples_by_unit(params, [units[i] for i in part])
+                    if anchor is not None:
+                        add_proximal_gradient(params, anchor, proximal_mu, per_sample=True)
+                    if not last:  # clip and accumulate only: the noise and the step come with the last part
+                        optimizer.signal_skip_step(do_skip=True)  # type: ignore[attr-defined]
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)  # drops grad_sample, keeps summed_grad
+                else:
+                    (per_example.sum() / len(idx)).backward()  # the parts' gradients add up to the batch mean's
+                    if last and anchor is not None:
+                        add_proximal_gradient(params, anchor, proximal_mu, per_sample=False)
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(total / len(idx))
             seen += len(idx)
-            tokens += int(batch["attention_mask"].sum())
             if progress is not None:
                 progress(step, len(batches), losses[-1])
     finally:
@@ -184,6 +198,25 @@ def train_round(
         seconds=seconds,
         update_norm=update_norm,
     )
+
+
+def physical_batches(idx: Sequence[int], size: int, units: Sequence[int] | None = None) -> list[list[int]]:
+    """Split one Poisson batch into parts of at most ``size`` examples (0: the batch whole), which
+    ``train_round`` runs one after another before a single optimizer step (the same step in less
+    memory). With ``units``, a patient's records stay in one part (a part may then exceed ``size``
+    when one patient alone does), so each patient is still one clipped row."""
+    idx = list(idx)
+    if size <= 0 or len(idx) <= size:
+        return [idx]
+    groups: dict[int, list[int]] = {}
+    for i in idx:
+        groups.setdefault(units[i] if units is not None else i, []).append(i)
+    parts: list[list[int]] = [[]]
+    for group in groups.values():
+        if parts[-1] and len(parts[-1]) + len(group) > size:
+            parts.append([])
+        parts[-1].extend(group)
+    return parts
 
 
 @torch.no_grad()

@@ -148,10 +148,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 128  # tokens per example after the chat template; longer ones are cut
     eval_batch_size: int = 16  # examples per forward pass when measuring held-out loss
+    max_physical_batch: int = 0  # examples per forward/backward pass; a larger batch runs in parts (0 = whole)
 
     def __post_init__(self) -> None:
         for key in ("local_steps", "batch_size", "max_seq_len", "eval_batch_size"):
             _check(getattr(self, key) >= 1, f"train.{key}", ">= 1", getattr(self, key))
+        _check(self.max_physical_batch >= 0, "train.max_physical_batch", ">= 0", self.max_physical_batch)
         _check(self.max_seq_len >= 16, "train.max_seq_len", ">= 16", self.max_seq_len)
         _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
         _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)

@@ -38,7 +38,13 @@ ARMS = ("base", "local", "federated", "pooled_dp", "pooled")
 
 
 # What an in-process arm may tune differently from the federated run; steps, budget, data and model stay the same.
-TUNABLE = ("train.learning_rate", "train.weight_decay", "train.batch_size", "privacy.max_grad_norm")
+TUNABLE = (
+    "train.learning_rate",
+    "train.weight_decay",
+    "train.batch_size",
+    "train.max_physical_batch",
+    "privacy.max_grad_norm",
+)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -334,3 +334,47 @@ def test_ffa_lora_trains_and_sends_only_lora_b(tiny, examples, tmp_path) -> None
     save_adapter(ffa, tmp_path / "ffa")  # the PEFT file still holds A: it loads on its own
     loaded = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "ffa"))
     assert all(torch.equal(a_before[n], p) for n, p in loaded.named_parameters() if ".lora_A." in n)
+
+
+def test_physical_batches_keep_a_patients_records_together() -> None:
+    from client.train import physical_batches
+
+    assert physical_batches([5, 1, 7], 0) == [[5, 1, 7]]
+    assert physical_batches([5, 1, 7, 2, 9], 2) == [[5, 1], [7, 2], [9]]
+    units = [0, 0, 1, 1, 1, 2, 3]  # example -> patient
+    assert physical_batches([0, 2, 1, 3, 4, 5, 6], 3, units) == [[0, 1], [2, 3, 4], [5, 6]]
+    assert physical_batches([2, 3, 4], 2, units) == [[2, 3, 4]]  # one patient alone exceeds the part size
+
+
+@pytest.mark.parametrize("dp_on", [True, False])
+@pytest.mark.parametrize("by_patient", [False, True])
+def test_a_batch_run_in_parts_takes_the_same_step(tiny, examples, dp_on: bool, by_patient: bool) -> None:
+    """train.max_physical_batch: the sampled batch in parts of 2 gives the adapter of the batch whole
+    (same Poisson batches, same pinned noise): clipping per sample, one noise draw, one step."""
+    _, base, tokenizer = tiny
+    units = [i // 2 for i in range(len(examples))] if by_patient else None
+    num_units = len(set(units)) if units else len(examples)
+    dp = (
+        DPSettings(noise_multiplier=0.7, max_grad_norm=0.05, sample_rate=8 / num_units, noise_seed=11)
+        if dp_on
+        else None
+    )
+    ends = []
+    for physical in (0, 2):
+        model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
+        result = train_round(
+            model,
+            examples,
+            TrainConfig(local_steps=3, batch_size=8, max_physical_batch=physical),
+            precision="fp32",
+            pad_id=tokenizer.pad_token_id,
+            dp=dp,
+            rng=np.random.default_rng(5),
+            units=units,
+        )
+        ends.append((adapter_arrays(model), result))
+    (whole, r0), (parts, r1) = ends
+    assert r0.examples_seen == r1.examples_seen > 3 * 2  # batches bigger than a part
+    assert r0.train_loss == pytest.approx(r1.train_loss, rel=1e-5)
+    for k in whole:
+        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-4, atol=1e-6)
