@@ -30,6 +30,9 @@ def quiet_third_party() -> None:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     logging.getLogger("peft").setLevel(logging.ERROR)
+    # Flower prints through its own console handler; opacus calls logging.basicConfig() when it is
+    # imported, so a propagating flwr logger would print every Flower line twice.
+    logging.getLogger("flwr").propagate = False
     for module in ("transformers", "peft", "torch", "opacus"):  # deprecation notices meant for their developers
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
