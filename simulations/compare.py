@@ -145,6 +145,8 @@ def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = N
 
     def train(arm: str, examples: list[Any], batch: int, seed: int) -> dict[str, np.ndarray]:
         own = arm_cfg[arm]
+        if not own.train.max_physical_batch:  # a pooled batch runs in parts of a site's batch: a site's memory
+            own = replace(own, train=replace(own.train, max_physical_batch=own.train.batch_size))
         settings = arm_dp(own, len(examples), batch) if arm != "pooled" else None
         return train_arm(
             model, initial, examples, own, batch=batch, dp=settings, seed=seed, precision=precision, pad_id=pad
