@@ -16,7 +16,9 @@ training's held-out loss) and its perplexity exp(total loss / total answer token
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -29,6 +31,8 @@ from common.errors import DataError
 from common.metrics import baselines, classification_metrics, group_gaps, rouge_l
 from common.records import ChatRecord, ColumnMapping, load_records, read_rows
 from common.task_release import TaskSums, choice_sums, generation_sums
+
+log = logging.getLogger("fedcare.evaluate")
 
 KINDS = ("auto", "choice", "generation")
 _PROMPT_KEYS = ("input", "prompt", "question")
@@ -562,9 +566,15 @@ def evaluate_sites(
     )
     scores: dict[str, dict[str, list[ItemScore]]] = {"base": {}, "final": {}}
     for site, task in tasks.items():
-        with model.disable_adapter():
-            scores["base"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} base", progress=progress)
-        scores["final"][site] = score_task(model, tokenizer, task, settings, desc=f"{site} final", progress=progress)
+        for which in ("base", "final"):
+            start = time.perf_counter()
+            with model.disable_adapter() if which == "base" else contextlib.nullcontext():
+                scores[which][site] = score_task(
+                    model, tokenizer, task, settings, desc=f"{site} {which}", progress=progress
+                )
+            log.info(
+                "task metrics: %s %s: %d items in %.0f s", site, which, len(task.items), time.perf_counter() - start
+            )
     model.unload()  # leave ``base`` as it was
     result: dict[str, Any] = {
         "task": first.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict
         torch.set_num_threads(cfg.model.num_threads)
     base, tokenizer = load_model_and_tokenizer(cfg.model)
     settings = EvalSettings.for_training_length(cfg.train.max_seq_len)
-    result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=False)
+    result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=sys.stderr.isatty())
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return result
 
