@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("evaluation"):
         print(task_line(summary["evaluation"]))
     print(f"report: {summary['report']}")
+    rerun = " ".join(["fedcare compare", *args]).strip()
+    print(f"baselines (each site alone, all data pooled with and without DP, same steps and epsilon): {rerun}")
     return 0
 
 

@@ -65,6 +65,7 @@ def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Pat
     run_dir = tmp_path / "rep"
     check_run(run_dir, sites=2, rounds=2, dp=True)
     assert f"report: {run_dir}/report.html" in result.stdout
+    assert result.stdout.rstrip().endswith(f"fedcare compare +experiment=smoke output_dir={tmp_path} run_name=rep")
     assert "task accuracy base -> final" in result.stdout
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert set(evaluation["sites"]) == {"site-0", "site-1"} and evaluation["kind"] == "choice"
