@@ -101,6 +101,7 @@ def train_arm(
     seed: int,
     precision: str,
     pad_id: int,
+    label: str = "arm",
 ) -> dict[str, np.ndarray]:
     """Train ``model`` from the adapter ``initial`` on ``examples`` in this process: all of the run's
     ``num_rounds x local_steps`` steps in one go, DP-SGD with ``dp`` (:func:`arm_dp`; None = no DP);
@@ -110,7 +111,22 @@ def train_arm(
 
     load_adapter_arrays(model, initial)
     train_cfg = replace(cfg.train, local_steps=cfg.num_rounds * cfg.train.local_steps, batch_size=batch)
-    train_round(model, examples, train_cfg, precision=precision, pad_id=pad_id, dp=dp, rng=np.random.default_rng(seed))
+    every = max(1, train_cfg.local_steps // 4)
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        if step % every == 0 or step == steps:
+            log.info("compare: %s step %d/%d loss %.4f", label, step, steps, loss)
+
+    train_round(
+        model,
+        examples,
+        train_cfg,
+        precision=precision,
+        pad_id=pad_id,
+        dp=dp,
+        rng=np.random.default_rng(seed),
+        progress=progress,
+    )
     return adapter_arrays(model)
 
 
@@ -143,13 +159,22 @@ def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = N
     pad = tokenizer.pad_token_id
     precision = runtime.precision_for(cfg.model)  # "auto" resolved as the sites resolve it
 
-    def train(arm: str, examples: list[Any], batch: int, seed: int) -> dict[str, np.ndarray]:
+    def train(arm: str, examples: list[Any], batch: int, seed: int, label: str) -> dict[str, np.ndarray]:
         own = arm_cfg[arm]
         if not own.train.max_physical_batch:  # a pooled batch runs in parts of a site's batch: a site's memory
             own = replace(own, train=replace(own.train, max_physical_batch=own.train.batch_size))
         settings = arm_dp(own, len(examples), batch) if arm != "pooled" else None
         return train_arm(
-            model, initial, examples, own, batch=batch, dp=settings, seed=seed, precision=precision, pad_id=pad
+            model,
+            initial,
+            examples,
+            own,
+            batch=batch,
+            dp=settings,
+            seed=seed,
+            precision=precision,
+            pad_id=pad,
+            label=label,
         )
 
     evaluation = summary.get("evaluation") or {}
@@ -196,14 +221,14 @@ def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = N
     local: dict[str, dict[str, Any]] = {}
     for i, site in enumerate(sites):
         log.info("compare: site-%d alone (%d records, %d DP-SGD steps)", i, len(site.train), total_steps)
-        arrays = train("local", site.train, arm_cfg["local"].train.batch_size, cfg.seed * 1009 + i)
+        arrays = train("local", site.train, arm_cfg["local"].train.batch_size, cfg.seed * 1009 + i, f"site-{i} alone")
         local[f"site-{i}"] = score(arrays)[f"site-{i}"]  # a site alone is judged on its own data
     results["local"] = local
     pooled = [e for site in sites for e in site.train]
     for arm, dp, seed in (("pooled_dp", "with", 101), ("pooled", "without", 202)):
         batch = min(arm_cfg[arm].train.batch_size * cfg.num_sites, len(pooled) - 1)
         log.info("compare: all %d records pooled, %s DP (expected batch %d)", len(pooled), dp, batch)
-        results[arm] = score(train(arm, pooled, batch, cfg.seed * 1009 + seed))
+        results[arm] = score(train(arm, pooled, batch, cfg.seed * 1009 + seed, arm))
     load_adapter_arrays(model, initial)
 
     metric = next((primary_metric(t.kind) for t in tasks.values() if t is not None), None)
