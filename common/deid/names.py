@@ -158,10 +158,19 @@ def names(text: str, ordinary: frozenset[str], is_eponym: object) -> Iterator[Fi
                 continue  # "Cornelia de Lange syndrome"
             end = run[1]
         yield Finding("NAME", *_strip_possessive(text, start, end))
+    for pattern in (_SPELLED, _PARTICLE_NAME):
+        for match in pattern.finditer(text):
+            if pattern is _SPELLED and sum(c.isalpha() for c in match.group()) < 4:
+                continue
+            if not (is_eponym(text, match.end(), match.group().split()) or _TEST_AFTER.match(text, match.end())):  # type: ignore[operator]
+                yield Finding("NAME", match.start(), match.end())
     for match in _CAPS_LAST_FIRST.finditer(text):
         words = list(_WORD.finditer(match.group("name")))
         while words and (_plain(words[-1].group()) in ordinary or words[-1].group() in _CAPS_NOT_NAMES):
             words.pop()
+        # At the start of a line the cue itself may open the match ("PT JOHNSON, MARK"): it is no part of the name.
+        while len(words) > 2 and _plain(words[0].group()) in ordinary:
+            words.pop(0)
         parts = {part for word in words for part in re.split(r"[-'’]", _plain(word.group()))}
         if len(words) >= 2 and parts & names_ and not any(_plain(w.group()) in ordinary for w in words):
             yield Finding("NAME", match.start("name") + words[0].start(), match.start("name") + words[-1].end())
@@ -173,6 +182,14 @@ _CAPS_LAST_FIRST = re.compile(
     r"(?P<name>[A-Z][A-Z'’-]+(?:[ \t][A-Z][A-Z'’-]+)?,[ \t]*[A-Z][A-Z'’-]+(?:[ \t][A-Z][A-Z'’-]+)?(?![\w'’-])"
     r"|[A-Z][a-z'’]*[A-Z]?[a-z'’-]+,[ \t]*[A-Z][a-z'’-]+(?![\w'’-]))",
     re.MULTILINE,
+)
+
+
+# A name spelled out letter by letter ("V-A-N D-E-R M-E-R-W-E", "S-M-I-T-H"), of four letters or more.
+_SPELLED = re.compile(r"(?<![\w-])[A-Za-z](?:-[A-Za-z])+(?:[ \t]+[A-Za-z](?:-[A-Za-z])+)*(?![\w-])")
+# A surname that opens with a two-word particle ("Van der Merwe", "de la Cruz"), with no title or listed name.
+_PARTICLE_NAME = re.compile(
+    r"(?<![\w'’-])(?:[Vv]an|[Vv]on|[Dd]e)[ \t]+(?:der|den|de|la|los|las)[ \t]+[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?(?![\w-])"
 )
 
 
@@ -308,8 +325,10 @@ def _run(
 
 
 def _listed_word(lowered: str, names_: frozenset[str]) -> bool:
-    # A hyphenated name is listed when its first part is ("Olivia-Rose", "Kerry-Ann").
-    return lowered in names_ or ("-" in lowered and lowered.split("-")[0] in names_)
+    # A hyphenated name is listed when its first part is ("Olivia-Rose", "Kerry-Ann"); a spelled pronunciation
+    # ("SIL-e-ah", "kok-sid-e-OY-do-mi-KO-sis") has more parts or a one-letter part.
+    parts = lowered.split("-")
+    return lowered in names_ or (len(parts) == 2 and min(map(len, parts)) >= 2 and parts[0] in names_)
 
 
 def _same_shape(first: str, word: str) -> bool:

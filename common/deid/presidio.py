@@ -149,6 +149,8 @@ class PresidioDetector:
                 ):
                     continue
                 findings.append(Finding(kind, *span))
+            elif kind == "URL" and ".." in text[result.start : result.end]:
+                continue  # "a look...so": an ellipsis before a word that is also a top-level domain
             else:
                 findings.append(Finding(kind, result.start, result.end))
         return findings

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
-from common.deid import formats, names
+from common.deid import formats, names, places
 from common.deid.base import Finding
 from common.deid.words import (
     CITY_PREFIXES,
@@ -516,6 +516,7 @@ def _addresses(text: str) -> Iterator[Finding]:
                 break
         if words:
             yield Finding("ADDRESS", match.end("city") - len(" ".join(words)), match.end("city"))
+    yield from places.places(text, _is_eponym)
 
 
 def _street_dr(text: str, match: re.Match[str]) -> bool:
@@ -575,7 +576,9 @@ def _listed(word: str) -> bool:
 
 
 def _is_eponym(text: str, end: int, words: list[str]) -> bool:
-    return any(word.lower() in EPONYMS for word in words) or _EPONYM_AFTER.match(text, end) is not None
+    # Each part of a hyphenated eponym counts: "Arnold-Chiari", "Creutzfeldt-Jakob".
+    parts = (part for word in words for part in re.split(r"[-'’]", word.lower()))
+    return any(part in EPONYMS for part in parts) or _EPONYM_AFTER.match(text, end) is not None
 
 
 def trim_name_or_place(

@@ -83,7 +83,8 @@ EPONYM_HEADS = sorted(
         "angina virus bacillus contracture deformity aneurysm anomaly sequence equation formula block incision line "
         "lines point ring membrane canal duct gland glands pouch hernia valve loop spot spots thyroiditis "
         "encephalopathy dementia neuralgia neuropathy arthritis anemia anaemia ratio curve diverticulum protocol "
-        "variant grade grading staging splint fixation granuloma esotropia keratitis tremor type types"
+        "variant grade grading staging splint fixation granuloma esotropia keratitis tremor type types malformation "
+        "malformations tendon tendons"
     )
 )
 
@@ -126,7 +127,8 @@ STOP_WORDS = word_set(
     kinda sorry everything nothing something anything two three four five six seven eight nine ten eleven twelve
     twenty thirty forty fifty sixty seventy eighty ninety hundred first second third
     central mount saint lake river park hill valley county city state town village united states america english
-    spanish caucasian african hispanic latino latina asian black white native jewish european indian chinese
+    spanish german danish arab
+    caucasian african hispanic latino latina asian black white native jewish european indian chinese
     japanese korean mexican christian catholic muslim protestant data query alabama alaska arizona arkansas
     california colorado connecticut delaware florida hawaii idaho illinois indiana iowa kansas kentucky louisiana
     maine maryland massachusetts michigan minnesota mississippi missouri montana nebraska nevada ohio oklahoma
@@ -161,6 +163,12 @@ COUNTRIES = word_set(
     norway pakistan peru philippines poland portugal romania russia scotland senegal serbia singapore somalia spain
     sudan sweden switzerland syria taiwan tanzania thailand turkey uganda ukraine vietnam wales yemen zimbabwe
     uk usa us u.s. u.s.a. uae eu europe scandinavia
+    bolivia ecuador paraguay uruguay venezuela guatemala honduras nicaragua panama belize angola botswana cameroon
+    congo zambia malawi mozambique namibia rwanda liberia mali niger chad tunisia kazakhstan uzbekistan mongolia
+    cambodia laos myanmar burma fiji samoa estonia latvia lithuania slovakia slovenia belarus moldova armenia
+    azerbaijan cyprus malta luxembourg kuwait qatar oman bahrain bhutan maldives greenland
+    oceania antarctica arctic mediterranean polynesia micronesia melanesia balkans pacific atlantic
+    northern southern eastern western northeast northwest southeast southwest midwest
     """,
     lower=True,
 )
@@ -192,5 +200,17 @@ COUNTRY_PHRASES = frozenset(
         "southeast asia",
         "south asia",
         "east asia",
+        "costa rica",
+        "el salvador",
+        "puerto rico",
+        "dominican republic",
+        "sierra leone",
+        "ivory coast",
+        "papua new guinea",
+        "pacific islands",
+        "central america",
+        "central asia",
+        "north africa",
+        "southern africa",
     }
 )

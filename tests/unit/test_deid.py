@@ -121,6 +121,13 @@ POSITIVES = [
     ("Lives at 789 Elm Dr. She walks daily.", "ADDRESS", "789 Elm Dr"),
     ("Lives in Springfield, MA 01103.", "ZIP", "01103"),
     ("Zip code 60614.", "ZIP", "60614"),
+    ("Moved from Harrogate last year.", "ADDRESS", "Harrogate"),
+    ("Old notes from the clinic (Cape Town) state TB.", "ADDRESS", "Cape Town"),
+    ("WALKS WITH STICK, LIVES IN BUNGALOW IN MORECAMBE.", "ADDRESS", "MORECAMBE"),
+    ("PT JOHNSON, MARK. BIBA WITH SOB.", "NAME", "JOHNSON, MARK"),
+    ("Patient: S-M-I-T-H, that's my surname.", "NAME", "S-M-I-T-H"),
+    ("Reviewed with Van der Merwe today.", "NAME", "Van der Merwe"),
+    ("Ms Sinead Byrne 91, lives alone.", "AGE", "91"),
 ]
 
 # Near misses: nothing in these may be flagged.
@@ -141,6 +148,11 @@ NEGATIVES = [
     "Talk With Your Doctor Before Starting Treatment.",
     "Patient Education provided on Heart Failure.",
     "CA 19-9 pending; May cause drowsiness.",
+    "Norwalk virus outbreak; gentamicin level per Hartford nomogram; Epworth 16.",
+    "The tiny hairs called cilia (SIL-e-ah) and Coccidioidomycosis (kok-sid-e-OY-do-mi-KO-sis).",
+    "Arnold-Chiari malformation; a German shepherd bit him.",
+    "Born in nineteen ninety-two; a score of two thousand and ninety.",
+    "the A-V node and an x-ray of the L-S spine.",
 ]
 
 
