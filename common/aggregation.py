@@ -19,10 +19,11 @@ shares the same fixed A, so averaging B is exactly averaging the updates B A.
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,9 @@ from common.errors import AdapterLayoutError
 Arrays = Mapping[str, npt.NDArray[np.generic]]
 
 _NPY_MAGIC = b"\x93NUMPY"
-_CHUNK = 1 << 14  # elements per step of the streaming loops: a float64 scratch of 128 KiB stays in cache
+_COLS = 1 << 14  # values of one tensor per chunk (norms_and_mean)
+_BLOCK = 1 << 16  # values of a stacked block (256 KiB of float32: it and its differences stay in L2)
+_ROWS = 32  # at most this many updates per block: a float32 sum of at most 32 terms before float64
 
 
 def check_layout(arrays: Arrays, reference: Arrays, who: str = "update") -> None:
@@ -66,30 +69,11 @@ def non_finite(arrays: Arrays) -> str | None:
 
 
 def update_norm(arrays: Arrays, reference: Arrays) -> float:
-    """L2 norm of ``arrays - reference`` over all tensors; not finite when an update holds NaN/inf.
-
-    The differences are taken in float32 cache-sized blocks (float64 for wider dtypes) and their
-    squares summed in float64; a block whose float32 sum overflows is redone in float64.
-    """
-    total = 0.0
-    scratch: dict[type, npt.NDArray[np.floating]] = {}
-    for name, ref in reference.items():
-        got, want = arrays[name].reshape(-1), ref.reshape(-1)
-        wide = np.float64 if got.dtype.itemsize > 4 or want.dtype.itemsize > 4 else np.float32
-        if wide not in scratch:
-            scratch[wide] = np.empty(_CHUNK, wide)
-        for start in range(0, got.size, _CHUNK):
-            stop = min(start + _CHUNK, got.size)
-            block = scratch[wide][: stop - start]
-            with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf or float32 overflow: handled below
-                np.subtract(got[start:stop], want[start:stop], out=block, casting="unsafe")
-                square = float(np.dot(block, block))
-            if not math.isfinite(square) and wide is np.float32:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    exact = np.subtract(got[start:stop], want[start:stop], dtype=np.float64)
-                    square = float(np.dot(exact, exact))
-            total += square
-    return math.sqrt(total)
+    """L2 norm of ``arrays - reference`` over all tensors (:func:`norms_and_mean`); not finite when an update
+    holds NaN/inf."""
+    norms, _ = norms_and_mean([pack(arrays, list(reference))], reference)
+    assert norms is not None
+    return float(norms[0])
 
 
 def norm_outliers(norms: Mapping[str, float], factor: float) -> dict[str, str]:
@@ -103,13 +87,21 @@ def norm_outliers(norms: Mapping[str, float], factor: float) -> dict[str, str]:
     """
     if factor <= 0 or len(norms) < 2:
         return {}
+    ordered = sorted(norms.values())
+    others = len(ordered) - 1
     out: dict[str, str] = {}
     for key, norm in norms.items():
-        others = float(np.median([n for k, n in norms.items() if k != key]))
-        if norm > factor * others:
+        # The median of the others from the sorted norms without one copy of this norm: O(n log n), not O(n^2).
+        rank = bisect.bisect_left(ordered, norm)
+
+        def other(i: int, rank: int = rank) -> float:
+            return ordered[i] if i < rank else ordered[i + 1]
+
+        median = other(others // 2) if others % 2 else (other(others // 2 - 1) + other(others // 2)) / 2
+        if norm > factor * median:
             out[key] = (
                 f"update norm {norm:.4g} is more than strategy.norm_outlier_factor={factor:g} x the "
-                f"median of the round's other updates ({others:.4g})"
+                f"median of the round's other updates ({median:.4g})"
             )
     return out
 
@@ -127,63 +119,205 @@ def nbytes(arrays: Arrays) -> int:
     return int(sum(a.nbytes for a in arrays.values()))
 
 
+class Packed(NamedTuple):
+    """An update as buffers holding its tensors' C-ordered values, in the reference's tensor order.
+
+    ``buffers[j]`` holds tensor ``j``'s values from byte ``offsets[j]`` on: the ``.npy`` bytes a Flower
+    ``Array`` carries (the offset skips the header: nothing is copied) or a ``uint8`` view of an array.
+    Build one with :meth:`Reference.pack` (checked ``.npy`` bytes) or :func:`pack` (arrays).
+    """
+
+    buffers: Sequence[bytes | npt.NDArray[np.uint8]]
+    offsets: Sequence[int]
+
+
+def pack(arrays: Arrays, order: Sequence[str]) -> Packed:
+    """``arrays`` (in ``order``) as a :class:`Packed` update: views, a copy only of a non-C-ordered array."""
+    buffers = [np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8) for name in order]
+    return Packed(buffers, [0] * len(buffers))
+
+
+class Reference:
+    """The global adapter of a round, as ``.npy`` buffers (Flower ``Array.data``): what each update is read
+    and checked against (:meth:`pack`) and what its norm is taken relative to (:attr:`arrays`)."""
+
+    def __init__(self, buffers: Mapping[str, bytes]) -> None:
+        self.buffers = dict(buffers)
+        self.arrays: dict[str, npt.NDArray[np.generic]] = {k: npy_view(v) for k, v in self.buffers.items()}
+        self.headers = [v[: _header_end(v)] for v in self.buffers.values()]
+        self.offsets = [len(h) for h in self.headers]
+        c_ordered = all(a.flags.c_contiguous for a in self.arrays.values())
+        self.lengths = [len(v) if c_ordered else -1 for v in self.buffers.values()]  # -1: never the fast path
+
+    def pack(self, buffers: Mapping[str, bytes], who: str = "update") -> Packed:
+        """An update's ``.npy`` buffers (name -> bytes) as a :class:`Packed` in the reference's order.
+
+        A buffer with exactly the reference's header and length is taken as it is (one bytes comparison
+        per tensor, no decoding); any other is decoded (:func:`npy_view`) and its layout checked, and
+        copied only when it is not C-ordered (e.g. ``np.save`` of a Fortran-ordered array).
+
+        Raises:
+            ValueError: a tensor that is not a ``.npy`` buffer of a plain (pickle-free) array, named.
+            AdapterLayoutError: tensor names, shapes or dtypes other than the reference's, named.
+        """
+        if len(buffers) == len(self.buffers):
+            out, fast = [], True
+            for (name, _), header, length in zip(self.buffers.items(), self.headers, self.lengths, strict=True):
+                data = buffers.get(name)
+                if data is None or len(data) != length or not data.startswith(header):
+                    fast = False
+                    break
+                out.append(data)
+            if fast:
+                return Packed(out, self.offsets)
+        views = {}
+        for name, data in buffers.items():
+            try:
+                views[name] = npy_view(data)
+            except ValueError:
+                raise ValueError(f"tensor {name!r} is not a numpy array without pickles") from None
+        check_layout(views, self.arrays, who)
+        return pack(views, list(self.buffers))
+
+    def unpack(self, packed: Packed) -> dict[str, npt.NDArray[np.generic]]:
+        """A packed update's tensors as read-only views, by name (e.g. to name the tensor holding NaN)."""
+        return {
+            name: np.frombuffer(buffer, ref.dtype, ref.size, offset).reshape(ref.shape)
+            for (name, ref), buffer, offset in zip(self.arrays.items(), packed.buffers, packed.offsets, strict=True)
+        }
+
+
 def weighted_mean(updates: Sequence[tuple[Arrays, float]]) -> dict[str, npt.NDArray[np.generic]]:
-    """:func:`weighted_means` as a dict."""
-    return dict(weighted_means(updates))
-
-
-def weighted_means(updates: Sequence[tuple[Arrays, float]]) -> Iterator[tuple[str, npt.NDArray[np.generic]]]:
-    """Weighted mean of named arrays, ``sum_i w_i x_i / sum_i w_i``, summed in float64 one tensor at a time.
-
-    Same result as Flower's ``aggregate_arrayrecords`` to float rounding, with its output dtypes (a
-    float tensor keeps its dtype, an integer one becomes float64). For each tensor (in cache-sized
-    blocks) ``acc += w_i * x_i`` runs over the updates into one float64 buffer, so every update is read
-    once and the extra memory is that buffer plus the result; the updates may be lazy mappings (e.g.
-    views decoded from the replies' bytes on access). Yields ``(name, mean)`` tensor by tensor, so a
-    caller can serialize each one before the next is computed.
+    """Weighted mean of named arrays, ``sum_i w_i x_i / sum_i w_i`` (:func:`norms_and_mean` without norms).
 
     Raises:
-        ValueError: no updates, a non-finite or negative weight, weights summing to zero, or an update
-            whose tensor names or shapes differ from the first one's (named).
+        ValueError: no updates, bad weights (see :func:`norms_and_mean`), or an update whose tensor names or
+            shapes differ from the first one's (named).
     """
     if not updates:
         raise ValueError("weighted_mean: no updates")
-    weights = [float(w) for _, w in updates]
-    for index, weight in enumerate(weights):
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"weighted_mean: update {index} has weight {weight}, expected a finite number >= 0")
-    total = math.fsum(weights)
-    if total <= 0:
-        raise ValueError("weighted_mean: the weights sum to zero")
     first = updates[0][0]
-    names = set(first)
+    order = list(first)
+    packs = []
     for index, (arrays, _) in enumerate(updates):
-        if set(arrays) != names:
+        if set(arrays) != set(order):
             raise ValueError(f"weighted_mean: update {index} has other tensor names than the first update")
-    for name in first:
-        reference = first[name]
-        shape = reference.shape
-        flats = []
-        for index, (arrays, _) in enumerate(updates):
-            x = arrays[name]
-            if x.shape != shape:
+        for name in order:
+            if arrays[name].shape != first[name].shape:
                 raise ValueError(
-                    f"weighted_mean: tensor {name!r} of update {index} is {list(x.shape)}, expected {list(shape)}"
+                    f"weighted_mean: tensor {name!r} of update {index} is {list(arrays[name].shape)}, "
+                    f"expected {list(first[name].shape)}"
                 )
-            flats.append(x.reshape(-1))
-        out = np.empty(shape, np.result_type(reference.dtype, 1.0))
-        size = out.size
-        acc, scratch = np.empty(min(size, _CHUNK), np.float64), np.empty(min(size, _CHUNK), np.float64)
-        for start in range(0, size, _CHUNK):
-            stop = min(start + _CHUNK, size)
-            block, term = acc[: stop - start], scratch[: stop - start]
-            block.fill(0.0)
-            for flat, weight in zip(flats, weights, strict=True):
-                np.multiply(flat[start:stop], weight, out=term, dtype=np.float64)
-                block += term
-            block /= total
-            out.reshape(-1)[start:stop] = block
-        yield name, out
+        packs.append(pack({k: np.asarray(v, first[k].dtype) for k, v in arrays.items()}, order))
+    _, mean = norms_and_mean(packs, {k: first[k] for k in order}, [w for _, w in updates], norms=False)
+    assert mean is not None
+    return mean
+
+
+def norms_and_mean(
+    updates: Sequence[Packed], reference: Arrays, weights: Sequence[float] | None = None, *, norms: bool = True
+) -> tuple[npt.NDArray[np.float64] | None, dict[str, npt.NDArray[np.generic]] | None]:
+    """In one pass over the updates' values: each update's L2 distance to ``reference`` and/or their weighted
+    mean ``sum_i w_i x_i / sum_i w_i`` (with ``weights``), as Flower's ``aggregate_arrayrecords`` computes it.
+
+    The updates hold ``reference``'s tensors (names, shapes, dtypes; :class:`Packed`). Tensor by tensor,
+    in column chunks of ``_COLS`` values, the values of up to ``_ROWS`` updates are stacked into one block
+    (``bytearray.join`` of the buffers' slices: the only copy, about 256 KiB, so it stays in L2); while it is
+    in cache the block's weighted sum (BLAS gemv) and then, in place, its differences to the reference and
+    their squares (BLAS dot per row) are taken. Float tensors of up to 32 bits are summed in float32 within
+    a block (at most ``_ROWS`` terms) and in float64 across blocks, other dtypes in float64; a chunk whose
+    float32 sum or squares overflow is redone in float64. An update holding NaN/inf gets a non-finite norm
+    (and makes the mean non-finite). Extra memory: the mean plus one block.
+
+    Returns:
+        ``(norms, mean)``: ``norms`` (float64, one per update) or None with ``norms=False``; ``mean`` (name
+        -> array, a float tensor keeps its dtype, an integer one becomes float64, like Flower's) or None
+        without ``weights``.
+
+    Raises:
+        ValueError: no updates, a non-finite or negative weight, or weights summing to zero.
+    """
+    if not updates:
+        raise ValueError("weighted_mean: no updates")
+    wv: npt.NDArray[np.float64] | None = None
+    if weights is not None:
+        for index, weight in enumerate(weights):
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weighted_mean: update {index} has weight {weight}, expected a finite number >= 0")
+        total = math.fsum(weights)
+        if total <= 0:
+            raise ValueError("weighted_mean: the weights sum to zero")
+        wv = np.asarray(weights, np.float64) / total
+    squares = np.zeros(len(updates)) if norms else None
+    mean: dict[str, npt.NDArray[np.generic]] | None = {} if wv is not None else None
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf and float32 overflow: handled below
+        for index, (name, ref) in enumerate(reference.items()):
+            flat = np.ascontiguousarray(ref).reshape(-1)
+            # Each update's values of this tensor, as a byte view from its first value on (no copy).
+            values = [memoryview(u.buffers[index])[u.offsets[index] :] for u in updates]
+            out = np.empty(flat.size, np.result_type(ref.dtype, 1.0)) if mean is not None else None
+            for start in range(0, flat.size, _COLS):
+                stop = min(start + _COLS, flat.size)
+                before = squares.copy() if squares is not None else None
+                acc = _chunk(values, flat, start, stop, wv, squares)
+                if squares is not None and before is not None and not np.isfinite(squares).all():
+                    _exact_squares(values, flat, start, stop, squares, before)
+                if acc is not None and out is not None:
+                    if not np.isfinite(acc).all() and flat.dtype.kind == "f" and flat.dtype.itemsize <= 4:
+                        acc = _chunk(values, flat, start, stop, wv, None, np.float64)
+                    out[start:stop] = acc
+            if mean is not None and out is not None:
+                mean[name] = out.reshape(ref.shape)
+    return (np.sqrt(squares) if squares is not None else None), mean
+
+
+def _chunk(
+    values: list[memoryview],
+    flat_ref: npt.NDArray[np.generic],
+    start: int,
+    stop: int,
+    wv: npt.NDArray[np.float64] | None,
+    squares: npt.NDArray[np.float64] | None,
+    work: type[np.floating] | None = None,
+) -> npt.NDArray[np.float64] | None:
+    """Values ``start:stop`` of one tensor over all updates: adds each update's squared distance to the
+    reference to ``squares`` (when given) and returns the weighted sum (float64) when ``wv`` is given."""
+    dtype = flat_ref.dtype
+    if work is None:
+        work = np.float32 if dtype.kind == "f" and dtype.itemsize <= 4 else np.float64
+    ref = flat_ref[start:stop].astype(work, copy=False)
+    first, last, cols = start * dtype.itemsize, stop * dtype.itemsize, stop - start
+    rows = max(1, min(_ROWS, _BLOCK // cols))
+    weights = wv.astype(work) if wv is not None else None
+    acc = np.zeros(cols) if weights is not None else None
+    for top in range(0, len(values), rows):
+        raw = bytearray().join([v[first:last] for v in values[top : top + rows]])
+        x = np.frombuffer(raw, dtype).reshape(-1, cols)
+        if x.dtype != work:
+            x = x.astype(work)
+        if acc is not None and weights is not None:
+            acc += weights[top : top + len(x)] @ x
+        if squares is not None:
+            np.subtract(x, ref, out=x)  # in place: the block is this loop's own copy
+            squares[top : top + len(x)] += np.matmul(x[:, None, :], x[:, :, None]).reshape(-1)
+        del raw, x  # before the next block is joined: one block in memory
+    return acc
+
+
+def _exact_squares(
+    values: list[memoryview],
+    flat_ref: npt.NDArray[np.generic],
+    start: int,
+    stop: int,
+    squares: npt.NDArray[np.float64],
+    before: npt.NDArray[np.float64],
+) -> None:
+    """Redo in float64 the squares of this chunk for the updates whose float32 squares overflowed (an update
+    already non-finite before the chunk stays so)."""
+    for row in np.flatnonzero(~np.isfinite(squares) & np.isfinite(before)):
+        x = np.frombuffer(values[row], flat_ref.dtype, stop - start, start * flat_ref.dtype.itemsize)
+        wide = x.astype(np.float64) - flat_ref[start:stop]
+        squares[row] = before[row] + float(np.dot(wide, wide))
 
 
 _Layout = tuple[np.dtype, tuple[int, ...], int, Literal["C", "F"]]
@@ -204,6 +338,12 @@ def _npy_header(head: bytes) -> _Layout:
     return dtype, tuple(shape), math.prod(shape), "F" if fortran else "C"
 
 
+def _header_end(data: bytes) -> int:
+    if data[:6] != _NPY_MAGIC or len(data) < 12:
+        raise ValueError("not a .npy buffer")
+    return 10 + int.from_bytes(data[8:10], "little") if data[6] == 1 else 12 + int.from_bytes(data[8:12], "little")
+
+
 def npy_view(data: bytes) -> npt.NDArray[np.generic]:
     """The array that ``np.save`` wrote into ``data`` (what a Flower ``Array`` holds), as a read-only view
     of those bytes: no copy, and the header is parsed once per distinct layout. Never unpickles.
@@ -211,9 +351,7 @@ def npy_view(data: bytes) -> npt.NDArray[np.generic]:
     Raises:
         ValueError: ``data`` is not a .npy buffer of format 1.0/2.0, holds objects, or is too short.
     """
-    if data[:6] != _NPY_MAGIC or len(data) < 12:
-        raise ValueError("not a .npy buffer")
-    end = 10 + int.from_bytes(data[8:10], "little") if data[6] == 1 else 12 + int.from_bytes(data[8:12], "little")
+    end = _header_end(data)
     head = data[:end]
     layout = _HEADERS.get(head)
     if layout is None:

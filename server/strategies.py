@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +34,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from common.aggregation import (
+    Packed,
+    Reference,
     check_layout,
-    nbytes,
     non_finite,
     norm_outliers,
+    norms_and_mean,
     npy_view,
-    update_norm,
     weighted_average,
-    weighted_means,
 )
 from common.config import RunConfig, StrategyConfig
 from common.errors import AdapterLayoutError, FedcareError
@@ -100,7 +100,7 @@ class Screened(flwr_strategy.FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Flower's sampling and messages; remembers the global adapter and the messages sent."""
-        self.reference: Arrays = {k: a.numpy() for k, a in arrays.items()}
+        self.reference = Reference({k: a.data for k, a in arrays.items()})
         self.sent: list[Message] = list(super().configure_train(server_round, arrays, config, grid))
         return self.sent
 
@@ -121,8 +121,9 @@ class Screened(flwr_strategy.FedAvg):
                 produced no aggregate.
         """
         replies = list(replies)
-        outcome, clean = screen_train_replies(
-            server_round, replies, self.sent, self.reference, self.norm_outlier_factor
+        mean_based = isinstance(self, StreamingMean)
+        outcome, clean, self.premean = screen_train_replies(
+            server_round, replies, self.sent, self.reference, self.norm_outlier_factor, with_mean=mean_based
         )
         self.last_round = outcome
         for site, reason in outcome.failed.items():
@@ -142,11 +143,12 @@ class Screened(flwr_strategy.FedAvg):
             )
         # Server optimizers compute in float64 or float32 depending on numpy's promotion: the global
         # adapter keeps its own dtype (the aggregate is re-encoded only when a dtype or the order differs).
-        out = {k: npy_view(arrays[k].data) for k in self.reference if k in arrays}
-        same = list(arrays) == list(self.reference) and all(v.dtype == self.reference[k].dtype for k, v in out.items())
+        reference = self.reference.arrays
+        out = {k: npy_view(arrays[k].data) for k in reference if k in arrays}
+        same = list(arrays) == list(reference) and all(v.dtype == reference[k].dtype for k, v in out.items())
         if not same:
-            out = {k: np.asarray(v, dtype=self.reference[k].dtype) for k, v in out.items()}
-        check_layout(out, self.reference, who=f"round {server_round} aggregate")
+            out = {k: np.asarray(v, dtype=reference[k].dtype) for k, v in out.items()}
+        check_layout(out, reference, who=f"round {server_round} aggregate")
         if non_finite(out):
             raise FedcareError(f"round {server_round}: the aggregate has {non_finite(out)}")
         return (arrays if same else to_record(out)), MetricRecord()
@@ -190,60 +192,71 @@ class Screened(flwr_strategy.FedAvg):
                 setattr(self, attr, [v for _, v in sorted(named, key=lambda item: item[0][2])])
 
 
+@dataclass
+class Premean:
+    """The weighted mean the screening computed in its pass over the updates, and of exactly which ones."""
+
+    records: list[ArrayRecord]
+    weights: list[float]
+    mean: dict[str, np.ndarray]
+
+
 class StreamingMean(flwr_strategy.FedAvg):
-    """Flower's ``FedAvg.aggregate_train`` with its ``aggregate_arrayrecords`` streamed.
+    """Flower's ``FedAvg.aggregate_train`` with its ``aggregate_arrayrecords`` computed in one streaming pass.
 
     Placed right before ``FedAvg`` in a strategy's MRO (:func:`build_strategy`), so FedProx, FedAvgM
     and FedAdam/Yogi/Adagrad reach it through their own ``super().aggregate_train``. Flower's reply
     checks, weights (the ``weighted_by_key`` metric of each reply's MetricRecord) and metric
-    aggregation are kept; the mean is :func:`common.aggregation.weighted_mean` over the tensors read
-    in place from the replies' bytes.
+    aggregation are kept; the mean is :func:`common.aggregation.norms_and_mean` over the tensors read in
+    place from the replies' bytes, or the one the screening already computed in the same pass as the
+    update norms (:attr:`premean`, used only when it is of exactly these replies and weights).
     """
+
+    premean: Premean | None = None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's FedAvg aggregation, with the weighted mean streamed (float64, tensor by tensor)."""
+        """Flower's FedAvg aggregation, with the weighted mean streamed (one pass, float64 across blocks)."""
+        premean, self.premean = self.premean, None
         valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid_replies:
             return None, None
         contents = [msg.content for msg in valid_replies]
-        return stream_arrayrecords(contents, self.weighted_by_key), self.train_metrics_aggr_fn(
+        return stream_arrayrecords(contents, self.weighted_by_key, premean), self.train_metrics_aggr_fn(
             contents, self.weighted_by_key
         )
 
 
-def stream_arrayrecords(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
-    """What Flower's ``strategy_utils.aggregate_arrayrecords`` returns, summed in float64 tensor by tensor
-    over tensors read in place from the records' bytes."""
-    updates = []
+def stream_arrayrecords(
+    records: list[RecordDict], weighting_metric_name: str, premean: Premean | None = None
+) -> ArrayRecord:
+    """What Flower's ``strategy_utils.aggregate_arrayrecords`` returns, in one pass over tensors read in place
+    from the records' bytes (``premean``, when it is of exactly these ArrayRecords and weights, is the result)."""
+    weights, tensors = [], []
     for record in records:
         # Flower's weight: the first (only) MetricRecord's weighted_by_key value; all ArrayRecords' tensors.
-        weight = float(next(iter(record.metric_records.values()))[weighting_metric_name])  # type: ignore[arg-type]
-        updates.append((_Tensors(list(record.array_records.values())), weight))
+        weights.append(float(next(iter(record.metric_records.values()))[weighting_metric_name]))  # type: ignore[arg-type]
+        tensors.append(list(record.array_records.values()))
+    if (
+        premean is not None
+        and premean.weights == weights
+        and all(len(t) == 1 for t in tensors)
+        and len(premean.records) == len(tensors)
+        and all(p is t[0] for p, t in zip(premean.records, tensors, strict=True))
+    ):
+        mean = premean.mean
+    else:
+        buffers = [{k: a.data for r in t for k, a in r.items()} for t in tensors]
+        reference = Reference(buffers[0])
+        packs = [reference.pack(b) for b in buffers]
+        _, computed = norms_and_mean(packs, reference.arrays, weights, norms=False)
+        assert computed is not None
+        mean = computed
     out = ArrayRecord()
-    for name, mean in weighted_means(updates):  # serialized tensor by tensor: the result is the only copy
-        out[name] = Array(mean)
+    for name in list(mean):  # serialized tensor by tensor, each freed once serialized: the result is the only copy
+        out[name] = Array(mean.pop(name))
     return out
-
-
-class _Tensors(Mapping[str, np.ndarray]):
-    """A reply's tensors by name, each decoded on access as a read-only view of its bytes."""
-
-    def __init__(self, records: list[ArrayRecord]) -> None:
-        self.records = records[0] if len(records) == 1 else {k: a for r in records for k, a in r.items()}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return npy_view(self.records[name].data)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.records
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.records)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
 
 def _flower_classes() -> dict[str, type[flwr_strategy.FedAvg]]:
@@ -323,12 +336,20 @@ def _senders(sent: list[Message]) -> dict[str, int]:
 
 
 def screen_train_replies(
-    server_round: int, replies: list[Message], sent: list[Message], reference: Arrays, norm_outlier_factor: float
-) -> tuple[RoundOutcome, list[Message]]:
-    """Check each train reply; returns the outcome and the accepted replies, reduced to tensors + weight."""
+    server_round: int,
+    replies: list[Message],
+    sent: list[Message],
+    reference: Reference,
+    norm_outlier_factor: float,
+    *,
+    with_mean: bool = False,
+) -> tuple[RoundOutcome, list[Message], Premean | None]:
+    """Check each train reply; returns the outcome, the accepted replies (reduced to tensors + weight) and,
+    ``with_mean``, their weighted mean when the pass that took the update norms could compute it (every
+    update finite and accepted; otherwise None and the strategy computes the mean of the accepted ones)."""
     outcome = RoundOutcome()
     senders = _senders(sent)
-    candidates: dict[str, tuple[Message, Arrays, dict[str, float]]] = {}
+    candidates: dict[str, tuple[Message, ArrayRecord, dict[str, float], Packed]] = {}
     answered: set[int] = set()
     for reply in replies:
         node = senders.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
@@ -337,73 +358,107 @@ def screen_train_replies(
             outcome.failed[f"node-{node}"] = reply.error.reason or f"error code {reply.error.code}"
             continue
         content = reply.content
-        metrics = dict(content.metric_records[METRICS]) if METRICS in content.metric_records else None
+        records = content.metric_records, content.array_records, content.config_records  # each access builds a dict
+        metrics = dict(records[0][METRICS]) if METRICS in records[0] else None
         site = _site_name(metrics, node)
-        record = content.array_records.get(ARRAYS)
-        arrays, reason = _read_tensors(record)
-        outcome.bytes_up += nbytes(arrays)
-        reason = reason or _reply_problem(content, metrics, arrays, reference, site)
-        norm = math.nan
-        if reason is None:
-            # One pass over the update: a NaN/inf value makes the norm non-finite, then name the tensor.
-            norm = update_norm(arrays, reference)
-            if not math.isfinite(norm):
-                reason = non_finite(arrays) or "the update norm overflows"
+        record = records[1].get(ARRAYS)
+        packed, reason = _read_tensors(record, reference, site)
+        outcome.bytes_up += _payload_bytes(record, packed)
+        reason = _reply_problem(records, metrics) or reason
         if reason is None and site in candidates:
             reason = f"a second reply claiming {site} in the same round"
         if reason is not None:
             outcome.rejected[f"{site} (node {node})" if site in candidates else site] = reason
             continue
-        assert metrics is not None and record is not None
-        candidates[site] = (reply, record, metrics, norm)
+        assert metrics is not None and record is not None and packed is not None
+        candidates[site] = (reply, record, metrics, packed)
     for node in {m.metadata.dst_node_id for m in sent} - answered:
         outcome.failed[f"node-{node}"] = "no reply before the round timeout"
-    norms = {site: norm for site, (_, _, _, norm) in candidates.items()}
+    # One pass over the candidates' values: the update norms (a NaN/inf value makes one non-finite) and,
+    # for the mean-based strategies, the weighted mean (valid if every candidate is accepted).
+    order = sorted(candidates)
+    weights = [float(candidates[site][2][NUM_EXAMPLES]) for site in order]
+    norms_, mean = (
+        norms_and_mean([candidates[site][3] for site in order], reference.arrays, weights if with_mean else None)
+        if order
+        else (None, None)
+    )
+    norms: dict[str, float] = {}
+    for site, norm in zip(order, [] if norms_ is None else norms_.tolist(), strict=True):
+        if math.isfinite(norm):
+            norms[site] = norm
+        else:
+            outcome.rejected[site] = non_finite(reference.unpack(candidates[site][3])) or "the update norm overflows"
     outcome.rejected.update(norm_outliers(norms, norm_outlier_factor))
     clean: list[Message] = []
-    for site, (reply, record, metrics, _) in sorted(candidates.items()):
+    for site in order:
         if site in outcome.rejected:
             continue
+        reply, record, metrics, _ = candidates[site]
         outcome.accepted[site] = metrics
-        if EGRESS in reply.content.config_records:
-            outcome.egress[site] = check_egress(dict(reply.content.config_records[EGRESS]))
+        egress = reply.content.config_records.get(EGRESS)
+        if egress is not None:
+            outcome.egress[site] = check_egress(dict(egress))
         # The strategy sees only the checked tensors (the reply's own Arrays, in the global adapter's
         # order) and the weight (Flower requires identical metric keys across replies; fedcare reports
         # the sites' own metrics itself).
-        if list(record) != list(reference):
+        if list(record) != list(reference.arrays):
             ordered = ArrayRecord()
-            for name in reference:
+            for name in reference.arrays:
                 ordered[name] = record[name]
             record = ordered
         reply.content = RecordDict({ARRAYS: record, METRICS: MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES]})})
         clean.append(reply)
-    return outcome, clean
+    premean = None
+    if mean is not None and len(clean) == len(order):
+        premean = Premean([m.content.array_records[ARRAYS] for m in clean], weights, mean)
+    return outcome, clean, premean
 
 
-def _read_tensors(record: ArrayRecord | None) -> tuple[Arrays, str | None]:
-    """A reply's tensors as read-only views of its bytes, or the reason one cannot be read."""
-    arrays: Arrays = {}
-    for name, array in (record or {}).items():
+def _read_tensors(record: ArrayRecord | None, reference: Reference, site: str) -> tuple[Packed | None, str | None]:
+    """A reply's tensors as buffers read in place (checked against the global adapter), or why they cannot be."""
+    if record is None:
+        return None, f"expected one ArrayRecord {ARRAYS!r} and one MetricRecord {METRICS!r}"
+    buffers = {}
+    for name, array in record.items():
+        if array.stype != SType.NUMPY:
+            return None, f"tensor {name!r} is not a numpy array without pickles"
+        buffers[name] = array.data
+    try:
+        return reference.pack(buffers, who=f"{site}'s update"), None
+    except AdapterLayoutError as err:
+        return None, f"wrong layout: {err}"
+    except ValueError as err:
+        return None, str(err)
+
+
+def _payload_bytes(record: ArrayRecord | None, packed: Packed | None) -> int:
+    """Tensor bytes a reply carried (without the .npy headers)."""
+    if packed is not None:
+        return sum(len(b) - o for b, o in zip(*packed, strict=True))
+    total = 0
+    for array in (record or {}).values():
         try:
-            if array.stype != SType.NUMPY:
-                raise ValueError(array.stype)
-            arrays[name] = npy_view(array.data)
+            total += npy_view(array.data).nbytes
         except ValueError:
-            return arrays, f"tensor {name!r} is not a numpy array without pickles"
-    return arrays, None
+            continue
+    return total
 
 
 def _reply_problem(
-    content: RecordDict, metrics: dict[str, Any] | None, arrays: Arrays, reference: Arrays, site: str
+    records: tuple[Mapping[str, MetricRecord], Mapping[str, ArrayRecord], Mapping[str, ConfigRecord]],
+    metrics: dict[str, Any] | None,
 ) -> str | None:
-    """Why a train reply cannot be aggregated, or None."""
-    if metrics is None or set(content.metric_records) != {METRICS} or set(content.array_records) != {ARRAYS}:
+    """Why a train reply's records (metric, array, config) or metrics make it unusable, or None (its
+    tensors: :func:`_read_tensors`)."""
+    metric_records, array_records, config_records = records
+    if metrics is None or set(metric_records) != {METRICS} or set(array_records) != {ARRAYS}:
         return f"expected one ArrayRecord {ARRAYS!r} and one MetricRecord {METRICS!r}"
-    if set(content.config_records) - {EGRESS}:
+    if set(config_records) - {EGRESS}:
         return f"a train reply may carry no ConfigRecord but {EGRESS!r}"
-    if EGRESS in content.config_records:
+    if EGRESS in config_records:
         try:
-            check_egress(dict(content.config_records[EGRESS]))
+            check_egress(dict(config_records[EGRESS]))
         except ValueError as err:
             return str(err)
     try:
@@ -413,10 +468,6 @@ def _reply_problem(
     weight = metrics.get(NUM_EXAMPLES)
     if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
         return f"metric {NUM_EXAMPLES!r} must be a positive number"
-    try:
-        check_layout(arrays, reference, who=f"{site}'s update")
-    except AdapterLayoutError as err:
-        return f"wrong layout: {err}"
     return None
 
 

@@ -217,3 +217,67 @@ def test_a_tensor_that_is_not_a_plain_numpy_array_is_rejected() -> None:
     )
     assert strategy.last_round.rejected["site-1"] == f"tensor {NAMES[0]!r} is not a numpy array without pickles"
     assert np.allclose(record[NAMES[0]].numpy(), 1.0)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records each pass over the updates (True when it computed a mean)."""
+    import server.strategies as strategies
+
+    calls: list[bool] = []
+    real = strategies.norms_and_mean
+
+    def counted(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(len(args) > 2 and args[2] is not None)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(strategies, "norms_and_mean", counted)
+    return calls
+
+
+def test_screened_fedavg_is_flowers_mean_in_the_screenings_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    start = {"a": rng.standard_normal((8, 64)).astype(np.float32), "big": np.zeros(40_000, np.float32)}
+    answers = {
+        i: {k: (v + rng.standard_normal(v.shape)).astype(np.float32) for k, v in start.items()} for i in range(40)
+    }
+
+    class Weighted(Sites):
+        def __call__(self, msg: Message, context: Context) -> Message:
+            reply = super().__call__(msg, context)
+            reply.content.metric_records[METRICS][NUM_EXAMPLES] = 1 + 7 * int(context.node_config["partition-id"])
+            return reply
+
+    strategy = build_strategy(RunConfig(num_sites=40))
+    grid = InProcessGrid(Weighted(answers), 40)
+    messages = strategy.configure_train(
+        1, ArrayRecord({k: Array(v) for k, v in start.items()}), ConfigRecord({"server_round": 1}), grid
+    )
+    replies = grid.send_and_receive(messages)
+    flowers = aggregate_arrayrecords(
+        [
+            RecordDict({ARRAYS: r.content.array_records[ARRAYS], METRICS: r.content.metric_records[METRICS]})
+            for r in replies
+        ],
+        NUM_EXAMPLES,
+    )
+    calls = _counting(monkeypatch)
+    record, _ = strategy.aggregate_train(1, replies)
+    assert calls == [True]  # norms and mean in one pass, no second pass over the updates
+    assert len(strategy.last_round.accepted) == 40
+    weights = [1 + 7 * i for i in range(40)]
+    for k in start:
+        exact = sum(answers[i][k].astype(np.float64) * w for i, w in enumerate(weights)) / sum(weights)
+        ours, theirs = record[k].numpy(), flowers[k].numpy()
+        assert ours.dtype == theirs.dtype == np.float32
+        assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-6)  # Flower sums in float32
+        assert np.max(np.abs(ours - exact)) <= 2 * np.finfo(np.float32).eps * np.max(np.abs(exact))
+
+
+def test_a_dropped_update_makes_the_strategy_average_the_accepted_ones_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    nan = _global(1.0)
+    nan[NAMES[0]][1, 1] = np.nan
+    calls = _counting(monkeypatch)
+    strategy, out = _round("fedavg", {0: _global(1.0), 1: _global(2.0), 2: nan, 3: _global(3.0), 4: _global(900.0)})
+    assert sorted(strategy.last_round.rejected) == ["site-2", "site-4"]
+    assert calls == [True, True]  # the screening's pass, then the mean of the accepted updates only
+    assert np.allclose(out[NAMES[0]], 2.0) and np.allclose(out[NAMES[1]], 2.0)

@@ -9,12 +9,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from common import aggregation
 from common.aggregation import (
+    Reference,
     check_layout,
     nbytes,
     non_finite,
     norm_outliers,
+    norms_and_mean,
     npy_view,
+    pack,
     update_norm,
     weighted_average,
     weighted_mean,
@@ -139,7 +143,8 @@ def test_weighted_mean_holds_about_one_update_of_extra_memory() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert nbytes(mean) == update_bytes
-    assert peak < 1.5 * update_bytes  # the result plus one tensor's float64 sum, not a stack of updates
+    block_bytes = 4 * aggregation._BLOCK  # one stacked block of float32 values
+    assert peak < update_bytes + 3 * block_bytes  # the result plus about a block, not a stack of updates
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -176,3 +181,46 @@ def test_npy_view_refuses_pickles_garbage_and_short_buffers() -> None:
         npy_view(b"PK\x03\x04 not numpy at all")
     with pytest.raises(ValueError):
         npy_view(_npy(np.arange(10, dtype=np.float32))[:-4])  # truncated data
+
+
+def test_reference_takes_a_buffer_with_its_header_as_is_and_copies_only_a_fortran_ordered_one() -> None:
+    ref = {"m": np.arange(12, dtype=np.float32).reshape(3, 4), "v": np.zeros(5, np.float32)}
+    reference = Reference({k: _npy(v) for k, v in ref.items()})
+    same = {k: _npy(v + 1) for k, v in ref.items()}
+    packed = reference.pack(same)
+    assert all(b is same[k] for k, b in zip(ref, packed.buffers, strict=True))  # the reply's own bytes
+    fortran = {"m": _npy(np.asfortranarray(ref["m"] + 1)), "v": same["v"]}
+    assert np.array_equal(reference.unpack(reference.pack(fortran))["m"], ref["m"] + 1)  # C order again
+    with pytest.raises(AdapterLayoutError, match=r"'m' is float32\[4, 3\]"):
+        reference.pack({"m": _npy(np.zeros((4, 3), np.float32)), "v": same["v"]})
+    with pytest.raises(ValueError, match="'v' is not a numpy array without pickles"):
+        reference.pack({"m": same["m"], "v": b"garbage"})
+
+
+def test_one_pass_gives_norms_and_the_float64_mean_over_chunks_and_blocks() -> None:
+    rng = np.random.default_rng(4)
+    shapes = {"small": (7, 3), "big": (3 * aggregation._COLS + 5,), "s": ()}  # several column chunks and row blocks
+    ref = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+    updates = [{k: (v + rng.standard_normal(v.shape)).astype(np.float32) for k, v in ref.items()} for _ in range(70)]
+    weights = [float(w) for w in rng.integers(1, 400, len(updates))]
+    norms, mean = norms_and_mean([pack(u, list(ref)) for u in updates], ref, weights)
+    assert norms is not None and mean is not None
+    want_norms = [np.sqrt(sum(np.sum((u[k].astype(np.float64) - ref[k]) ** 2) for k in ref)) for u in updates]
+    assert np.allclose(norms, want_norms, rtol=1e-5)
+    for k in ref:
+        want = sum(u[k].astype(np.float64) * w for u, w in zip(updates, weights, strict=True)) / sum(weights)
+        assert mean[k].dtype == np.float32 and mean[k].shape == shapes[k]
+        # float32 within a block of at most 32 updates, float64 across blocks: within 2 float32 ulps of float64
+        assert np.max(np.abs(mean[k] - want)) <= 2 * np.finfo(np.float32).eps * np.max(np.abs(want))
+
+
+def test_norm_outliers_is_the_median_of_the_others_definition_with_ties() -> None:
+    rng = np.random.default_rng(6)
+    for count in (2, 3, 4, 9, 50):
+        values = np.round(rng.lognormal(0, 1.5, count), 1)  # rounded: ties
+        norms = {f"s{i}": float(v) for i, v in enumerate(values)}
+        for factor in (1.0, 2.0, 5.0):
+            want = {
+                k for k, v in norms.items() if v > factor * float(np.median([n for j, n in norms.items() if j != k]))
+            }
+            assert set(norm_outliers(norms, factor)) == want
