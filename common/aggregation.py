@@ -123,17 +123,17 @@ class Packed(NamedTuple):
     """An update as buffers holding its tensors' C-ordered values, in the reference's tensor order.
 
     ``buffers[j]`` holds tensor ``j``'s values from byte ``offsets[j]`` on: the ``.npy`` bytes a Flower
-    ``Array`` carries (the offset skips the header: nothing is copied) or a ``uint8`` view of an array.
+    ``Array`` carries (the offset skips the header: nothing is copied) or a byte view of an array.
     Build one with :meth:`Reference.pack` (checked ``.npy`` bytes) or :func:`pack` (arrays).
     """
 
-    buffers: Sequence[bytes | npt.NDArray[np.uint8]]
+    buffers: Sequence[bytes | memoryview]
     offsets: Sequence[int]
 
 
 def pack(arrays: Arrays, order: Sequence[str]) -> Packed:
     """``arrays`` (in ``order``) as a :class:`Packed` update: views, a copy only of a non-C-ordered array."""
-    buffers = [np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8) for name in order]
+    buffers = [np.ascontiguousarray(arrays[name]).reshape(-1).view(np.uint8).data for name in order]
     return Packed(buffers, [0] * len(buffers))
 
 
@@ -316,7 +316,7 @@ def _exact_squares(
     already non-finite before the chunk stays so)."""
     for row in np.flatnonzero(~np.isfinite(squares) & np.isfinite(before)):
         x = np.frombuffer(values[row], flat_ref.dtype, stop - start, start * flat_ref.dtype.itemsize)
-        wide = x.astype(np.float64) - flat_ref[start:stop]
+        wide = np.subtract(x, flat_ref[start:stop], dtype=np.float64)
         squares[row] = before[row] + float(np.dot(wide, wide))
 
 

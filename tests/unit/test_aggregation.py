@@ -144,7 +144,7 @@ def test_weighted_mean_holds_about_one_update_of_extra_memory() -> None:
     tracemalloc.stop()
     assert nbytes(mean) == update_bytes
     block_bytes = 4 * aggregation._BLOCK  # one stacked block of float32 values
-    assert peak < update_bytes + 3 * block_bytes  # the result plus about a block, not a stack of updates
+    assert peak < update_bytes + 4 * block_bytes  # the result plus block scratch (~1 MB), not a stack of 40 updates
 
 
 def _npy(array: np.ndarray) -> bytes:
