@@ -362,13 +362,16 @@ def _privacy_html(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]
 def _compare_html(compare: dict[str, Any]) -> str:
     arms = compare["arms"]
     metric = compare.get("metric")
+    answer = any(v is not None for r in compare["sites"].values() for v in r.get("task_loss", {}).values())
     header = ["site"] + [f"{a} loss" for a in arms] + ([f"{a} {metric}" for a in arms] if metric else [])
+    header += [f"{a} task answer loss" for a in arms] if answer else []
     header += ["gain fed vs local (loss)"]
     rows = [
         [
             site,
             *[r["loss"].get(a) for a in arms],
             *([r["task"].get(a) for a in arms] if metric else []),
+            *([r["task_loss"].get(a) for a in arms] if answer else []),
             r.get("gain_vs_local"),
         ]
         for site, r in sorted(compare["sites"].items(), key=lambda kv: _site_key(kv[0]))

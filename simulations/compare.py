@@ -57,6 +57,17 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="tune one in-process arm (local, pooled_dp, pooled) on top of the run's settings, e.g. "
         f"`--arm pooled:train.learning_rate=0.002`; one of {', '.join(TUNABLE)}; repeatable",
     )
+    parser.add_argument(
+        "--reuse-run",
+        metavar="RUN_DIR",
+        help="take the federated arm from this finished `fedcare simulate` run (same overrides) instead of running it",
+    )
+    parser.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="generation tasks: score the in-process arms by answer-token loss on the task set, without "
+        "decoding (no ROUGE-L for them; on a CPU decoding takes most of the time)",
+    )
     return parser
 
 
@@ -130,24 +141,54 @@ def train_arm(
     return adapter_arrays(model)
 
 
-def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def reused_run(run_dir: str | Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """The summary of a finished run to take as the federated arm, refused (one line) when its
+    ``config.json`` is not the configuration ``raw`` composes (output_dir and run_name aside)."""
+    from common.errors import RunDirectoryError
+
+    path = Path(run_dir)
+    files = {name: path / name for name in ("summary.json", "config.json")}
+    missing = [name for name, f in files.items() if not f.exists()]
+    if missing:
+        raise RunDirectoryError(f"--reuse-run {path}: not a finished run (no {', '.join(missing)})")
+    run_cfg = json.loads(files["config.json"].read_text(encoding="utf-8"))
+    ignore = {"output_dir", "run_name"}
+    differ = sorted(k for k in set(run_cfg) | set(raw) if k not in ignore and run_cfg.get(k) != raw.get(k))
+    if differ:
+        raise RunDirectoryError(f"--reuse-run {path}: the run was made with other settings ({', '.join(differ)})")
+    summary: dict[str, Any] = json.loads(files["summary.json"].read_text(encoding="utf-8"))
+    evaluation = path / "evaluation.json"
+    summary["evaluation"] = json.loads(evaluation.read_text(encoding="utf-8")) if evaluation.exists() else None
+    summary["run_dir"] = str(path)
+    return summary
+
+
+def compare(
+    overrides: list[str],
+    arm_overrides: dict[str, list[str]] | None = None,
+    *,
+    reuse_run: str | Path | None = None,
+    decode: bool = True,
+) -> dict[str, Any]:
     """Run every arm; returns (and writes) ``compare.json``. ``arm_overrides`` tunes an in-process arm
-    (:func:`parse_arm_overrides`): its :data:`TUNABLE` settings on top of ``overrides``."""
+    (:func:`parse_arm_overrides`): its :data:`TUNABLE` settings on top of ``overrides``. ``reuse_run``
+    takes the federated arm from a finished run; ``decode=False`` scores the in-process arms' generation
+    tasks by answer-token loss only."""
     from client import runtime
     from client.train import evaluate_loss
     from common.adapters import adapter_arrays, load_adapter_arrays
     from common.config import plan_for_round
-    from common.console import quiet_third_party
-    from common.evaluation import EvalSettings, primary_metric, score_task, site_task, summarize_scores
+    from common.console import configure_logging
+    from common.evaluation import EvalSettings, answer_loss, primary_metric, score_task, site_task, summarize_scores
     from common.report import write_report
     from server.compose import compose
     from simulations.run import simulate
 
-    quiet_third_party()
+    configure_logging()  # fedcare's lines, also when the federated arm is reused (no simulate to set it up)
     arm_overrides = arm_overrides or {}
-    cfg, _ = compose(overrides)
+    cfg, raw = compose(overrides)
     arm_cfg = {arm: compose([*overrides, *arm_overrides.get(arm, [])])[0] for arm in ("local", "pooled_dp", "pooled")}
-    summary = simulate(overrides)
+    summary = reused_run(reuse_run, raw) if reuse_run else simulate(overrides)
     run_dir = Path(summary["run_dir"])
     plan = plan_for_round(cfg, 1, run_dir.name)
     model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
@@ -196,17 +237,25 @@ def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = N
                     model, site.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
                 )
             task = tasks[key]
-            metric = None
+            metrics: dict[str, Any] = {}
             done = evaluation.get("sites", {}).get(key, {}).get(scored_by_run)
             if task is not None and done is not None:
-                metric = done["metrics"][primary_metric(task.kind)]
+                metrics = done["metrics"]
             elif task is not None:
-                metric = next((m for t, m in scored if t == task), None)
-                if metric is None:
-                    summary_ = summarize_scores(task, score_task(model, tokenizer, task, settings, progress=False))
-                    metric = summary_["metrics"][primary_metric(task.kind)]
-                    scored.append((task, metric))
-            out[key] = {"loss": loss, "task": metric}
+                metrics = next((m for t, m in scored if t == task), {})
+                if not metrics and task.kind == "generation" and not decode:
+                    per_item = [answer_loss(model, tokenizer, item, settings.max_seq_len)[0] for item in task.items]
+                    metrics = {"loss": float(np.mean(per_item))}  # the answer loss of summarize_scores, no ROUGE-L
+                elif not metrics:
+                    metrics = summarize_scores(task, score_task(model, tokenizer, task, settings, progress=False))[
+                        "metrics"
+                    ]
+                scored.append((task, metrics))
+            out[key] = {
+                "loss": loss,
+                "task": metrics.get(primary_metric(task.kind)) if task is not None else None,
+                "task_loss": metrics.get("loss") if task is not None and task.kind == "generation" else None,
+            }
         return out
 
     from safetensors.numpy import load_file
@@ -235,7 +284,7 @@ def compare(overrides: list[str], arm_overrides: dict[str, list[str]] | None = N
     table: dict[str, Any] = {}
     for i in range(cfg.num_sites):
         key = f"site-{i}"
-        row = {"loss": {a: results[a][key]["loss"] for a in ARMS}, "task": {a: results[a][key]["task"] for a in ARMS}}
+        row = {field: {a: results[a][key][field] for a in ARMS} for field in ("loss", "task", "task_loss")}
         row["gain_vs_local"] = row["loss"]["local"] - row["loss"]["federated"]  # > 0: federated beats alone
         table[key] = row
     worst = min(table, key=lambda k: table[k]["gain_vs_local"])
@@ -268,10 +317,18 @@ def format_compare(result: dict[str, Any]) -> str:
         lines.append(
             f"{site:<8}" + "".join(f"{row['loss'][a]:>11.4f}" for a in arms) + f"{row['gain_vs_local']:>+11.4f}"
         )
+
+    def cell(value: float | None) -> str:
+        return f"{value:>11.4f}" if value is not None else f"{'-':>11}"
+
     if metric:
         lines += [f"\ntask {metric} (higher is better)", f"{'site':<8}" + "".join(f"{a:>11}" for a in arms)]
         for site, row in result["sites"].items():
-            lines.append(f"{site:<8}" + "".join(f"{row['task'][a]:>11.4f}" for a in arms))
+            lines.append(f"{site:<8}" + "".join(cell(row["task"][a]) for a in arms))
+    if any(v is not None for row in result["sites"].values() for v in row.get("task_loss", {}).values()):
+        lines += ["\ntask answer-token loss (lower is better)", f"{'site':<8}" + "".join(f"{a:>11}" for a in arms)]
+        for site, row in result["sites"].items():
+            lines.append(f"{site:<8}" + "".join(cell(row["task_loss"].get(a)) for a in arms))
     share = result["federated_share_of_pooled_gain"]
     lines.append(
         f"\nworst site (federated vs alone): {result['worst_site']}; "
@@ -285,7 +342,9 @@ def format_compare(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = compare(list(args.overrides), parse_arm_overrides(list(args.arm)))
+    result = compare(
+        list(args.overrides), parse_arm_overrides(list(args.arm)), reuse_run=args.reuse_run, decode=not args.no_decode
+    )
     print("\n" + format_compare(result))
     print(f"compare: {result['run_dir']}/compare.json\nreport: {result['run_dir']}/report.html")
     return 0

@@ -53,3 +53,26 @@ def test_the_table_names_tuned_arms() -> None:
     }
     text = format_compare(result)
     assert "arm settings: local train.learning_rate=0.01" in text and "pooled_dp" not in text.split("arm settings")[1]
+
+
+def test_reuse_run_takes_a_finished_run_made_with_the_same_settings(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from common.errors import RunDirectoryError
+    from server.compose import compose
+    from simulations.compare import reused_run
+
+    _, raw = compose(["+experiment=smoke"])
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(RunDirectoryError, match="not a finished run"):
+        reused_run(run, raw)
+    (run / "summary.json").write_text(json.dumps({"adapter_dir": str(run / "adapters" / "round-002")}))
+    (run / "config.json").write_text(json.dumps({**raw, "run_name": "other", "output_dir": "elsewhere"}))
+    summary = reused_run(run, raw)  # where it was written does not matter
+    assert summary["run_dir"] == str(run) and summary["evaluation"] is None
+    (run / "evaluation.json").write_text(json.dumps({"task": "t"}))
+    assert reused_run(run, raw)["evaluation"] == {"task": "t"}
+    _, other = compose(["+experiment=smoke", "privacy.target_epsilon=4"])
+    with pytest.raises(RunDirectoryError, match=r"other settings \(privacy\)"):
+        reused_run(run, other)
