@@ -100,6 +100,7 @@ def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_di
         ],
         cache_dir,
         tmp_path,
+        timeout=1800,  # four runs one after another
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [root] = (tmp_path / "multirun").iterdir()
