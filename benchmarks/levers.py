@@ -39,6 +39,7 @@ ROWS: dict[str, list[str]] = {
     "rank_32": ["lora.rank=32", "lora.alpha=64"],
     "qkvo": ["lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"],
     "ffa_lora": ["lora.freeze_a=true"],
+    "ffa_lora_lr_3e-2": ["lora.freeze_a=true", "train.learning_rate=0.03"],
 }
 DESCRIPTION = {
     "default": "the given config",
@@ -55,6 +56,7 @@ DESCRIPTION = {
     "rank_32": "LoRA rank 32",
     "qkvo": "LoRA on q, k, v, o",
     "ffa_lora": "FFA-LoRA (A frozen)",
+    "ffa_lora_lr_3e-2": "FFA-LoRA, learning rate 3e-2",
 }
 
 

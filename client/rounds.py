@@ -28,7 +28,7 @@ from common.adapters import adapter_arrays, load_adapter_arrays
 from common.audit import EgressLog
 from common.config import PrivacyConfig, SitePlan
 from common.errors import ConfigError, FedcareError
-from common.evaluation import EvalSettings, score_task, site_task, summarize_scores, task_sums
+from common.evaluation import EvalSettings, item_record, score_task, site_task, summarize_scores, task_sums
 from common.privacy import Charge, RunRequest, charge_query, charge_round, joint_sensitivity, release_sums
 from common.site import SITE_FILE, SiteConfig, check_plan, load_site_config, site_model
 from common.task_release import TaskSums, release_metrics
@@ -211,7 +211,7 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
         pad_id=tokenizer.pad_token_id,
     )
     privacy = cfg.privacy
-    tasks = _task_sums(site, plan, model, tokenizer) if plan.score_tasks else None
+    tasks, task_exact = _task_sums(site, plan, model, tokenizer) if plan.score_tasks else (None, None)
     exact = float(np.mean(losses))
     charge: Charge | None = None
     clip = privacy.eval_loss_clip
@@ -262,22 +262,26 @@ def evaluate(site: Site, plan: SitePlan, received: Arrays) -> Release:
     }
     if tasks is not None:
         metrics.update(release_metrics(tasks, released, noise_std))
+    measured: dict[str, Any] = {"held_out_loss": exact, "eval_records": len(data.eval)}
+    site.state.record_measured(plan.run_id, plan.server_round, measured | ({"task": task_exact} if task_exact else {}))
     return Release(None, metrics)
 
 
-def _task_sums(site: Site, plan: SitePlan, model: Any, tokenizer: Any) -> TaskSums | None:
-    """The site's own task set scored with the loaded adapter, as bounded sums; exact metrics go to its log only."""
+def _task_sums(site: Site, plan: SitePlan, model: Any, tokenizer: Any) -> tuple[TaskSums | None, dict[str, Any] | None]:
+    """The site's own task set scored with the loaded adapter, as bounded sums, and the exact summary
+    (for the site's log and its own record only)."""
     cfg = site.config
     by_unit = cfg.privacy.unit == "patient"
     if by_unit and not cfg.data.patient_field:
         raise ConfigError("privacy.unit=patient: the site's task rows carry no patient id (set data.patient_field)")
     task = site_task(cfg.data, cfg.data_slot, plan.task_labels, cfg.data.patient_field if by_unit else "")
     if task is None:
-        return None
+        return None, None
     scores = score_task(
         model, tokenizer, task, EvalSettings.for_training_length(plan.train.max_seq_len), progress=False
     )
-    exact = summarize_scores(task, scores)["metrics"]
+    summary = summarize_scores(task, scores)
+    exact = summary["metrics"]
     log.info(
         "site %d round %d: task %s (%s, %d items) %s exact (stays here)",
         site.index,
@@ -287,7 +291,13 @@ def _task_sums(site: Site, plan: SitePlan, model: Any, tokenizer: Any) -> TaskSu
         len(task.items),
         ", ".join(f"{k} {exact[k]:.4f}" for k in _TASK_LOG[task.kind]),
     )
-    return task_sums(task, scores, loss_clip=cfg.privacy.eval_loss_clip, by_unit=by_unit)
+    sums = task_sums(task, scores, loss_clip=cfg.privacy.eval_loss_clip, by_unit=by_unit)
+    return sums, {
+        "name": task.name,
+        "kind": task.kind,
+        "scores": [item_record(task.kind, s) for s in scores],
+        **summary,
+    }
 
 
 _TASK_LOG = {"choice": ("accuracy", "macro_f1"), "generation": ("rouge_l", "loss")}

@@ -1,4 +1,5 @@
-"""The site's persisted state: its privacy ledger and the updates it already released. Never leaves the site.
+"""The site's persisted state: its privacy ledger, the updates it already released and the exact metrics
+it measured on its own data. Never leaves the site.
 
 Both live in the site's ``state_dir`` (a daemon's own folder, or ``<run>/sites/site-N`` in a
 simulation). The ledger is a JSON file changed only under an exclusive ``flock`` held across
@@ -27,6 +28,7 @@ from common.privacy import PrivacyLedger
 T = TypeVar("T")
 LEDGER_FILE = "privacy_ledger.json"
 EGRESS_FILE = "egress.jsonl"
+MEASURED_FILE = "measured.jsonl"
 
 
 class SiteState:
@@ -37,6 +39,7 @@ class SiteState:
         self.ledger_path = self.dir / LEDGER_FILE
         self.egress_path = self.dir / EGRESS_FILE
         self.released_dir = self.dir / "released"
+        self.measured_path = self.dir / MEASURED_FILE
 
     def read_ledger(self) -> PrivacyLedger | None:
         """The ledger as it is now (under the lock), or None before the site's first DP release."""
@@ -152,6 +155,26 @@ class SiteState:
             arrays = {k[2:]: npz[k] for k in npz.files if k.startswith("a:")}
             metrics: dict[str, Any] = {k[2:]: float(npz[k]) for k in npz.files if k.startswith("m:")}
         return arrays, metrics
+
+    # -- the site's own record of what it measured exactly (the coordinator only ever gets noised sums) --
+
+    def record_measured(self, run_id: str, server_round: int, measured: dict[str, Any]) -> None:
+        """Append the exact numbers one evaluate message measured on the site's held-out and task data."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        line = json.dumps({"run_id": run_id, "round": server_round, **measured}, sort_keys=True)
+        with open(self.measured_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def measured(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """This site's exact records of ``run_id`` by round (a retried round: its last record)."""
+        if not self.measured_path.exists():
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        for line in self.measured_path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("run_id") == run_id:
+                out[int(record["round"])] = record
+        return out
 
 
 def _write_durably(path: Path, data: bytes) -> None:

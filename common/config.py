@@ -306,7 +306,7 @@ class CoordinatorConfig:
     round_timeout_s: float = 0.0  # seconds to wait for a round's replies; 0 = until every site answers or fails
     rejoin_wait_s: float = 0.0  # before each round, seconds to wait for missing sites to (re)connect
     # Sites score their own task sets (site.yaml data.task_paths; the synthetic triage items) in the evaluate
-    # reply of: -1 no round, 0 the last round only, k > 0 every k rounds (round 0 included) and the last.
+    # reply of: -1 no round, 0 round 0 (the base model) and the last, k > 0 every k rounds (0 too) and the last.
     task_eval_every: int = 0
     task_labels: tuple[str, ...] = ()  # options of the consortium's choice task, in confusion-matrix order, imposed
     # on every site's choice task; () = each site's own options, sorted (synthetic triage: no, yes; else class-0, ...)

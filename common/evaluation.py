@@ -284,6 +284,25 @@ class ItemScore:
     loglik: list[float] = field(default_factory=list)
 
 
+def item_record(kind: str, score: ItemScore) -> dict[str, Any]:
+    """What a site keeps of one item's score of a ``kind`` task in its own record: the chosen options
+    (choice) or the numbers (generation), never generated text."""
+    if kind == "choice":
+        return {"predicted": score.predicted, "predicted_norm": score.predicted_norm}
+    return {"rouge_l": score.rouge_l, "loss": score.loss, "answer_tokens": score.answer_tokens}
+
+
+def item_score(record: dict[str, Any]) -> ItemScore:
+    """:func:`item_record` back to a score :func:`summarize_scores` takes."""
+    return ItemScore(
+        predicted=record.get("predicted", ""),
+        predicted_norm=record.get("predicted_norm", ""),
+        rouge_l=float(record.get("rouge_l", math.nan)),
+        loss=float(record.get("loss", math.nan)),
+        answer_tokens=int(record.get("answer_tokens", 0)),
+    )
+
+
 def prompt_ids(tokenizer: Any, turns: Sequence[tuple[str, str]], max_prompt_tokens: int) -> list[int]:
     """The prompt after the chat template with the assistant header, cut from the left to the cap."""
     messages = [{"role": role, "content": content} for role, content in turns]
@@ -561,9 +580,6 @@ def evaluate_sites(
     if any(t.kind != first.kind or t.labels != first.labels for t in tasks.values()):
         raise DataError("evaluation: every site's task must have the same kind and options")
     model = PeftModel.from_pretrained(base, str(adapter), adapter_name="final")
-    pooled = Task(
-        "all sites", first.kind, [i for t in tasks.values() for i in t.items], first.labels, first.own_choices
-    )
     scores: dict[str, dict[str, list[ItemScore]]] = {"base": {}, "final": {}}
     for site, task in tasks.items():
         for which in ("base", "final"):
@@ -576,6 +592,16 @@ def evaluate_sites(
                 "task metrics: %s %s: %d items in %.0f s", site, which, len(task.items), time.perf_counter() - start
             )
     model.unload()  # leave ``base`` as it was
+    return site_evaluation(tasks, scores)
+
+
+def site_evaluation(tasks: dict[str, Task], scores: dict[str, dict[str, list[ItemScore]]]) -> dict[str, Any]:
+    """``evaluation.json`` from each site's item scores of the base model and the final adapter
+    (``scores["base"][site]``, ``scores["final"][site]``): per site, per subgroup and pooled."""
+    first = next(iter(tasks.values()))
+    pooled = Task(
+        "all sites", first.kind, [i for t in tasks.values() for i in t.items], first.labels, first.own_choices
+    )
     result: dict[str, Any] = {
         "task": first.name,
         "kind": first.kind,

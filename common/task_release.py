@@ -271,9 +271,9 @@ def task_metrics(by_site: Mapping[str, Mapping[str, float]], labels: Sequence[st
 def is_task_round(every: int, server_round: int, num_rounds: int) -> bool:
     """Whether the coordinator asks for task metrics in ``server_round``'s evaluation.
 
-    ``every`` is ``coordinator.task_eval_every``: -1 never, 0 after the last round only, k > 0 every
-    k rounds (round 0, the base model, included) and after the last.
+    ``every`` is ``coordinator.task_eval_every``: -1 never, 0 before training (round 0, the base model)
+    and after the last round, k > 0 every k rounds (round 0 included) and after the last.
     """
     if every < 0:
         return False
-    return server_round == num_rounds or (every > 0 and server_round % every == 0)
+    return server_round in (0, num_rounds) or (every > 0 and server_round % every == 0)

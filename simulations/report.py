@@ -21,35 +21,93 @@ log = logging.getLogger("fedcare.report")
 
 
 def evaluate_run(cfg: RunConfig, run_dir: Path, adapter_dir: str | Path) -> dict[str, Any] | None:
-    """Score each site's task set with the base model and the final adapter; write ``evaluation.json``."""
+    """Task metrics of the base model and the final adapter per site (``evaluation.json``): from the
+    item scores the sites recorded in their own state dirs when every site scored its task in round 0
+    and the last round (``coordinator.task_eval_every`` >= 0); else scored here, with every site's task."""
     import torch
 
     from common.console import quiet_third_party
-    from common.evaluation import EvalSettings, evaluate_sites, site_task
+    from common.evaluation import EvalSettings, evaluate_sites, site_evaluation, site_task
     from common.model import load_model_and_tokenizer
 
-    quiet_third_party()
     tasks = {f"site-{i}": t for i in range(cfg.num_sites) if (t := site_task(cfg.data, i)) is not None}
     if not tasks:
         return None
-    log.info(
-        "task metrics: base model vs final adapter on %d items over %d sites",
-        sum(len(t.items) for t in tasks.values()),
-        len(tasks),
-    )
-    if cfg.model.num_threads:
-        torch.set_num_threads(cfg.model.num_threads)
-    base, tokenizer = load_model_and_tokenizer(cfg.model)
-    settings = EvalSettings.for_training_length(cfg.train.max_seq_len)
-    result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=sys.stderr.isatty())
+    scores = _sites_task_scores(run_dir, tasks, cfg.num_rounds)
+    if scores is not None:
+        log.info("task metrics: base model vs final adapter at %d sites, from the sites' own records", len(tasks))
+        result = site_evaluation(tasks, scores)
+    else:
+        log.info(
+            "task metrics: base model vs final adapter on %d items over %d sites",
+            sum(len(t.items) for t in tasks.values()),
+            len(tasks),
+        )
+        quiet_third_party()
+        if cfg.model.num_threads:
+            torch.set_num_threads(cfg.model.num_threads)
+        base, tokenizer = load_model_and_tokenizer(cfg.model)
+        settings = EvalSettings.for_training_length(cfg.train.max_seq_len)
+        result = evaluate_sites(base, tokenizer, tasks, adapter_dir, settings, progress=sys.stderr.isatty())
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return result
+
+
+def _sites_task_scores(run_dir: Path, tasks: dict[str, Any], last: int) -> dict[str, dict[str, list[Any]]] | None:
+    """Each site's recorded item scores of round 0 (base) and round ``last`` (final), or None unless
+    every site with a task recorded both for exactly its items."""
+    from client.state import SiteState
+    from common.evaluation import item_score
+
+    out: dict[str, dict[str, list[Any]]] = {"base": {}, "final": {}}
+    for site, task in tasks.items():
+        records = SiteState(run_dir / "sites" / site).measured(run_dir.name)
+        for which, r in (("base", 0), ("final", last)):
+            kept = records.get(r, {}).get("task", {})
+            if kept.get("name") != task.name or len(kept.get("scores", ())) != len(task.items):
+                return None
+            out[which][site] = [item_score(x) for x in kept["scores"]]
+    return out
 
 
 def exact_losses(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     """Simulation only: the exact held-out loss of the base model and every round's global adapter at
     every site, written to ``exact_loss.json``. A deployed coordinator never sees these (it gets the
-    sites' noised releases); the simulation driver holds every site's data, so it can measure them."""
+    sites' noised releases). Each site keeps what it measured in its own state dir (``measured.jsonl``),
+    which a simulation's driver can read; where a round is missing there (a site failed to evaluate
+    it), the driver measures every round itself, since it holds every site's data."""
+    adapters = sorted((run_dir / "adapters").glob("round-*/adapter_model.safetensors"))
+    if not cfg.simulation.exact_loss or not adapters:
+        return None
+    rounds = sorted({0, *(int(a.parent.name.split("-")[1]) for a in adapters)})
+    result = _sites_measured(run_dir, cfg.num_sites, rounds) or _measure_losses(cfg, run_dir, adapters)
+    (run_dir / "exact_loss.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
+
+
+def _sites_measured(run_dir: Path, num_sites: int, rounds: list[int]) -> dict[str, Any] | None:
+    """The held-out losses the simulated sites recorded in their state dirs, or None unless every site
+    recorded every round."""
+    from client.state import SiteState
+
+    records = {f"site-{i}": SiteState(run_dir / "sites" / f"site-{i}").measured(run_dir.name) for i in range(num_sites)}
+    if any(r not in by_round for by_round in records.values() for r in rounds):
+        return None
+    log.info("exact held-out loss: %d rounds at %d sites, from the sites' own records", len(rounds), num_sites)
+    counts = {site: by_round[rounds[-1]]["eval_records"] for site, by_round in records.items()}
+    by_round_out = []
+    for r in rounds:
+        losses = {site: float(by_round[r]["held_out_loss"]) for site, by_round in records.items()}
+        by_round_out.append({"round": r, "sites": losses, "mean": _weighted_mean(losses, counts)})
+    return {"by_round": by_round_out, "eval_records": counts}
+
+
+def _weighted_mean(losses: dict[str, float], counts: dict[str, int]) -> float:
+    return sum(losses[s] * counts[s] for s in losses) / max(1, sum(counts.values()))
+
+
+def _measure_losses(cfg: RunConfig, run_dir: Path, adapters: list[Path]) -> dict[str, Any]:
+    """Every round's held-out losses measured here, with every site's data."""
     from safetensors.numpy import load_file
 
     from client import runtime
@@ -57,15 +115,13 @@ def exact_losses(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     from common.adapters import adapter_arrays, load_adapter_arrays
     from common.config import plan_for_round
 
-    adapters = sorted((run_dir / "adapters").glob("round-*/adapter_model.safetensors"))
-    if not cfg.simulation.exact_loss or not adapters:
-        return None
     plan = plan_for_round(cfg, 1, run_dir.name)
     model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
     precision = runtime.precision_for(cfg.model)
     sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
     initial = adapter_arrays(model)
     log.info("exact held-out loss: %d saved adapters at %d sites", len(adapters), len(sites))
+    counts = {f"site-{i}": len(site.eval) for i, site in enumerate(sites)}
     by_round = []
     saved = [(int(a.parent.name.split("-")[1]), dict(load_file(str(a)))) for a in adapters]
     for server_round, arrays in saved if saved[0][0] == 0 else [(0, initial), *saved]:  # 000: before training
@@ -80,13 +136,9 @@ def exact_losses(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
             )
             for i, site in enumerate(sites)
         }
-        counts = [len(site.eval) for site in sites]
-        mean = sum(losses[f"site-{i}"] * n for i, n in enumerate(counts)) / max(1, sum(counts))
-        by_round.append({"round": server_round, "sites": losses, "mean": mean})
+        by_round.append({"round": server_round, "sites": losses, "mean": _weighted_mean(losses, counts)})
     load_adapter_arrays(model, initial)
-    result = {"by_round": by_round, "eval_records": {f"site-{i}": len(s.eval) for i, s in enumerate(sites)}}
-    (run_dir / "exact_loss.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return result
+    return {"by_round": by_round, "eval_records": counts}
 
 
 def task_line(evaluation: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -87,6 +88,14 @@ def test_repeated_evaluate_requests_are_noised_charged_and_capped(cfg, initial, 
     assert [e["kind"] for e in ledger.entries] == ["evaluate"] * 3
     assert released[-1]["epsilon"] == pytest.approx(ledger.epsilon()) and 0 < ledger.epsilon() < 8.0
     assert released[0]["epsilon"] < released[1]["epsilon"] < released[2]["epsilon"]  # each query costs
+    # The exact value stays in the site's own record (measured.jsonl): the last query of round 0, and
+    # nothing for the refused one.
+    record = SiteState(site.config.state_dir).measured("r")
+    assert list(record) == [0] and record[0]["eval_records"] == len(data.eval)
+    assert record[0]["held_out_loss"] != pytest.approx(exact, abs=1e-6)  # the third, crafted adapter's loss
+    lines = SiteState(site.config.state_dir).measured_path.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["held_out_loss"] == pytest.approx(exact, rel=1e-5)
+    assert not any(v == pytest.approx(exact, rel=1e-5) for r in released for v in r.values())
     print(
         f"\nheld-out loss exact {exact:.4f} (stays at the site), released {released[0]['eval_loss']:.4f} "
         f"(noise std {noise_std:.3f} over {len(data.eval)} units); epsilon after 3 queries {ledger.epsilon():.3f}"

@@ -204,6 +204,68 @@ def test_exact_losses_measure_every_rounds_saved_adapter_and_the_report_plots_th
     assert exact_losses(off, run) is None
 
 
+def test_exact_losses_come_from_the_sites_own_records_when_every_round_is_there(tmp_path: Path) -> None:
+    # Every simulated site keeps the exact held-out loss it measured (measured.jsonl in its state
+    # dir); the driver reads those instead of loading the model again. A model that cannot load
+    # proves it: the records alone give exact_loss.json. With a round missing it would measure.
+    from client.state import SiteState
+    from server.compose import compose
+    from simulations.report import exact_losses
+
+    run = _run(tmp_path, "r", 8.0, 2.4)
+    for r in range(2):
+        (run / "adapters" / f"round-{r:03d}").mkdir(parents=True)
+        (run / "adapters" / f"round-{r:03d}" / "adapter_model.safetensors").write_bytes(b"")
+    cfg, _ = compose(["+experiment=smoke", f"model.cache_dir={tmp_path / 'no-model'}", "num_rounds=1"])
+    losses = {"site-0": [3.0, 2.5], "site-1": [4.0, 3.0]}
+    for site, values in losses.items():
+        state = SiteState(run / "sites" / site)
+        state.record_measured("other-run", 0, {"held_out_loss": 9.0, "eval_records": 10})  # not this run
+        for r, loss in enumerate(values):
+            state.record_measured("r", r, {"held_out_loss": loss + 1.0, "eval_records": 10})  # retried: last wins
+            state.record_measured("r", r, {"held_out_loss": loss, "eval_records": 10 if site == "site-0" else 30})
+    result = exact_losses(cfg, run)
+    assert result is not None and [r["round"] for r in result["by_round"]] == [0, 1]
+    assert result["by_round"][1]["sites"] == {"site-0": 2.5, "site-1": 3.0}
+    assert result["by_round"][0]["mean"] == pytest.approx((3.0 * 10 + 4.0 * 30) / 40)
+    assert result["eval_records"] == {"site-0": 10, "site-1": 30}
+    assert json.loads((run / "exact_loss.json").read_text()) == result
+
+
+def test_task_metrics_come_from_the_sites_item_scores_of_round_0_and_the_last(tmp_path: Path) -> None:
+    # The sites score their task sets in round 0 (base model) and the last round and keep each item's
+    # chosen option in measured.jsonl; the driver builds evaluation.json from those (no model: the
+    # final adapter's folder does not even exist) with per-site, per-group and pooled numbers. A site
+    # without its records makes the driver score everything itself (and so need the adapter).
+    from client.state import SiteState
+    from common.evaluation import ItemScore, item_record, site_task
+    from server.compose import compose
+    from simulations.report import evaluate_run
+
+    cfg, _ = compose(["+experiment=smoke", f"model.cache_dir={tmp_path / 'no-model'}", "data.group_field=sex"])
+    run = _run(tmp_path, "r", 8.0, 2.4)
+    for i in range(cfg.num_sites):
+        task = site_task(cfg.data, i)
+        assert task is not None
+        state = SiteState(run / "sites" / f"site-{i}")
+        for r, answer in ((0, lambda item: "no"), (cfg.num_rounds, lambda item: item.answer)):
+            kept = [item_record("choice", ItemScore(answer(item), answer(item))) for item in task.items]
+            state.record_measured(
+                "r", r, {"held_out_loss": 1.0, "eval_records": 4, "task": {"name": task.name, "scores": kept}}
+            )
+    result = evaluate_run(cfg, run, run / "adapters" / "round-002")
+    assert result is not None and json.loads((run / "evaluation.json").read_text()) == result
+    site = result["sites"]["site-0"]
+    gold = [item.answer for item in site_task(cfg.data, 0).items]
+    assert site["final"]["metrics"]["accuracy"] == 1.0
+    assert site["base"]["metrics"]["accuracy"] == pytest.approx(gold.count("no") / len(gold))
+    assert result["pooled"]["final"]["metrics"]["n"] == cfg.num_sites * cfg.data.task_items_per_site
+    assert set(site["final"]["groups"]) == {"female", "male"}
+    (run / "sites" / "site-1" / "measured.jsonl").unlink()
+    with pytest.raises(ValueError, match="adapter_config.json"):
+        evaluate_run(cfg, run, run / "adapters" / "round-002")  # falls back: scores with the (absent) adapter
+
+
 def test_the_sites_released_task_metrics_are_shown_as_dp_noised(tmp_path: Path) -> None:
     from common.task_release import release_metrics, task_metrics
     from tests.unit.test_task_release import LABELS, choice_sums

@@ -118,7 +118,7 @@ def test_release_metric_names_follow_the_release_rule() -> None:
 
 @pytest.mark.parametrize(
     ("every", "rounds_asked"),
-    [(-1, []), (0, [3]), (1, [0, 1, 2, 3]), (2, [0, 2, 3])],
+    [(-1, []), (0, [0, 3]), (1, [0, 1, 2, 3]), (2, [0, 2, 3])],
 )
 def test_task_rounds(every: int, rounds_asked: list[int]) -> None:
     assert [r for r in range(4) if is_task_round(every, r, 3)] == rounds_asked
