@@ -141,23 +141,44 @@ def _measure_losses(cfg: RunConfig, run_dir: Path, adapters: list[Path]) -> dict
     return {"by_round": by_round, "eval_records": counts}
 
 
-def task_line(evaluation: dict[str, Any]) -> str:
-    """One console line: the pooled task metric, base -> final, and the same per site."""
-    metric = evaluation["metric"]
-    pooled = evaluation["pooled"]
-    sites = ", ".join(
-        f"{s} {e['base']['metrics'][metric]:.3f}->{e['final']['metrics'][metric]:.3f}"
-        for s, e in evaluation["sites"].items()
-    )
-    extra = ""
-    if evaluation["kind"] == "choice":
-        extra = (
-            f" (macro-F1 {pooled['base']['metrics']['macro_f1']:.3f} -> {pooled['final']['metrics']['macro_f1']:.3f})"
-        )
-    return (
-        f"task {metric} base -> final: {pooled['base']['metrics'][metric]:.3f} -> "
-        f"{pooled['final']['metrics'][metric]:.3f}{extra}; {sites}"
-    )
+def gain_table(evaluation: dict[str, Any] | None, exact: dict[str, Any] | None) -> str:
+    """The console table of what each site gained: held-out loss and task metrics (accuracy, macro
+    precision/recall/F1 for a choice task; ROUGE-L and answer loss for a generation task) of the base
+    model and the final federated adapter, per site and pooled, as the sites measured them exactly."""
+    if not evaluation and not exact:
+        return ""
+    kind = evaluation["kind"] if evaluation else None
+    keys = {
+        "choice": [
+            ("accuracy", "accuracy"),
+            ("macro_precision", "macro-P"),
+            ("macro_recall", "macro-R"),
+            ("macro_f1", "macro-F1"),
+        ],
+        "generation": [("rouge_l", "ROUGE-L"), ("loss", "answer loss")],
+    }.get(kind or "", [])
+    columns = ([("held-out loss", None)] if exact else []) + [(label, key) for key, label in keys]
+    head = f"{'':<8}" + "".join(f"{label:>22}" for label, _ in columns)
+    sub = f"{'site':<8}" + f"{'base':>11}{'federated':>11}" * len(columns)
+    sites = list((evaluation or {}).get("sites") or (exact["by_round"][-1]["sites"] if exact else {}))
+    if exact:
+        sites = sorted(set(sites) | set(exact["by_round"][-1]["sites"]))
+    rows = []
+    for site in [*sites, "pooled"]:
+        cells = []
+        for label, key in columns:
+            if key is None:  # held-out loss from exact_loss.json (pooled: the records-weighted mean)
+                pick = (lambda r: r["mean"]) if site == "pooled" else (lambda r, s=site: r["sites"].get(s))
+                pair = (pick(exact["by_round"][0]), pick(exact["by_round"][-1]))
+            else:
+                entry = evaluation["pooled"] if site == "pooled" else evaluation["sites"].get(site)
+                pair = (entry["base"]["metrics"][key], entry["final"]["metrics"][key]) if entry else (None, None)
+            cells.append("".join(f"{v:>11.3f}" if v is not None else f"{'-':>11}" for v in pair))
+        rows.append(f"{site:<8}" + "".join(cells))
+    title = "what each site gained: base model -> final federated adapter (exact, on each site's own data)"
+    if evaluation:
+        title += f"; task: {evaluation['task']}"
+    return "\n".join([title, head, sub, *rows])
 
 
 def released_task_line(tasks: dict[str, Any]) -> str:

@@ -94,6 +94,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     summary["evaluation"] = evaluate_run(cfg, out.path, summary["adapter_dir"])
     exact = exact_losses(cfg, out.path)
     summary["exact_loss_by_round"] = [r["mean"] for r in exact["by_round"]] if exact else None
+    summary["exact_loss"] = exact
     summary["report"] = str(write_report(out.path))
     from common.tracking import log_run
 
@@ -203,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(missing)} did not train in any round (see the warnings above); the global "
             "adapter was trained without them"
         )
-    from simulations.report import released_task_line, task_line
+    from simulations.report import gain_table, released_task_line
 
     if summary.get("task_metrics"):
         print(released_task_line(summary["task_metrics"]))
-    if summary.get("evaluation"):
-        print(task_line(summary["evaluation"]))
+    table = gain_table(summary.get("evaluation"), summary.get("exact_loss"))
+    if table:
+        print(f"\n{table}\n")
     print(f"report: {summary['report']}")
     rerun = " ".join(["fedcare compare", *args]).strip()
     print(f"baselines (each site alone, all data pooled with and without DP, same steps and epsilon): {rerun}")

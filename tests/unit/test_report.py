@@ -261,6 +261,18 @@ def test_task_metrics_come_from_the_sites_item_scores_of_round_0_and_the_last(tm
     assert site["base"]["metrics"]["accuracy"] == pytest.approx(gold.count("no") / len(gold))
     assert result["pooled"]["final"]["metrics"]["n"] == cfg.num_sites * cfg.data.task_items_per_site
     assert set(site["final"]["groups"]) == {"female", "male"}
+    from simulations.report import gain_table
+
+    exact = {
+        "by_round": [
+            {"mean": 3.0, "sites": {"site-0": 3.0, "site-1": 3.0}},
+            {"mean": 2.0, "sites": {"site-0": 1.5, "site-1": 2.5}},
+        ]
+    }
+    lines = gain_table(result, exact).splitlines()
+    assert "held-out loss" in lines[1] and "macro-P" in lines[1] and "macro-R" in lines[1]
+    assert lines[3].split()[:4] == ["site-0", "3.000", "1.500", f"{site['base']['metrics']['accuracy']:.3f}"]
+    assert lines[3].split()[4] == "1.000" and lines[-1].split()[:3] == ["pooled", "3.000", "2.000"]
     (run / "sites" / "site-1" / "measured.jsonl").unlink()
     with pytest.raises(ValueError, match="adapter_config.json"):
         evaluate_run(cfg, run, run / "adapters" / "round-002")  # falls back: scores with the (absent) adapter
