@@ -166,10 +166,10 @@ def gain_table(evaluation: dict[str, Any] | None, exact: dict[str, Any] | None) 
     rows = []
     for site in [*sites, "pooled"]:
         cells = []
-        for label, key in columns:
+        for _, key in columns:
             if key is None:  # held-out loss from exact_loss.json (pooled: the records-weighted mean)
-                pick = (lambda r: r["mean"]) if site == "pooled" else (lambda r, s=site: r["sites"].get(s))
-                pair = (pick(exact["by_round"][0]), pick(exact["by_round"][-1]))
+                ends = (exact["by_round"][0], exact["by_round"][-1])
+                pair = tuple(r["mean"] if site == "pooled" else r["sites"].get(site) for r in ends)
             else:
                 entry = evaluation["pooled"] if site == "pooled" else evaluation["sites"].get(site)
                 pair = (entry["base"]["metrics"][key], entry["final"]["metrics"][key]) if entry else (None, None)
