@@ -337,9 +337,56 @@ def score_choice(model: Any, tokenizer: Any, item: TaskItem, max_prompt_tokens: 
                 total += float(logp[torch.arange(len(option_ids) - 1), torch.tensor(option_ids[1:])].sum())
                 cache.crop(-(len(option_ids) - 1))  # drop the option again: back to the prompt for the next
             logliks.append(total)
+    return _choice_score(item, logliks)
+
+
+def _choice_score(item: TaskItem, logliks: list[float]) -> ItemScore:
+    """The option with the highest log-likelihood (``acc``) and per character (``acc_norm``); ties: the first."""
     best = max(range(len(logliks)), key=lambda i: (logliks[i], -i))
     best_norm = max(range(len(logliks)), key=lambda i: (logliks[i] / max(1, len(item.choices[i])), -i))
     return ItemScore(predicted=item.choices[best], predicted_norm=item.choices[best_norm], loglik=logliks)
+
+
+def score_choices(
+    model: Any, tokenizer: Any, items: Sequence[TaskItem], settings: EvalSettings, progress: Any = None
+) -> list[ItemScore]:
+    """:func:`score_choice` for every item, faster: items whose options are one token each (yes/no,
+    A/B/C/D) need only the prompt's last-position log-probabilities, so their prompts run
+    ``settings.generation_batch`` at a time, left-padded, in one forward pass that computes only that
+    position's logits; the others go one at a time through :func:`score_choice`."""
+    import torch
+
+    scores: list[ItemScore | None] = [None] * len(items)
+    single: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        options = [list(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in item.choices]
+        if all(len(o) == 1 for o in options):
+            single[i] = [o[0] for o in options]
+        else:
+            scores[i] = score_choice(model, tokenizer, item, settings.max_prompt_tokens)
+            if progress is not None:
+                progress.update(1)
+    prompts = {i: prompt_ids(tokenizer, items[i].prompt, settings.max_prompt_tokens) for i in single}
+    order = sorted(single, key=lambda i: (-len(prompts[i]), i))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), settings.generation_batch):
+        chunk = order[start : start + settings.generation_batch]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        with torch.no_grad():
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # left padding: each prompt starts at 0
+                logits_to_keep=1,
+            ).logits[:, -1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for row, i in enumerate(chunk):
+            scores[i] = _choice_score(items[i], [float(logp[row, t]) for t in single[i]])
+        if progress is not None:
+            progress.update(len(chunk))
+    return [s for s in scores if s is not None]
 
 
 def _cache_keyword(model: Any) -> str:
@@ -416,7 +463,7 @@ class EvalSettings:
     max_prompt_tokens: int = 1024  # prompt tokens kept after the chat template (cut from the left)
     max_new_tokens: int = 128  # generation cap per item
     max_seq_len: int = 1024  # prompt + answer tokens for the answer-token loss
-    generation_batch: int = 8  # generation prompts decoded together (left-padded)
+    generation_batch: int = 8  # prompts run together (left-padded): generation, and choice items with one-token options
 
     @classmethod
     def for_training_length(cls, max_seq_len: int) -> EvalSettings:
@@ -449,10 +496,7 @@ def score_task(
     )
     with bar:
         if task.kind == "choice":
-            scores = []
-            for item in task.items:
-                scores.append(score_choice(model, tokenizer, item, settings.max_prompt_tokens))
-                bar.update(1)
+            scores = score_choices(model, tokenizer, task.items, settings, bar)
         else:
             texts = generate_answers(model, tokenizer, task.items, settings, bar)
             scores = [

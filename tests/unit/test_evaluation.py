@@ -133,6 +133,30 @@ def test_batched_generation_gives_the_texts_of_one_prompt_at_a_time(tiny) -> Non
     assert batched == alone and len(set(alone)) > 1
 
 
+def test_batched_choice_scoring_gives_the_log_likelihoods_of_one_item_at_a_time(tiny) -> None:  # noqa: ANN001
+    """One-token options: left-padded prompts of different lengths in one forward give each item's own
+    log-likelihoods; multi-token options take the prompt-cache path; the order of items is kept."""
+    import copy
+
+    from common.evaluation import score_choice, score_choices
+
+    _, base, tokenizer = tiny
+    model = copy.deepcopy(base)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    prompts = ["Urgent?", "Chest pain for two days, worse on exertion, in a 70-year-old. Urgent?", "Fever. Urgent?"]
+    items = [TaskItem(prompt=(("user", p),), answer="2", choices=("1", "2")) for p in prompts]
+    items.insert(1, TaskItem(prompt=(("user", "Which?"),), answer="chest pain", choices=("chest pain", "fever today")))
+    assert [len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in ("1", "2")] == [1, 1]  # the tiny vocab
+    alone = [score_choice(model, tokenizer, item, 1024) for item in items]
+    batched = score_choices(model, tokenizer, items, EvalSettings(generation_batch=2))
+    assert [s.loglik for s in batched] == [pytest.approx(s.loglik, rel=1e-4, abs=1e-4) for s in alone]
+    assert [s.predicted for s in batched] == [s.predicted for s in alone]
+    assert len({tuple(s.loglik) for s in alone}) == len(items)  # every item scored differently
+
+
 def test_adapter_side_by_side_differs_from_base(tiny, tmp_path: Path) -> None:  # noqa: ANN001
     from transformers import AutoModelForCausalLM
 
