@@ -144,7 +144,7 @@ class TrainConfig:
 
     local_steps: int = 10  # optimizer steps per round (each a Poisson-sampled batch)
     batch_size: int = 8  # EXPECTED batch size; sample_rate = batch_size / training records
-    learning_rate: float = 2e-3  # AdamW learning rate
+    learning_rate: float = 1e-2  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 128  # tokens per example after the chat template; longer ones are cut
     eval_batch_size: int = 16  # examples per forward pass when measuring held-out loss
@@ -353,7 +353,7 @@ class RunConfig:
     """Everything one federated run needs, composed by Hydra at the edge."""
 
     num_sites: int = 3  # hospitals in the simulation
-    num_rounds: int = 3  # federated rounds
+    num_rounds: int = 2  # federated rounds
     seed: int = 0  # global seed (adapter init, sampling)
     output_dir: str = "runs"  # parent of the run directory
     run_name: str = ""  # run directory name; "" = timestamp
