@@ -20,9 +20,11 @@ browser:
 demo: install
 	FLWR_TELEMETRY_ENABLED=0 fedcare simulate
 
-# Lint, types, then the whole suite: `python -m pytest` alone runs only the fast tier (not slow).
+# Lint, types, then the whole suite: the fast tier (`python -m pytest` alone: not slow, one worker per core),
+# then the slow tier on one worker (Ray, subprocesses and SmolLM2 each use the whole machine).
 test: install lint browser
-	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m "slow or not slow"
+	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest
+	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m slow -n 0 --durations=25
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -108,10 +108,7 @@ def compute_epsilon(
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Opacus warns about secure RNG; not a privacy issue here
-        eps = _accountant(accountant, [(noise_multiplier, sample_rate, steps)]).get_epsilon(delta)
-    return float(eps)
+    return _history_epsilon(((float(noise_multiplier), float(sample_rate), int(steps)),), delta, accountant)
 
 
 def calibrate_noise(
@@ -135,16 +132,14 @@ def calibrate_noise(
     Raises:
         PrivacyBudgetExceededError: when no noise multiplier up to ``max_noise_multiplier`` allows ``steps`` more.
     """
-    history = [h for h in (prior or []) if h[2] > 0]
+    history = tuple((float(s), float(q), int(n)) for s, q, n in (prior or []) if n > 0)
     tolerance = max(epsilon_tolerance, 0.002 * target_epsilon)
 
-    def eps(sigma: float) -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(_accountant(accountant, [*history, (sigma, sample_rate, steps)]).get_epsilon(delta))
+    def eps(sigma: float) -> float:  # memoised: the same plan at the same site calibrates to the same sigmas
+        return _history_epsilon((*history, (float(sigma), float(sample_rate), int(steps))), delta, accountant)
 
     def refuse() -> PrivacyBudgetExceededError:
-        spent = compute_history_epsilon(history, delta, accountant)
+        spent = compute_history_epsilon(list(history), delta, accountant)
         return PrivacyBudgetExceededError(
             f"privacy budget: {spent:.3f} of epsilon {target_epsilon:g} is already spent or reserved; no noise "
             f"multiplier up to {max_noise_multiplier:g} allows {steps} more steps"
@@ -197,12 +192,13 @@ def compute_history_epsilon(history: list[tuple[float, float, int]], delta: floa
     return _history_epsilon(tuple(sorted(compact_history(history))), delta, accountant)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _history_epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    # A pure function of its arguments, memoised per process: each PRV/RDP evaluation costs 0.1-1 s.
     if not history:
         return 0.0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # Opacus warns about secure RNG; not a privacy issue here
         return float(_accountant(accountant, list(history)).get_epsilon(delta))
 
 
