@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any
+from typing import Any, cast
 
 from common.deid.base import Finding
 from common.deid.rules import plausible_entity, trim_name_or_place
@@ -166,7 +166,7 @@ class PresidioDetector:
         return []
 
 
-class NerEngine(SpacyNlpEngine):  # type: ignore[misc]
+class NerEngine(SpacyNlpEngine):
     """Presidio's spaCy engine with only the pipeline's named-entity recognizer, and no lemmas.
 
     en_core_web_sm runs tok2vec, tagger, parser, attribute_ruler, lemmatizer and ner. Its ner embeds the tokens with
@@ -179,17 +179,17 @@ class NerEngine(SpacyNlpEngine):  # type: ignore[misc]
 
     def load(self) -> None:
         """Load each configured pipeline with every component but the named-entity recognizer excluded."""
-        self.nlp = {}
+        pipelines: dict[str, Any] = {}
         for model in self.models:
             name = model["model_name"]
             components = spacy.util.load_meta(spacy.util.get_package_path(name) / "meta.json")["components"]
-            self.nlp[model["lang_code"]] = spacy.load(name, exclude=[c for c in components if c != NER])
+            pipelines[model["lang_code"]] = spacy.load(name, exclude=[c for c in components if c != NER])
+        self.nlp = pipelines  # type: ignore[assignment]  # Presidio declares it None until loaded
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
         entities = list(doc.ents)
-        entities, scores = self._get_updated_entities(
-            entities, [self.ner_model_configuration.default_score] * len(entities)
-        )
+        score = cast(float, self.ner_model_configuration.default_score)
+        entities, scores = self._get_updated_entities(entities, [score] * len(entities))
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
@@ -201,7 +201,7 @@ class NerEngine(SpacyNlpEngine):  # type: ignore[misc]
         )
 
 
-class NoContext(ContextAwareEnhancer):  # type: ignore[misc]
+class NoContext(ContextAwareEnhancer):
     """Presidio's context-word step turned off: recognizer scores stay as the recognizers give them.
 
     Presidio's default (LemmaContextAwareEnhancer) raises the score of a match that a context word such as "phone"
