@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import importlib
@@ -272,8 +273,26 @@ def _surrogates(replace: str) -> Callable[[], Callable[[str, str], str]] | None:
     return Surrogates
 
 
+# glibc malloc: keep freed blocks up to these sizes in the heap. spaCy's network allocates and frees arrays of a
+# few MB per batch; by default glibc maps each one fresh and unmaps it after, so every page is faulted in and
+# zeroed again (about 1,270 page faults and 4 ms of system time per ~1,300-character record).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+_KEEP_BYTES = 64 << 20
+
+
+def _keep_freed_memory() -> None:
+    """In a de-identification worker (a process of its own): tell glibc malloc to reuse freed memory."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES)
+    except (OSError, AttributeError):  # not glibc: keep the allocator's defaults
+        pass
+
+
 def _start_worker(spec: str) -> None:
     global _worker_detector, _worker_error
+    _keep_freed_memory()
     try:
         _worker_detector = load_detector(spec)
     except ConfigError as error:  # raised with the first task: an initializer's exception only breaks the pool
