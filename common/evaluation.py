@@ -274,7 +274,8 @@ def _generation_items(path: str | Path, spec: TaskSpec, rows: list[tuple[int, di
 
 @dataclass
 class ItemScore:
-    """What the model did on one item (kept in memory only: predictions may echo record text)."""
+    """What the model did on one item. Generated text stays in memory (it may echo record text); a site
+    keeps only :func:`item_record` of it, in its own state dir."""
 
     predicted: str = ""
     predicted_norm: str = ""
