@@ -22,7 +22,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,11 +370,7 @@ def score_choices(
     prompts = {i: prompt_ids(tokenizer, items[i].prompt, settings.max_prompt_tokens) for i in single}
     order = sorted(single, key=lambda i: (-len(prompts[i]), i))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), settings.generation_batch):
-        chunk = order[start : start + settings.generation_batch]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+    for chunk, ids, mask in _left_padded(prompts, order, settings.generation_batch, pad):
         with torch.no_grad():
             logits = model(
                 input_ids=ids,
@@ -415,6 +411,20 @@ def answer_loss(model: Any, tokenizer: Any, item: TaskItem, max_seq_len: int) ->
     return float(token_loss) / max(1, n), n
 
 
+def _left_padded(
+    prompts: Mapping[int, list[int]] | Sequence[list[int]], order: Sequence[int], size: int, pad: int
+) -> Iterator[tuple[list[int], Any, Any]]:
+    """``order``'s prompt indices ``size`` at a time: (indices, input ids, attention mask), left-padded with ``pad``."""
+    import torch
+
+    for start in range(0, len(order), size):
+        chunk = list(order[start : start + size])
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        yield chunk, ids, mask
+
+
 def generate_answers(
     model: Any, tokenizer: Any, items: Sequence[TaskItem], settings: EvalSettings, progress: Any = None
 ) -> list[str]:
@@ -433,11 +443,8 @@ def generate_answers(
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     stops = {pad, tokenizer.eos_token_id, *(config_eos if isinstance(config_eos, list) else [config_eos])} - {None}
     texts = [""] * len(prompts)
-    for start in range(0, len(order), settings.generation_batch):
-        chunk = order[start : start + settings.generation_batch]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+    for chunk, ids, mask in _left_padded(prompts, order, settings.generation_batch, pad):
+        width = ids.shape[1]
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids,
