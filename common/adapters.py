@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from common.aggregation import check_layout
 from common.config import AdapterConfig
-from common.errors import AdapterLayoutError
+from common.errors import AdapterLayoutError, ConfigError
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -42,11 +42,15 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
     import torch
     from peft import LoraConfig, get_peft_model
 
+    layers = _decoder_layers(model)
+    if cfg.top_layers > layers:
+        raise ConfigError(f"lora.top_layers must be <= the model's {layers} decoder layers, got {cfg.top_layers}")
     peft_cfg = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        layers_to_transform=list(range(layers - cfg.top_layers, layers)) if cfg.top_layers else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -61,6 +65,13 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
     if not names or not all(".lora_A." in n or ".lora_B." in n for n in names):
         raise AdapterLayoutError(f"lora: expected only LoRA factors to be trainable, found {len(names)} tensors")
     return peft_model
+
+
+def _decoder_layers(model: PreTrainedModel) -> int:
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if not isinstance(layers, int) or layers < 1:
+        raise ConfigError("lora.top_layers: the model's config has no num_hidden_layers")
+    return layers
 
 
 def adapter_arrays(model: PeftModel) -> AdapterArrays:

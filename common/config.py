@@ -59,8 +59,13 @@ class AdapterConfig:
     # FFA-LoRA (Sun et al., ICLR 2024): lora_A stays at its seeded init, identical at every site and the
     # coordinator; only lora_B trains and travels, so averaging B averages the updates B A exactly.
     freeze_a: bool = False
+    # Adapters on the last N decoder layers only (0 = every layer). Backpropagation then stops at the
+    # lowest adapted layer, so a step costs about forward + (N / layers) x backward, with fewer
+    # trainable parameters for DP-SGD's noise to cover.
+    top_layers: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.top_layers >= 0, "lora.top_layers", ">= 0 (0 = every layer)", self.top_layers)
         _check(1 <= self.rank <= 1024, "lora.rank", "in [1, 1024]", self.rank)
         _check(self.alpha > 0, "lora.alpha", "> 0", self.alpha)
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", "in [0, 1)", self.dropout)

@@ -64,3 +64,29 @@ def test_simulation_gives_each_worker_its_cpu_and_gpu_share() -> None:
     assert shared["init_args"]["num_gpus"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     with pytest.raises(ConfigError, match="simulation.gpus_per_site"):
         SimulationConfig(gpus_per_site=-1.0)
+
+
+def test_top_layers_adapts_only_the_last_layers_and_backprop_stops_there(tiny) -> None:
+    cfg, _, _ = tiny
+    model, _ = load_model_and_tokenizer(dataclasses.replace(cfg, device="cpu"))
+    layers = model.config.num_hidden_layers
+    peft_model = attach_lora(model, AdapterConfig(top_layers=1), seed=0)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert adapted == {str(layers - 1)}
+    ids = torch.tensor([[1, 5, 7, 9]])
+    hidden = (
+        peft_model.get_base_model()
+        .model.layers[layers - 2]
+        .register_forward_hook(lambda _m, _i, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    )
+    seen: list[torch.Tensor] = []
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    hidden.remove()
+    assert not seen[0].requires_grad  # below the lowest adapter nothing is recorded for backward
+    assert all(p.grad is not None for p in peft_model.parameters() if p.requires_grad)
+    with pytest.raises(ConfigError, match="lora.top_layers"):
+        attach_lora(
+            load_model_and_tokenizer(dataclasses.replace(cfg, device="cpu"))[0], AdapterConfig(top_layers=layers + 1)
+        )
+    with pytest.raises(ConfigError, match="lora.top_layers"):
+        AdapterConfig(top_layers=-1)
