@@ -40,6 +40,10 @@ ROWS: dict[str, list[str]] = {
     "qkvo": ["lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"],
     "ffa_lora": ["lora.freeze_a=true"],
     "ffa_lora_lr_3e-2": ["lora.freeze_a=true", "train.learning_rate=0.03"],
+    "top_8": ["lora.top_layers=8"],
+    "top_4": ["lora.top_layers=4"],
+    "top_8_batch_x2": ["lora.top_layers=8", "train.batch_size=32"],
+    "no_dp_top_8": ["privacy=none", "lora.top_layers=8"],
 }
 DESCRIPTION = {
     "default": "the given config",
@@ -57,6 +61,10 @@ DESCRIPTION = {
     "qkvo": "LoRA on q, k, v, o",
     "ffa_lora": "FFA-LoRA (A frozen)",
     "ffa_lora_lr_3e-2": "FFA-LoRA, learning rate 3e-2",
+    "top_8": "LoRA on the last 8 layers",
+    "top_4": "LoRA on the last 4 layers",
+    "top_8_batch_x2": "last 8 layers, expected batch x2",
+    "no_dp_top_8": "no DP, last 8 layers",
 }
 
 
@@ -79,10 +87,11 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
     pad = tokenizer.pad_token_id
     initial = adapter_arrays(model)
     key = (cfg.model, cfg.lora, cfg.seed, cfg.data, cfg.train.max_seq_len)
-    if key not in cache:  # the untrained adapter's loss (LoRA B starts at zero: the base model's)
+    if key not in cache:  # the untrained adapter's numbers (LoRA B starts at zero: the base model's)
         cache[key] = evaluate_loss(
             model, examples.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad
         )
+        cache[(key, "task")] = _task_metrics(model, tokenizer, cfg, site)
     steps = cfg.num_rounds * cfg.train.local_steps
     dp = arm_dp(cfg, len(examples.train), cfg.train.batch_size)
     sigma = dp.noise_multiplier if dp else 0.0
@@ -101,6 +110,7 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
     seconds = time.perf_counter() - start
     load_adapter_arrays(model, arrays)
     after = evaluate_loss(model, examples.eval, batch_size=cfg.train.eval_batch_size, precision=precision, pad_id=pad)
+    task_after = _task_metrics(model, tokenizer, cfg, site)
     load_adapter_arrays(model, initial)
     before = cache[key]
     return {
@@ -117,23 +127,47 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
         "trainable": int(sum(np.asarray(a).size for a in arrays.values())),
         "seconds": seconds,
         "epsilon": cfg.privacy.target_epsilon if cfg.privacy.enabled else None,
+        "task_before": cache[(key, "task")],
+        "task_after": task_after,
     }
+
+
+def _task_metrics(model: Any, tokenizer: Any, cfg: Any, site: int) -> dict[str, float] | None:
+    """The site's task set (data.task_paths, or the synthetic triage items) scored exactly: its primary
+    metric, and macro-F1 for a choice task; None when the site has none."""
+    from common.evaluation import EvalSettings, primary_metric, score_task, site_task, summarize_scores
+
+    task = site_task(cfg.data, site)
+    if task is None:
+        return None
+    scores = score_task(model, tokenizer, task, EvalSettings.for_training_length(cfg.train.max_seq_len), progress=False)
+    metrics = summarize_scores(task, scores)["metrics"]
+    keys = (primary_metric(task.kind), "macro_f1") if task.kind == "choice" else (primary_metric(task.kind),)
+    return {k: float(metrics[k]) for k in keys}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per row, the share of the no-DP row's gain when there is one."""
     ceiling = next((r["gain"] for r in rows if r["row"] == "no_dp"), None)
     head = (
-        "| lever | held-out loss before -> after | gain | share of no-DP gain | sigma | batch x steps | trainable | s |"
+        "| lever | held-out loss before -> after | gain | share of no-DP gain | task before -> after | sigma "
+        "| batch x steps | trainable | s |"
     )
-    lines = [head, "|" + "---|" * 8]
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         share = f"{r['gain'] / ceiling:.0%}" if ceiling and ceiling > 0 else "-"
         lines.append(
-            f"| {r['lever']} | {r['before']:.4f} -> {r['after']:.4f} | {r['gain']:+.4f} | {share} | "
+            f"| {r['lever']} | {r['before']:.4f} -> {r['after']:.4f} | {r['gain']:+.4f} | {share} | {_task_cell(r)} | "
             f"{r['noise_multiplier']:.3f} | {r['batch']} x {r['steps']} | {r['trainable']:,} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _task_cell(row: dict[str, Any]) -> str:
+    before, after = row.get("task_before"), row.get("task_after")
+    if not before or not after:
+        return "-"
+    return ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(
             f"{row['lever']}: held-out loss {row['before']:.4f} -> {row['after']:.4f} "
-            f"(sigma {row['noise_multiplier']:.3f}, {row['seconds']:.0f} s)",
+            f"(sigma {row['noise_multiplier']:.3f}, {row['seconds']:.0f} s); task {_task_cell(row)}",
             flush=True,
         )
         if args.json:
