@@ -212,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     if table:
         print(f"\n{table}\n")
     print(f"report: {summary['report']}")
-    rerun = " ".join(["fedcare compare", *args]).strip()
-    print(f"baselines (each site alone, all data pooled with and without DP, same steps and epsilon): {rerun}")
+    rerun = " ".join(["fedcare compare --reuse-run", summary["run_dir"], *args]).strip()
+    print(
+        "baselines on these sites (each alone, all data pooled with and without DP; same steps and epsilon; "
+        f"this run is the federated arm): {rerun}"
+    )
     return 0
 
 

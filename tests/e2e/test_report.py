@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -65,7 +66,9 @@ def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Pat
     run_dir = tmp_path / "rep"
     check_run(run_dir, sites=2, rounds=2, dp=True)
     assert f"report: {run_dir}/report.html" in result.stdout
-    assert result.stdout.rstrip().endswith(f"fedcare compare +experiment=smoke output_dir={tmp_path} run_name=rep")
+    assert result.stdout.rstrip().endswith(
+        f"fedcare compare --reuse-run {tmp_path / 'rep'} +experiment=smoke output_dir={tmp_path} run_name=rep"
+    )
     assert "what each site gained: base model -> final federated adapter" in result.stdout  # the gain table
     assert all(f"\n{site} " in result.stdout for site in ("site-0", "site-1", "pooled")) and "macro-R" in result.stdout
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
@@ -87,6 +90,17 @@ def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Pat
     rebuilt = run_cli(["report", str(run_dir)], cache_dir, tmp_path, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     assert len(open_in_chromium(run_dir / "report.html")["images"]) == 5
+
+    # The baselines command the run printed works as printed: this run is the federated arm, not run again.
+    command = shlex.split(result.stdout.rstrip().rsplit(": ", 1)[1])
+    assert command[:2] == ["fedcare", "compare"]
+    summary = (run_dir / "summary.json").read_bytes()
+    compared = run_cli(command[1:], cache_dir, tmp_path, timeout=600)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert (run_dir / "summary.json").read_bytes() == summary  # the federated run was reused, not run again
+    out = json.loads((run_dir / "compare.json").read_text())
+    assert out["run_dir"] == str(run_dir) and set(out["sites"]) == {"site-0", "site-1"}
+    assert "no site worse off than alone: " in compared.stdout
 
 
 def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_dir: Path) -> None:
