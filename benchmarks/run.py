@@ -190,7 +190,7 @@ def _hf_trainer(
     """Hugging Face Trainer + PEFT, defaults as FlowerTune's clients use them, on fedcare's padded batches."""
     import tempfile
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from common.examples import collate
 
@@ -235,6 +235,7 @@ def _hf_trainer(
         trainer = CountingTrainer(
             model=model, args=args, train_dataset=_ListDataset(examples), data_collator=collator, callbacks=[Clock()]
         )
+        trainer.remove_callback(PrinterCallback)  # without a progress bar it prints its final metrics dict
         trainer.train()
     seconds = marks[-1] - marks[0]
     return seconds, seconds / steps, tokens
@@ -447,6 +448,7 @@ def _quiet() -> Iterator[None]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("fedcare").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # the strategy's per-round lines during the aggregation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
