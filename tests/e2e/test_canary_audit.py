@@ -12,7 +12,7 @@ from common.examples import split_indices
 from common.records import load_records
 
 
-@pytest.mark.slow  # two Ray simulations
+@pytest.mark.slow  # two simulations (in-process engine: the audit is checked here, Ray's engine in test_simulation.py)
 def test_canary_audit_reports_both_runs(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -24,6 +24,7 @@ def test_canary_audit_reports_both_runs(
     rc = main(
         [
             "model=tiny",
+            "simulation.engine=inprocess",
             "num_sites=2",
             "num_rounds=2",
             "train.local_steps=10",

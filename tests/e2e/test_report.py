@@ -61,7 +61,9 @@ def open_in_chromium(page: Path) -> dict:
 
 
 def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_cli(["simulate", "+experiment=smoke", f"output_dir={tmp_path}", "run_name=rep"], cache_dir, tmp_path)
+    # The in-process engine (no Ray start-up; Ray's runs: test_simulation.py): the page is the point.
+    args = ["simulate", "+experiment=smoke", "simulation.engine=inprocess", f"output_dir={tmp_path}", "run_name=rep"]
+    result = run_cli(args, cache_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "rep"
     check_run(run_dir, sites=2, rounds=2, dp=True)
@@ -111,11 +113,12 @@ def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_di
             "privacy.target_epsilon=2,4,8,16",  # 4 points (at epsilon 1 the tiny sites refuse: noise over their cap)
             "+experiment=smoke",
             "num_rounds=1",
+            "simulation.engine=inprocess",  # each job without a Ray start-up: the sweep is checked, not the engine
             f"output_dir={tmp_path}",
         ],
         cache_dir,
         tmp_path,
-        timeout=1800,  # four runs one after another
+        timeout=900,  # four runs one after another
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [root] = (tmp_path / "multirun").iterdir()

@@ -1,17 +1,26 @@
 """The adversarial corpus (tests/fuzz/corpus.py) against every fedcare command: the error contract holds.
 
 Default tier: the cheap cases, each a call of the CLI's ``main`` in this process with captured output.
-Slow tier: every case in its own subprocess, with its exit status, wall time and peak memory measured.
+Slow tier: every expensive case (a model, an engine, a bomb, Hydra's composition) in its own subprocess,
+with its exit status, wall time and peak memory measured; the first cheap case of each command in its own
+subprocess too (the exit status and stderr of a real ``python -m simulations.cli`` for every command); and
+all the cheap cases in ONE subprocess (``python -m tests.fuzz.runner --in-process``), whose peak memory
+bounds each case's and which times each case (a subprocess of its own costs ~0.4 s CPU of interpreter and
+imports, which is what the cheap cases would otherwise measure).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.fuzz.corpus import CASES, Case
-from tests.fuzz.runner import MEMORY_LIMIT_BYTES, TIME_LIMIT_S, run_in_process, run_subprocess
+from tests.fuzz.runner import MEMORY_LIMIT_BYTES, ROOT, TIME_LIMIT_S, run_in_process, run_subprocess
 
 
 def _describe(outcome) -> str:  # noqa: ANN001 - an Outcome
@@ -26,8 +35,28 @@ def test_hostile_input_gets_one_clean_line_in_process(case: Case, tmp_path: Path
         assert outcome.code == 2 and outcome.stderr.startswith("fedcare: error: ")
 
 
+def _command(argv: list[str]) -> str:
+    return " ".join(argv[:2] if argv[:1] in (["coordinator"], ["site"], ["audit"]) else argv[:1])
+
+
+def _first_cheap_case_of_each_command(folder: Path) -> list[Case]:
+    seen: dict[str, Case] = {}
+    for index, case in enumerate(c for c in CASES if c.fast):
+        (folder / str(index)).mkdir()
+        seen.setdefault(_command(case.build(folder / str(index))), case)
+    return list(seen.values())
+
+
+def _subprocess_cases() -> list[Case]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fedcare-fuzz-ids-") as tmp:
+        alone = {c.id for c in _first_cheap_case_of_each_command(Path(tmp))}
+    return [c for c in CASES if not c.fast or c.id in alone]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", _subprocess_cases(), ids=lambda c: c.id)
 def test_hostile_input_is_bounded_in_a_subprocess(case: Case, tmp_path: Path) -> None:
     outcome = run_subprocess(case, tmp_path)
     assert not outcome.problems, _describe(outcome)
@@ -35,14 +64,45 @@ def test_hostile_input_is_bounded_in_a_subprocess(case: Case, tmp_path: Path) ->
     assert outcome.peak_bytes < MEMORY_LIMIT_BYTES
 
 
+@pytest.mark.slow
+def test_every_cheap_case_is_bounded_in_one_subprocess(tmp_path: Path) -> None:
+    # The runner calls main() for each cheap case (each in a fresh folder, TIME_LIMIT_S each by an alarm)
+    # and exits 1 naming every case that broke the contract; its peak RSS is an upper bound of each case's.
+    env = os.environ | {"PYTHONPATH": str(ROOT), "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    log = tmp_path / "runner.log"
+    with log.open("wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.fuzz.runner", "--in-process"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 900
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                pytest.fail(f"the cheap cases took over 900 s: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+    text = log.read_text(errors="replace")
+    assert child.returncode == 0, text[-4000:]
+    cheap = sum(c.fast for c in CASES)
+    assert text.splitlines()[-1].split() == ["all", str(cheap), "/", str(cheap)], text[-2000:]
+    assert usage.ru_maxrss * 1024 < MEMORY_LIMIT_BYTES  # kilobytes on Linux: every cheap case stayed under it
+
+
 def test_default_tier_covers_every_command_and_category(tmp_path: Path) -> None:
     commands: set[str] = set()
     for index, case in enumerate(c for c in CASES if c.fast):
         folder = tmp_path / str(index)
         folder.mkdir()
-        argv = case.build(folder)
-        words = argv[:2] if argv[:1] in (["coordinator"], ["site"], ["audit"]) else argv[:1]
-        commands.add(" ".join(words))
+        commands.add(_command(case.build(folder)))
     assert commands >= {
         "simulate",
         "check-data",
