@@ -148,6 +148,7 @@ class Reference:
         self.offsets = [len(h) for h in self.headers]
         c_ordered = all(a.flags.c_contiguous for a in self.arrays.values())
         self.lengths = [len(v) if c_ordered else -1 for v in self.buffers.values()]  # -1: never the fast path
+        self._payload = sum(a.nbytes for a in self.arrays.values())
 
     def pack(self, buffers: Mapping[str, bytes], who: str = "update") -> Packed:
         """An update's ``.npy`` buffers (name -> bytes) as a :class:`Packed` in the reference's order.
@@ -178,6 +179,12 @@ class Reference:
                 raise ValueError(f"tensor {name!r} is not a numpy array without pickles") from None
         check_layout(views, self.arrays, who)
         return pack(views, list(self.buffers))
+
+    def payload_bytes(self, packed: Packed) -> int:
+        """Bytes of tensor values ``packed`` holds (without ``.npy`` headers); the fast path's are the reference's."""
+        if packed.offsets is self.offsets:  # taken as is by :meth:`pack`: the reference's headers and lengths
+            return self._payload
+        return sum(len(b) - o for b, o in zip(packed.buffers, packed.offsets, strict=True))
 
     def unpack(self, packed: Packed) -> dict[str, npt.NDArray[np.generic]]:
         """A packed update's tensors as read-only views, by name (e.g. to name the tensor holding NaN)."""

@@ -194,9 +194,11 @@ class Screened(flwr_strategy.FedAvg):
 
 @dataclass
 class Premean:
-    """The weighted mean the screening computed in its pass over the updates, and of exactly which ones."""
+    """The weighted mean the screening computed in its pass over the updates, and of exactly which ones: the
+    RecordDicts it reduced the accepted replies to (one ArrayRecord, one MetricRecord of ``key`` = weight)."""
 
-    records: list[ArrayRecord]
+    contents: list[RecordDict]
+    key: str
     weights: list[float]
     mean: dict[str, np.ndarray]
 
@@ -232,21 +234,21 @@ def stream_arrayrecords(
     records: list[RecordDict], weighting_metric_name: str, premean: Premean | None = None
 ) -> ArrayRecord:
     """What Flower's ``strategy_utils.aggregate_arrayrecords`` returns, in one pass over tensors read in place
-    from the records' bytes (``premean``, when it is of exactly these ArrayRecords and weights, is the result)."""
-    weights, tensors = [], []
-    for record in records:
-        # Flower's weight: the first (only) MetricRecord's weighted_by_key value; all ArrayRecords' tensors.
-        weights.append(float(next(iter(record.metric_records.values()))[weighting_metric_name]))  # type: ignore[arg-type]
-        tensors.append(list(record.array_records.values()))
+    from the records' bytes (``premean``, when it is of exactly these RecordDicts and weighting key, is the
+    result: Flower's records API builds a new dict at every ``metric_records``/``array_records`` access)."""
     if (
         premean is not None
-        and premean.weights == weights
-        and all(len(t) == 1 for t in tensors)
-        and len(premean.records) == len(tensors)
-        and all(p is t[0] for p, t in zip(premean.records, tensors, strict=True))
+        and premean.key == weighting_metric_name
+        and len(premean.contents) == len(records)
+        and all(p is r for p, r in zip(premean.contents, records, strict=True))
     ):
         mean = premean.mean
     else:
+        weights, tensors = [], []
+        for record in records:
+            # Flower's weight: the first (only) MetricRecord's weighted_by_key value; all ArrayRecords' tensors.
+            weights.append(float(next(iter(record.metric_records.values()))[weighting_metric_name]))  # type: ignore[arg-type]
+            tensors.append(list(record.array_records.values()))
         buffers = [{k: a.data for r in t for k, a in r.items()} for t in tensors]
         reference = Reference(buffers[0])
         packs = [reference.pack(b) for b in buffers]
@@ -310,11 +312,18 @@ def build_strategy(cfg: RunConfig) -> Screened:
         weighted_by_key=NUM_EXAMPLES,
         arrayrecord_key=ARRAYS,
         configrecord_key=PLAN,
+        train_metrics_aggr_fn=_no_train_metrics,
         **_parameters(s),
     )
     strategy.min_sites = s.min_sites
     strategy.norm_outlier_factor = s.norm_outlier_factor
     return strategy
+
+
+def _no_train_metrics(records: list[RecordDict], weighting_metric_name: str) -> MetricRecord:
+    """Flower's train-metrics mean, skipped: the strategy sees replies reduced to tensors and weight (the
+    screening's), and fedcare reports each site's own metrics itself (:attr:`RoundOutcome.accepted`)."""
+    return MetricRecord()
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -349,7 +358,7 @@ def screen_train_replies(
     update finite and accepted; otherwise None and the strategy computes the mean of the accepted ones)."""
     outcome = RoundOutcome()
     senders = _senders(sent)
-    candidates: dict[str, tuple[Message, ArrayRecord, dict[str, float], Packed]] = {}
+    candidates: dict[str, tuple[Message, ArrayRecord, dict[str, float], Packed, Mapping[str, ConfigRecord]]] = {}
     answered: set[int] = set()
     for reply in replies:
         node = senders.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
@@ -363,7 +372,7 @@ def screen_train_replies(
         site = _site_name(metrics, node)
         record = records[1].get(ARRAYS)
         packed, reason = _read_tensors(record, reference, site)
-        outcome.bytes_up += _payload_bytes(record, packed)
+        outcome.bytes_up += _payload_bytes(record, packed, reference)
         reason = _reply_problem(records, metrics) or reason
         if reason is None and site in candidates:
             reason = f"a second reply claiming {site} in the same round"
@@ -371,7 +380,7 @@ def screen_train_replies(
             outcome.rejected[f"{site} (node {node})" if site in candidates else site] = reason
             continue
         assert metrics is not None and record is not None and packed is not None
-        candidates[site] = (reply, record, metrics, packed)
+        candidates[site] = (reply, record, metrics, packed, records[2])
     for node in {m.metadata.dst_node_id for m in sent} - answered:
         outcome.failed[f"node-{node}"] = "no reply before the round timeout"
     # One pass over the candidates' values: the update norms (a NaN/inf value makes one non-finite) and,
@@ -394,9 +403,9 @@ def screen_train_replies(
     for site in order:
         if site in outcome.rejected:
             continue
-        reply, record, metrics, _ = candidates[site]
+        reply, record, metrics, _, config_records = candidates[site]
         outcome.accepted[site] = metrics
-        egress = reply.content.config_records.get(EGRESS)
+        egress = config_records.get(EGRESS)
         if egress is not None:
             outcome.egress[site] = check_egress(dict(egress))
         # The strategy sees only the checked tensors (the reply's own Arrays, in the global adapter's
@@ -411,7 +420,7 @@ def screen_train_replies(
         clean.append(reply)
     premean = None
     if mean is not None and len(clean) == len(order):
-        premean = Premean([m.content.array_records[ARRAYS] for m in clean], weights, mean)
+        premean = Premean([m.content for m in clean], NUM_EXAMPLES, weights, mean)
     return outcome, clean, premean
 
 
@@ -432,10 +441,10 @@ def _read_tensors(record: ArrayRecord | None, reference: Reference, site: str) -
         return None, str(err)
 
 
-def _payload_bytes(record: ArrayRecord | None, packed: Packed | None) -> int:
+def _payload_bytes(record: ArrayRecord | None, packed: Packed | None, reference: Reference) -> int:
     """Tensor bytes a reply carried (without the .npy headers)."""
     if packed is not None:
-        return sum(len(b) - o for b, o in zip(*packed, strict=True))
+        return reference.payload_bytes(packed)
     total = 0
     for array in (record or {}).values():
         try:
