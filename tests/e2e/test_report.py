@@ -69,7 +69,7 @@ def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Pat
     check_run(run_dir, sites=2, rounds=2, dp=True)
     assert f"report: {run_dir}/report.html" in result.stdout
     assert result.stdout.rstrip().endswith(
-        f"fedcare compare --reuse-run {tmp_path / 'rep'} +experiment=smoke output_dir={tmp_path} run_name=rep"
+        f"fedcare compare --reuse-run {tmp_path / 'rep'} {' '.join(args[1:])}"  # the run's own overrides
     )
     assert "what each site gained: base model -> final federated adapter" in result.stdout  # the gain table
     assert all(f"\n{site} " in result.stdout for site in ("site-0", "site-1", "pooled")) and "macro-R" in result.stdout
