@@ -81,7 +81,7 @@ def run_row(name: str, base: list[str], site: int, cache: dict[Any, float]) -> d
 
     cfg, _ = compose([*base, *ROWS[name]])
     plan = plan_for_round(cfg, 1, "levers")
-    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed, initial=True)
     examples = runtime.examples_for(cfg.data, site, cfg.num_sites, plan, tokenizer)
     precision = runtime.precision_for(cfg.model)
     pad = tokenizer.pad_token_id

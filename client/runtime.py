@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from common.adapters import attach_lora
+from common.adapters import adapter_arrays, attach_lora, load_adapter_arrays
 from common.config import AdapterConfig, DataConfig, ModelConfig, SitePlan
 from common.datasets import load_site_data
 from common.deid import deidentify
@@ -24,7 +24,7 @@ from common.model import load_model_and_tokenizer, resolve_device, resolve_preci
 
 log = logging.getLogger("fedcare.site")
 _lock = threading.Lock()
-_model: tuple[Any, Any, Any] | None = None  # (key, peft model, tokenizer)
+_model: tuple[Any, Any, Any, Any] | None = None  # (key, peft model, tokenizer, the adapter's seeded init)
 _sites: dict[Any, SiteExamples] = {}
 
 
@@ -40,8 +40,14 @@ class SiteExamples:
     eval_units: list[int] | None = None  # patient of each held-out example, when known
 
 
-def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tuple[Any, Any]:
-    """The cached (PeftModel, tokenizer); built on first use or when the model/LoRA config changes."""
+def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int, *, initial: bool = False) -> tuple[Any, Any]:
+    """The cached (PeftModel, tokenizer); built on first use or when the model/LoRA config changes.
+
+    The adapter holds whatever was last loaded or trained into it in this process (a site always
+    loads the received arrays first). ``initial=True`` resets it to its seeded init, what the
+    coordinator starts a run from: for code that trains from the start after sites of this process
+    trained (``fedcare compare`` after an in-process run).
+    """
     global _model
     key = (model_cfg, lora_cfg, seed)
     with _lock:
@@ -50,7 +56,8 @@ def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tup
             if model_cfg.num_threads:
                 torch.set_num_threads(model_cfg.num_threads)
             base, tokenizer = load_model_and_tokenizer(model_cfg)
-            _model = (key, attach_lora(base, lora_cfg, seed=seed), tokenizer)
+            peft_model = attach_lora(base, lora_cfg, seed=seed)
+            _model = (key, peft_model, tokenizer, adapter_arrays(peft_model))
             log.info(
                 "loaded base model %s (%s on %s) with LoRA r=%d on %s",
                 model_cfg.name_or_path,
@@ -59,6 +66,8 @@ def model_for(model_cfg: ModelConfig, lora_cfg: AdapterConfig, seed: int) -> tup
                 lora_cfg.rank,
                 ",".join(lora_cfg.target_modules),
             )
+        if initial:
+            load_adapter_arrays(_model[1], _model[3])
         return _model[1], _model[2]
 
 

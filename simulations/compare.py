@@ -191,7 +191,8 @@ def compare(
     summary = reused_run(reuse_run, raw) if reuse_run else simulate(overrides)
     run_dir = Path(summary["run_dir"])
     plan = plan_for_round(cfg, 1, run_dir.name)
-    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed)
+    # The seeded init the federated run started from (an in-process run's sites trained this very model).
+    model, tokenizer = runtime.model_for(cfg.model, cfg.lora, cfg.seed, initial=True)
     initial = adapter_arrays(model)
     sites = [runtime.examples_for(cfg.data, i, cfg.num_sites, plan, tokenizer) for i in range(cfg.num_sites)]
     tasks = {f"site-{i}": site_task(cfg.data, i) for i in range(cfg.num_sites)}

@@ -90,3 +90,22 @@ def test_top_layers_adapts_only_the_last_layers_and_backprop_stops_there(tiny) -
         )
     with pytest.raises(ConfigError, match="lora.top_layers"):
         AdapterConfig(top_layers=-1)
+
+
+def test_the_cached_site_model_can_be_reset_to_the_seeded_init(tiny) -> None:
+    from client import runtime
+    from common.adapters import adapter_arrays
+
+    cfg, _, _ = tiny
+    lora = AdapterConfig(rank=2, alpha=4)  # a shape no other test caches
+    model, _ = runtime.model_for(cfg, lora, seed=3)
+    init = adapter_arrays(model)
+    with torch.no_grad():  # what a site's training leaves in the process's model
+        for name, param in model.named_parameters():
+            if ".lora_" in name:
+                param.add_(0.5)
+    assert runtime.model_for(cfg, lora, seed=3)[0] is model  # cached: still the trained weights
+    assert any((adapter_arrays(model)[k] != v).any() for k, v in init.items())
+    reset, _ = runtime.model_for(cfg, lora, seed=3, initial=True)
+    assert reset is model and all((adapter_arrays(model)[k] == v).all() for k, v in init.items())
+    assert all(not v.any() for k, v in init.items() if "lora_B" in k)  # B = 0: the base model
