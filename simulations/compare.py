@@ -335,7 +335,11 @@ def format_compare(result: dict[str, Any]) -> str:
         f"\nworst site (federated vs alone): {result['worst_site']}; "
         f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}"
     )
-    lines.append(f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model")
+    lines.append(
+        f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model"
+        if math.isfinite(share)
+        else "the pooled non-DP arm did not improve on the base model: no share of its gain to give"
+    )
     tuned = {arm: o for arm, o in result.get("arm_overrides", {}).items() if o}
     if tuned:
         lines.append("arm settings: " + "; ".join(f"{arm} {' '.join(o)}" for arm, o in tuned.items()))

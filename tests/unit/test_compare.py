@@ -53,6 +53,9 @@ def test_the_table_names_tuned_arms() -> None:
     }
     text = format_compare(result)
     assert "arm settings: local train.learning_rate=0.01" in text and "pooled_dp" not in text.split("arm settings")[1]
+    assert "captures 50% of the pooled non-DP loss gain" in text
+    nothing = format_compare(result | {"federated_share_of_pooled_gain": float("nan")})
+    assert "nan" not in nothing and "did not improve on the base model" in nothing
 
 
 def test_reuse_run_takes_a_finished_run_made_with_the_same_settings(tmp_path) -> None:  # noqa: ANN001
