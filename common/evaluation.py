@@ -671,6 +671,15 @@ def site_evaluation(tasks: dict[str, Task], scores: dict[str, dict[str, list[Ite
     return result
 
 
+def baselines_line(base: dict[str, Any]) -> str:
+    """One line: the majority-class and chance baselines (:func:`common.metrics.baselines`)."""
+    return (
+        f"baselines: majority class '{base['majority']['label']}' accuracy "
+        f"{base['majority']['accuracy']:.4f} (macro-F1 {base['majority']['macro_f1']:.4f}); "
+        f"chance accuracy {base['chance']['accuracy']:.4f} (macro-F1 {base['chance']['macro_f1']:.4f})"
+    )
+
+
 def format_results(result: dict[str, Any]) -> str:
     """A console report: one column per model, then per-class numbers and confusion matrices."""
     task = result["task"]
@@ -688,12 +697,7 @@ def format_results(result: dict[str, Any]) -> str:
     for key in keys:
         lines.append(f"{key:<16}" + "".join(f"{m['metrics'][key]:>{width + 2}.4f}" for m in models))
     if kind == "choice":
-        base = result["baselines"]
-        lines.append(
-            f"baselines: majority class '{base['majority']['label']}' accuracy "
-            f"{base['majority']['accuracy']:.4f} (macro-F1 {base['majority']['macro_f1']:.4f}); "
-            f"chance accuracy {base['chance']['accuracy']:.4f} (macro-F1 {base['chance']['macro_f1']:.4f})"
-        )
+        lines.append(baselines_line(result["baselines"]))
         labels = task["labels"]
         for m in models:
             lines.append(f"\n{m['name']}: per class (precision / recall / F1 / support)")

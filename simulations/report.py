@@ -178,6 +178,10 @@ def gain_table(evaluation: dict[str, Any] | None, exact: dict[str, Any] | None) 
     title = "what each site gained: base model -> final federated adapter (exact, on each site's own data)"
     if evaluation:
         title += f"; task: {evaluation['task']}"
+    if evaluation and evaluation.get("baselines"):  # what the pooled accuracy must beat to mean anything
+        from common.evaluation import baselines_line
+
+        rows.append("pooled " + baselines_line(evaluation["baselines"]))
     return "\n".join([title, head, sub, *rows])
 
 

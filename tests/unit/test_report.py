@@ -272,7 +272,10 @@ def test_task_metrics_come_from_the_sites_item_scores_of_round_0_and_the_last(tm
     lines = gain_table(result, exact).splitlines()
     assert "held-out loss" in lines[1] and "macro-P" in lines[1] and "macro-R" in lines[1]
     assert lines[3].split()[:4] == ["site-0", "3.000", "1.500", f"{site['base']['metrics']['accuracy']:.3f}"]
-    assert lines[3].split()[4] == "1.000" and lines[-1].split()[:3] == ["pooled", "3.000", "2.000"]
+    assert lines[3].split()[4] == "1.000" and lines[-2].split()[:3] == ["pooled", "3.000", "2.000"]
+    no = sum(item.answer == "no" for i in range(cfg.num_sites) for item in site_task(cfg.data, i).items)
+    assert lines[-1].startswith("pooled baselines: majority class 'no' accuracy ")
+    assert f"accuracy {no / result['pooled']['final']['metrics']['n']:.4f}" in lines[-1]
     (run / "sites" / "site-1" / "measured.jsonl").unlink()
     with pytest.raises(ValueError, match="adapter_config.json"):
         evaluate_run(cfg, run, run / "adapters" / "round-002")  # falls back: scores with the (absent) adapter
