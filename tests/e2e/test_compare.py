@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 def test_compare_runs_every_arm_on_every_site(tmp_path: Path, cache_dir: Path) -> None:
     result = run_cli(
         # The pooled non-DP arm is tuned on its own: a learning rate of 1e-9 leaves it at the base model.
-        ["compare", "+experiment=smoke", "num_rounds=1", f"output_dir={tmp_path}", "run_name=cmp"]
+        # The federated arm on the in-process engine (no Ray start-up; Ray's runs: test_simulation.py).
+        ["compare", "+experiment=smoke", "num_rounds=1", "simulation.engine=inprocess"]
+        + [f"output_dir={tmp_path}", "run_name=cmp"]
         + ["--arm", "pooled:train.learning_rate=1e-9"],
         cache_dir,
         tmp_path,
