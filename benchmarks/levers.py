@@ -42,7 +42,6 @@ ROWS: dict[str, list[str]] = {
     "ffa_lora_lr_3e-2": ["lora.freeze_a=true", "train.learning_rate=0.03"],
     "top_8": ["lora.top_layers=8"],
     "top_4": ["lora.top_layers=4"],
-    "top_8_batch_x2": ["lora.top_layers=8", "train.batch_size=32"],
     "no_dp_top_8": ["privacy=none", "lora.top_layers=8"],
 }
 DESCRIPTION = {
@@ -63,7 +62,6 @@ DESCRIPTION = {
     "ffa_lora_lr_3e-2": "FFA-LoRA, learning rate 3e-2",
     "top_8": "LoRA on the last 8 layers",
     "top_4": "LoRA on the last 4 layers",
-    "top_8_batch_x2": "last 8 layers, expected batch x2",
     "no_dp_top_8": "no DP, last 8 layers",
 }
 

@@ -42,7 +42,7 @@ def attach_lora(model: PreTrainedModel, cfg: AdapterConfig, *, seed: int = 0) ->
     import torch
     from peft import LoraConfig, get_peft_model
 
-    layers = _decoder_layers(model)
+    layers = _decoder_layers(model) if cfg.top_layers else 0
     if cfg.top_layers > layers:
         raise ConfigError(f"lora.top_layers must be <= the model's {layers} decoder layers, got {cfg.top_layers}")
     peft_cfg = LoraConfig(
