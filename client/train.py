@@ -117,6 +117,7 @@ def train_round(
         batches = poisson_unit_batches(units, sample_rate, cfg.local_steps, rng)
     else:
         batches = poisson_batches(len(examples), sample_rate, cfg.local_steps, rng)
+    lengths = [len(e.input_ids) for e in examples]
     device = params[0].device
     trainer: torch.nn.Module = model
     if dp is not None:
@@ -148,7 +149,7 @@ def train_round(
                     optimizer.step()
                 continue
             total = 0.0  # sum of the per-example losses of the whole (logical) batch
-            parts = physical_batches(idx, cfg.max_physical_batch, units)
+            parts = physical_batches(idx, cfg.max_physical_batch, units, lengths)
             for n, part in enumerate(parts, start=1):
                 last = n == len(parts)
                 batch = collate([examples[i] for i in part], pad_id)
@@ -200,19 +201,26 @@ def train_round(
     )
 
 
-def physical_batches(idx: Sequence[int], size: int, units: Sequence[int] | None = None) -> list[list[int]]:
+def physical_batches(
+    idx: Sequence[int], size: int, units: Sequence[int] | None = None, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
     """Split one Poisson batch into parts of at most ``size`` examples (0: the batch whole), which
     ``train_round`` runs one after another before a single optimizer step (the same step in less
     memory). With ``units``, a patient's records stay in one part (a part may then exceed ``size``
-    when one patient alone does), so each patient is still one clipped row."""
+    when one patient alone does), so each patient is still one clipped row. With ``lengths`` (tokens
+    per example) the parts are cut from the batch sorted by length, so each part pads its rows to a
+    length close to their own: less of every forward and backward pass is spent on padding."""
     idx = list(idx)
     if size <= 0 or len(idx) <= size:
         return [idx]
     groups: dict[int, list[int]] = {}
     for i in idx:
         groups.setdefault(units[i] if units is not None else i, []).append(i)
+    ordered = list(groups.values())
+    if lengths is not None:
+        ordered.sort(key=lambda group: max(lengths[i] for i in group))
     parts: list[list[int]] = [[]]
-    for group in groups.values():
+    for group in ordered:
         if parts[-1] and len(parts[-1]) + len(group) > size:
             parts.append([])
         parts[-1].extend(group)
@@ -273,13 +281,18 @@ def average_grad_samples_by_unit(params: Sequence[torch.nn.Parameter], row_units
 def evaluate_example_losses(
     model: torch.nn.Module, examples: Sequence[TokenizedExample], *, batch_size: int, precision: str, pad_id: int
 ) -> np.ndarray:
-    """Per-example answer-token loss on ``examples`` (nats per token), shape [examples]."""
+    """Per-example answer-token loss on ``examples`` (nats per token), shape [examples], in their order.
+
+    Batches are cut from the examples sorted by length (a fixed order), so a batch pads its rows to
+    a length close to their own."""
     model.eval()
-    out = []
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], pad_id)
-        out.append(per_example_loss(model, batch, precision).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    out = np.zeros(len(examples))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate([examples[i] for i in chunk], pad_id)
+        out[chunk] = per_example_loss(model, batch, precision).double().cpu().numpy()
+    return out
 
 
 def evaluate_loss(

@@ -153,7 +153,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_seq_len: int = 128  # tokens per example after the chat template; longer ones are cut
     eval_batch_size: int = 16  # examples per forward pass when measuring held-out loss
-    max_physical_batch: int = 0  # examples per forward/backward pass; a larger batch runs in parts (0 = whole)
+    max_physical_batch: int = 8  # examples per forward/backward; a larger batch runs in length-sorted parts (0 = whole)
 
     def __post_init__(self) -> None:
         for key in ("local_steps", "batch_size", "max_seq_len", "eval_batch_size"):

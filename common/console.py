@@ -36,3 +36,25 @@ def quiet_third_party() -> None:
     for module in ("transformers", "peft", "torch", "opacus"):  # deprecation notices meant for their developers
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+
+
+def quiet_simulation_engine(verbose: bool = False) -> None:
+    """The local simulation's console: fedcare's line per round instead of Flower's strategy lines.
+
+    Flower's INFO lines (``configure_train: Sampled 3 nodes``, ``aggregate_train: Received 3 results``)
+    repeat what fedcare's coordinator logs per round (failed and rejected sites are fedcare warnings);
+    its notice that ``run_simulation`` is deprecated in favour of ``flwr run`` and Ray's tip about a
+    future GPU default are meant for developers of those calls. ``verbose`` keeps Flower's debug lines.
+    """
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not any(isinstance(f, _RunSimulationNotice) for f in flower.filters):
+        flower.addFilter(_RunSimulationNotice())
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
+
+
+class _RunSimulationNotice(logging.Filter):
+    """Drops Flower's deprecation notice for ``run_simulation``, the call fedcare's simulation is built on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("DEPRECATED FEATURE") and "run_simulation" in str(record.args))

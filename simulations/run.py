@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from common.config import SimulationConfig
-from common.console import configure_logging
+from common.console import configure_logging, quiet_simulation_engine
 from common.datasets import check_trainable, load_site_data
 from common.errors import FedcareError
 from common.files import make_private_dir
@@ -34,6 +34,7 @@ def simulate(overrides: list[str]) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging()
     cfg, raw = compose(overrides)
+    quiet_simulation_engine(cfg.simulation.verbose)
     sites = []
     for index in range(cfg.num_sites):  # fail fast, before any worker starts or folder is made, on unusable data
         site = load_site_data(cfg.data, index, cfg.num_sites)

@@ -344,6 +344,11 @@ def test_physical_batches_keep_a_patients_records_together() -> None:
     units = [0, 0, 1, 1, 1, 2, 3]  # example -> patient
     assert physical_batches([0, 2, 1, 3, 4, 5, 6], 3, units) == [[0, 1], [2, 3, 4], [5, 6]]
     assert physical_batches([2, 3, 4], 2, units) == [[2, 3, 4]]  # one patient alone exceeds the part size
+    lengths = [30, 90, 10, 80, 20, 70]  # tokens per example: parts are cut from the batch sorted by length
+    assert physical_batches([0, 1, 2, 3, 4, 5], 2, lengths=lengths) == [[2, 4], [0, 5], [3, 1]]
+    assert physical_batches([0, 1, 2, 3, 4, 5], 0, lengths=lengths) == [[0, 1, 2, 3, 4, 5]]
+    pairs = [0, 0, 1, 1, 2, 2]  # a patient's records stay together; patients sort by their longest record
+    assert physical_batches([0, 1, 2, 3, 4, 5], 2, pairs, lengths) == [[4, 5], [2, 3], [0, 1]]
 
 
 @pytest.mark.parametrize("dp_on", [True, False])
@@ -378,3 +383,17 @@ def test_a_batch_run_in_parts_takes_the_same_step(tiny, examples, dp_on: bool, b
     assert r0.train_loss == pytest.approx(r1.train_loss, rel=1e-5)
     for k in whole:
         np.testing.assert_allclose(parts[k], whole[k], rtol=1e-4, atol=1e-6)
+
+
+def test_held_out_losses_come_back_in_the_examples_order_from_length_sorted_batches(peft_model) -> None:
+    from client.train import evaluate_example_losses
+
+    model, tokenizer = peft_model
+    records = generate_site_records(0, 10)
+    examples = [tokenize_records([r], tokenizer, 160 + 37 * (i % 4))[0] for i, r in enumerate(records)]
+    lengths = [len(e.input_ids) for e in examples]
+    assert lengths != sorted(lengths)  # the batches are cut in another order than the examples'
+    batched = evaluate_example_losses(model, examples, batch_size=5, precision="fp32", pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        alone = [float(per_example_loss(model, collate([e], tokenizer.pad_token_id), "fp32")) for e in examples]
+    np.testing.assert_allclose(batched, alone, rtol=1e-5)
