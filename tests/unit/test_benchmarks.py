@@ -74,3 +74,17 @@ def test_lever_table_gives_each_row_its_share_of_the_no_dp_gain() -> None:
     text = table([row("default", 2.5), row("no_dp", 2.0), row("lr_high", 2.2)])
     lines = text.splitlines()
     assert "| 50% |" in lines[2] and "| 100% |" in lines[3] and "| 80% |" in lines[4]
+
+
+@pytest.mark.slow  # two DP-SGD arms and two held-out passes on the tiny model: ~10 s, too long for the fast tier
+def test_padding_benchmark_gives_the_same_adapter_with_less_padding(cache_dir: Path) -> None:
+    from benchmarks.padding import measure, table
+
+    overrides = ["+experiment=smoke", f"model.cache_dir={cache_dir}", "train.batch_size=8", "train.max_seq_len=384"]
+    got = measure([*overrides, "train.max_physical_batch=2"], steps=1, repeats=1)
+    whole, parts = got["arms"]["whole"], got["arms"]["sorted parts of 2"]
+    assert got["real_tokens"] > 0 and parts["padded_tokens"] < whole["padded_tokens"]  # records of unequal length
+    assert 0 <= parts["padding_fraction"] < whole["padding_fraction"]
+    assert got["adapter_max_abs_diff"] < 1e-5  # the same DP-SGD step, pinned noise
+    assert got["held_out"]["max_abs_loss_diff"] < 1e-4
+    assert "sorted by length" in table(got)
