@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from common.synthetic import generate_site_records, write_jsonl
@@ -33,27 +33,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Deployment:
-    """Processes of one loopback consortium; every process is killed at teardown."""
+def _tree(pid: int, *, freeze: bool = True) -> list[psutil.Process]:
+    """``pid`` and its descendants, frozen (SIGSTOP) so that none can start another before it is killed:
+    Flower's SuperExec runs in a session of its own, so killing a process group misses what it started."""
+    try:
+        procs = [psutil.Process(pid)]
+    except psutil.NoSuchProcess:
+        return []
+    seen: dict[int, psutil.Process] = {}
+    while new := [p for p in procs if p.pid not in seen]:
+        for p in new:
+            seen[p.pid] = p
+            if freeze:
+                with contextlib.suppress(psutil.Error):
+                    p.suspend()
+        procs = [c for p in new for c in _children(p)]
+    return list(seen.values())
 
-    def __init__(self, root: Path, cache: Path, num_sites: int) -> None:
-        self.root = root
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_all(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=30)
+
+
+class Deployment:
+    """Processes of one loopback consortium (a SuperLink, enrolled site keys, the approved app bundle in
+    ``home``); each test works in its own folder (:meth:`use`). Every process is killed at teardown."""
+
+    def __init__(self, home: Path, cache: Path, num_sites: int) -> None:
+        self.home = self.root = home
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = os.environ | {
             "FLWR_TELEMETRY_ENABLED": "0",
             "HF_HUB_OFFLINE": "1",
             "FEDCARE_CACHE": str(cache),
-            "FLWR_HOME": str(root / "flwr-home"),
+            "FLWR_HOME": str(home / "flwr-home"),
             "PYTHONPATH": str(ROOT),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.num_sites = num_sites
-        self.certs = root / "certs"
+        self.certs = home / "certs"
+        self.approved = ""  # the approved bundle's SHA-256, once built
         sites = [a for i in range(num_sites) for a in ("--site", f"site-{i}")]
         self.cli("certs", "--out", str(self.certs), "--host", "localhost", "--host", "127.0.0.1", *sites)
         for i in range(num_sites):
-            write_jsonl(generate_site_records(i, 24), root / "data" / f"site-{i}.jsonl")
+            write_jsonl(generate_site_records(i, 24), home / "data" / f"site-{i}.jsonl")
+
+    def use(self, root: Path) -> None:
+        """Work in ``root`` from now on (site state, logs, runs), with the consortium's files linked in."""
+        self.root = root
+        for name in ("certs", "certs-ca", "data", "approved", "rogue-certs", "rogue-certs-ca"):
+            if (self.home / name).exists():
+                (root / name).symlink_to(self.home / name)
 
     def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -69,11 +110,11 @@ class Deployment:
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         return result
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+    def spawn(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        log = open((cwd or self.root) / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "simulations.cli", *args],
-            cwd=self.root,
+            cwd=cwd or self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -83,10 +124,35 @@ class Deployment:
         return proc
 
     def kill(self, name: str) -> None:
+        """SIGKILL a daemon and everything it started (as a crash or `kill -9` would end it)."""
         proc = self.procs.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_all(_tree(proc.pid))
         proc.wait(timeout=30)
+
+    def stop(self, name: str) -> None:
+        """Stop a site daemon as its operator would (SIGTERM): its SuperNode leaves the SuperLink at once,
+        so the next daemon with the same key is accepted without waiting for Flower's heartbeat to expire."""
+        proc = self.procs.pop(name)
+        started = [p.pid for p in _tree(proc.pid, freeze=False)]
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        _kill_all([p for pid in started for p in _tree(pid)])  # whatever did not stop by itself
+        proc.wait(timeout=30)
+
+    def stop_sites(self) -> None:
+        for name in [n for n in self.procs if n.startswith("site-")]:
+            self.stop(name)
+
+    def leftovers(self) -> list[str]:
+        """Processes still running with this consortium's FLWR_HOME (none may outlive it)."""
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline", "status"]):
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE and p.environ().get("FLWR_HOME") == self.env["FLWR_HOME"]:
+                    found.append(f"{p.pid} {' '.join(p.cmdline())[:160]}")
+        return found
 
     def refused(self, name: str, *args: str) -> str:
         """Run a flower-supernode that should give up; returns its log. Its helpers share the log file,
@@ -115,8 +181,7 @@ class Deployment:
             try:
                 code = proc.wait(timeout=120)
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                _kill_all(_tree(proc.pid))
         assert code != 0, f"{name} was accepted"
         return path.read_text(errors="replace")
 
@@ -133,6 +198,7 @@ class Deployment:
             "127.0.0.1",
             "--port",
             str(self.port),
+            cwd=self.home,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -140,7 +206,10 @@ class Deployment:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.3)
-        raise AssertionError((self.root / "superlink.log").read_text()[-3000:])
+        raise AssertionError((self.home / "superlink.log").read_text()[-3000:])
+
+    def coordinator_running(self) -> bool:
+        return "superlink" in self.procs and self.procs["superlink"].poll() is None
 
     def enroll(self) -> None:
         for i in range(self.num_sites):
@@ -197,13 +266,33 @@ class Deployment:
             self.kill(name)
 
 
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[Deployment]:
+    """One SuperLink with three enrolled site keys, the approved app bundle and a rogue key pair, shared by
+    the tests below (each in a folder of its own); nothing of it may outlive the module."""
+    dep = Deployment(tmp_path_factory.mktemp("consortium"), cache_dir, num_sites=3)
+    try:
+        dep.start_coordinator()
+        dep.enroll()
+        dep.approved = dep.approved_app()
+        dep.cli("certs", "--out", "rogue-certs", "--site", "rogue")
+        yield dep
+    finally:
+        dep.close()
+        left = dep.leftovers()
+        _kill_all([psutil.Process(int(line.split()[0])) for line in left])
+        assert not left, "processes outlived the deployment tests:\n" + "\n".join(left)
+
+
 @pytest.fixture
-def deployment(tmp_path: Path, cache_dir: Path) -> Iterator[Deployment]:
-    dep = Deployment(tmp_path, cache_dir, num_sites=3)
-    dep.start_coordinator()
-    dep.enroll()
-    yield dep
-    dep.close()
+def deployment(consortium: Deployment, tmp_path: Path) -> Iterator[Deployment]:
+    if not consortium.coordinator_running():  # an earlier test failed with its SuperLink down
+        consortium.start_coordinator()
+    consortium.use(tmp_path)
+    try:
+        yield consortium
+    finally:
+        consortium.stop_sites()  # gracefully: the next test's daemons hold the same keys
 
 
 SMOKE = (
@@ -226,7 +315,6 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
 
 def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -> None:
     # Before any site joins: an unregistered key and a plain connection are refused by this SuperLink.
-    deployment.cli("certs", "--out", "rogue-certs", "--site", "rogue")
     rogue = deployment.refused(
         "rogue",
         "--root-certificates",
@@ -238,9 +326,8 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     plain = deployment.refused("plain", "--insecure")
     assert "Failed to initialize the connection" in plain
     # The enrolled keys over TLS are accepted: the three sites run the whole run.
-    approved = deployment.approved_app()  # every site pins the approved bundle: it still runs the whole run
-    for i in range(3):
-        deployment.start_site(i, deployment.site_config(i, "state", trusted_app=approved))
+    for i in range(3):  # every site pins the approved bundle: it still runs the whole run
+        deployment.start_site(i, deployment.site_config(i, "state", trusted_app=deployment.approved))
     rounds = 2
     deployment.run(*SMOKE, f"num_rounds={rounds}", "train.local_steps=3", "output_dir=runs", "run_name=tls")
     run = deployment.root / "runs" / "tls"
@@ -299,7 +386,7 @@ def _trained_rounds(ledger: Path) -> list[int]:
 
 
 def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -> None:
-    configs = [deployment.site_config(i, "state") for i in range(3)]
+    configs = [deployment.site_config(i, "state", trusted_app=deployment.approved) for i in range(3)]
     for i in range(3):
         deployment.start_site(i, configs[i])
     ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
@@ -349,14 +436,24 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
     from safetensors.numpy import load_file
 
     common = (*SMOKE, "num_rounds=2", "train.local_steps=4", "output_dir=runs")
+    # The reference run on Flower's own ClientApp path: these sites pin nothing, so each message gets a fresh
+    # `flwr-clientapp` process (fresh model, fresh RNGs) from the SuperNode.
     for i in range(3):
         deployment.start_site(i, deployment.site_config(i, "ref", noise_seed=11))
     deployment.run(*common, "run_name=same")
+    for i in range(3):
+        site_log = (deployment.root / f"site-{i}.log").read_text(errors="replace")
+        assert site_log.count("loaded base model") == 5, site_log[-3000:]  # 2 rounds x (train + evaluate) + round 0
     reference = load_file(
         str(deployment.root / "runs" / "same" / "adapters" / "round-002" / "adapter_model.safetensors")
     )
     (deployment.root / "runs" / "same").rename(deployment.root / "runs" / "reference")
-    shutil.rmtree(deployment.root / "ref")  # the same daemons with fresh state (ledgers), same seeds
+    # The same sites (keys, data, seeds) with fresh state, now pinning the approved bundle: one long-lived
+    # ClientApp runner per site serves every message of the interrupted and the resumed run, so the resumed
+    # adapter equals the reference only if nothing a runner carries across messages changes a result.
+    deployment.stop_sites()
+    for i in range(3):
+        deployment.start_site(i, deployment.site_config(i, "resume", noise_seed=11, trusted_app=deployment.approved))
     checkpoint = deployment.root / "runs" / "same" / "checkpoint.json"
     runner = subprocess.Popen(
         [
@@ -383,7 +480,7 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
             600,
             "round 1 to complete",
         )
-        deployment.kill("superlink")  # the coordinator dies after round 1
+        deployment.kill("superlink")  # the coordinator dies after round 1 (its ServerApp with it)
         runner.kill()
     finally:
         runner.wait(timeout=30)
@@ -451,7 +548,7 @@ def _submit(deployment: Deployment, app: Path, name: str, signature: str = "") -
 
 
 def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deployment) -> None:
-    approved = deployment.approved_app()
+    approved = deployment.approved
     deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
     _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
     tampered, leak = _tampered_app(deployment)
@@ -468,11 +565,11 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     deployment: Deployment,
 ) -> None:
     # The consortium signs the approved bundle; the site trusts its key, and pins no hash.
-    built = deployment.cli("app", "build", "--out", "approved", "--sign", "certs-ca/app-signing.key")
-    assert "signature: approved/fedcare.fab.sig" in built.stdout
-    signature = (deployment.root / "approved" / "fedcare.fab.sig").read_text().strip()
+    built = deployment.cli("app", "build", "--out", "signed", "--sign", "certs-ca/app-signing.key")
+    assert "signature: signed/fedcare.fab.sig" in built.stdout
+    signature = (deployment.root / "signed" / "fedcare.fab.sig").read_text().strip()
     site_yaml = deployment.site_config(0, "state", trusted_signer="certs/app-signing.pub")
-    review = deployment.cli("site", "review", "approved/fedcare.fab", "--config", str(site_yaml))
+    review = deployment.cli("site", "review", "signed/fedcare.fab", "--config", str(site_yaml))
     assert "site site-0 would run it: sha256" in review.stdout and "signed by SHA256:" in review.stdout
     deployment.start_site(0, site_yaml)
     _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
@@ -487,7 +584,6 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()
 
     # 2. The approved bytes signed by a key the site does not trust: refused.
-    deployment.cli("certs", "--out", "rogue-certs")
     deployment.cli("app", "build", "--out", "rogue", "--sign", "rogue-certs-ca/app-signing.key")
     rogue = (deployment.root / "rogue" / "fedcare.fab.sig").read_text().strip()
     coordinator_log = _submit(deployment, ROOT, "rogue", rogue)
@@ -506,7 +602,7 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
         "output_dir=runs",
         "run_name=signed",
         "--app-signature",
-        "approved/fedcare.fab.sig",
+        "signed/fedcare.fab.sig",
     )
     summary = json.loads((deployment.root / "runs" / "signed" / "summary.json").read_text())
     assert summary["rounds"] == 1 and len(summary["sites"]) == 1
@@ -540,3 +636,4 @@ def test_enroll_started_before_the_superlink_waits_and_names_the_key(tmp_path: P
         assert f"enrolled site site-0: key {fingerprint(pub)}" in out
     finally:
         dep.close()
+    assert not dep.leftovers()
