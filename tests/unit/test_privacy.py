@@ -78,6 +78,40 @@ def test_compacting_a_history_is_exact() -> None:
     assert with_steps
 
 
+# (noise, rate, steps) histories as the ledgers hold them: a smoke run's rounds (growing steps at one
+# (noise, rate)) with its evaluation queries, a second run at another rate, large/small noise and rates.
+OPACUS_HISTORIES = [
+    [(1.1, 4 / 24, 4)],
+    [(1.1, 4 / 24, 8), (8.0, 1.0, 1), (8.0, 1.0, 1)],
+    [(0.72, 8 / 380, 300), (3.0, 1.0, 1), (1.9, 8 / 38, 20)],
+    [(0.5, 0.01, 1000)],
+    [(5.0, 0.5, 3), (20.0, 1.0, 2)],
+]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Opacus's log(1 - q) at rate 1, either way
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_epsilons_are_bit_identical_to_opacus_accountants(accountant: str) -> None:
+    """The memoised RDP curves (common.privacy._rdp_per_step) give exactly Opacus's float64 epsilons."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    from common.privacy import _epsilon
+
+    def opacus(history: list[tuple[float, float, int]], delta: float) -> float:
+        theirs = PRVAccountant() if accountant == "prv" else RDPAccountant()
+        theirs.history = compact_history(history)
+        return float(theirs.get_epsilon(delta))
+
+    for history in OPACUS_HISTORIES:
+        expected = opacus(history, 1e-5)
+        # Twice: the second call reads the (noise, rate) curves the first one memoised.
+        assert _epsilon(accountant, history, 1e-5) == expected, history
+        assert _epsilon(accountant, history, 1e-5) == expected, history
+        # The same (noise, rate) at other step counts and delta: warm curves times the new counts.
+        longer = [(s, q, 3 * n + 1) for s, q, n in history]
+        assert _epsilon(accountant, longer, 1 / 380) == opacus(longer, 1 / 380), longer
+
+
 LIMITS = SiteLimits(max_eval_queries=2, min_noise_multiplier=0.3, max_noise_multiplier=20.0)
 
 
