@@ -1,4 +1,5 @@
-"""SecAgg+ at the aggregation boundary: Flower's real protocol on its simulation engine, 3 tiny sites, 1 round.
+"""SecAgg+ at the aggregation boundary: Flower's real protocol on its simulation engine, 3 tiny sites, 2 rounds
+(all three sites in round 1, one dropping out mid-round in round 2), in one simulation.
 
 The sites run the real ``client.secure_app`` logic through a test-only subclass that also writes each
 site's plain update to a temporary folder (and, when asked, drops out mid-round), so the test can
@@ -40,7 +41,7 @@ from tests.integration.conftest import SECRET, context, message, site_node
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATES_ENV = "FEDCARE_TEST_SECAGG_UPDATES"  # test only: folder for the sites' plain updates
-DROP_ENV = "FEDCARE_TEST_SECAGG_DROP"  # test only: partition id of a site that fails during fit
+DROP_ENV = "FEDCARE_TEST_SECAGG_DROP"  # test only: "<partition id>:<round>" of a site that fails during fit
 
 
 class RecordingSite(SecureSite):
@@ -48,11 +49,13 @@ class RecordingSite(SecureSite):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
         index = int(self.site_context.node_config["partition-id"])
-        if os.environ.get(DROP_ENV) == str(index):
+        server_round = int(json.loads(str(config[PLAN]))["server_round"])
+        if os.environ.get(DROP_ENV) == f"{index}:{server_round}":
             # After the key exchange, before the masked upload: its masks must be reconstructed.
             raise RuntimeError("test: site drops out during fit")
         arrays, num_examples, metrics = super().fit(parameters, config)
-        np.savez(Path(os.environ[UPDATES_ENV]) / f"site-{index}.npz", *arrays, num_examples=num_examples)
+        path = Path(os.environ[UPDATES_ENV]) / f"round-{server_round}-site-{index}.npz"
+        np.savez(path, *arrays, num_examples=num_examples)
         return arrays, num_examples, metrics
 
 
@@ -84,13 +87,13 @@ class RecordingFedAvg(SecureFedAvg):
         return super().aggregate_fit(server_round, results, failures)
 
 
-def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None = None) -> dict[str, Any]:
+def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: str) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     model_cfg, _, _ = tiny
     cfg = RunConfig(
         num_sites=3,
-        num_rounds=1,
+        num_rounds=2,
         model=model_cfg,
         output_dir=str(tmp_path),
         run_name="secagg",
@@ -105,8 +108,7 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None
     monkeypatch.setenv(UPDATES_ENV, str(updates))
     monkeypatch.setenv(SITES_ENV, str(tmp_path / "sites"))
     write_simulated_sites(cfg, tmp_path / "sites")
-    if drop is not None:
-        monkeypatch.setenv(DROP_ENV, str(drop))
+    monkeypatch.setenv(DROP_ENV, drop)
     RecordingFedAvg.calls = []
     out = RunDirectory(tmp_path / "secagg")
     cores = os.cpu_count() or 1
@@ -119,10 +121,11 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: int | None
             "init_args": {"num_cpus": cores, "logging_level": "ERROR"},
         },
     )
-    sites = {}
-    for path in sorted(updates.glob("site-*.npz")):
+    sites: dict[int, dict[int, tuple[list[np.ndarray], int]]] = {}  # round -> site -> (update, examples)
+    for path in sorted(updates.glob("round-*-site-*.npz")):
+        _, server_round, _, index = path.stem.split("-")
         with np.load(path) as npz:
-            sites[int(path.stem.split("-")[1])] = (
+            sites.setdefault(int(server_round), {})[int(index)] = (
                 [npz[f"arr_{i}"] for i in range(len(npz.files) - 1)],
                 int(npz["num_examples"]),
             )
@@ -137,11 +140,12 @@ def _weighted_mean(sites: dict[int, tuple[list[np.ndarray], int]]) -> list[np.nd
     ]
 
 
-def _check_boundary(run: dict[str, Any], expected_sites: list[int]) -> float:
+def _check_boundary(run: dict[str, Any], server_round: int, expected_sites: list[int]) -> float:
     """The strategy saw one aggregate, never a site's update; returns the max abs error vs the exact mean."""
-    sites = run["sites"]
+    sites = run["sites"][server_round]
     assert sorted(sites) == expected_sites
-    (call,) = run["calls"]
+    call = run["calls"][server_round - 1]
+    assert call["round"] == server_round
     # SecAgg+ hands the strategy one FitRes per summed site, all sharing ONE Parameters object (the
     # aggregate); each carries only that site's numeric metrics.
     assert len(call["parameter_objects"]) == 1
@@ -162,34 +166,40 @@ def _check_boundary(run: dict[str, Any], expected_sites: list[int]) -> float:
 
 
 @pytest.mark.slow  # Ray: Flower's simulation engine
-def test_coordinator_only_receives_the_unmasked_sum(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = _run(tmp_path, tiny, monkeypatch)
-    error = _check_boundary(run, [0, 1, 2])
-    assert error < 1e-4  # quantization: clipping_range 1.0, 2^22 levels, weights n/1000
-    assert not run["calls"][0]["failures"]
-    # The run directory: the saved round-1 adapter IS the aggregate the strategy received.
+def test_coordinator_only_receives_the_unmasked_sum_and_tolerates_a_site_dropping_out(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(tmp_path, tiny, monkeypatch, drop="1:2")  # site 1 drops out mid-round in round 2
+    assert [c["round"] for c in run["calls"]] == [1, 2]
     from safetensors.numpy import load_file
 
+    # Round 1, all three sites: the strategy received the unmasked sum only, no failures, and the saved
+    # round-1 adapter IS the aggregate the strategy received.
+    error = _check_boundary(run, 1, [0, 1, 2])
+    assert error < 1e-4  # quantization: clipping_range 1.0, 2^22 levels, weights n/1000
+    assert not run["calls"][0]["failures"]
     saved = load_file(str(run["out"].adapter_dir(1) / "adapter_model.safetensors"))
     for name, value in zip(sorted(saved), run["calls"][0]["parameters"][0], strict=True):
         np.testing.assert_allclose(saved[name], value.astype(np.float32), rtol=0, atol=0)
     summary = json.loads((run["out"].path / "summary.json").read_text())
-    assert summary["secure_aggregation"] is True and len(summary["eval_loss_by_round"]) == 2
+    assert summary["secure_aggregation"] is True and len(summary["eval_loss_by_round"]) == 3
     assert all(0 < s["epsilon"] <= s["target_epsilon"] for s in summary["sites"])
     adapter_bytes = sum(v.nbytes for v in saved.values())
     # Masked vectors are int64 per value plus one int64 weight factor per site.
-    assert summary["bytes_up_per_round"] == [3 * (2 * adapter_bytes + 8)]
+    assert summary["bytes_up_per_round"] == [3 * (2 * adapter_bytes + 8), 2 * (2 * adapter_bytes + 8)]  # 2 uploaded
 
-
-@pytest.mark.slow  # Ray: Flower's simulation engine
-def test_a_site_dropping_out_mid_round_is_tolerated(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = _run(tmp_path, tiny, monkeypatch, drop=1)
-    error = _check_boundary(run, [0, 2])  # the sum of the two survivors, with site 1's masks removed
+    # Round 2, site 1 drops out after the key exchange: the sum of the two survivors, its masks removed.
+    error = _check_boundary(run, 2, [0, 2])
     assert error < 1e-4
-    assert run["calls"][0]["failures"]  # Flower's SecAgg+ workflow lists the failed reply twice
+    assert run["calls"][1]["failures"]  # Flower's SecAgg+ workflow lists the failed reply twice
     rows = [json.loads(line) for line in (run["out"].path / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["sites_trained"] == 2 and rows[0]["sites_failed"] == 1
-    assert set(rows[0]["sites"]) == {"site-0", "site-2"}
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["sites_trained"] == 3 and rows[0]["sites_failed"] == 0
+    assert rows[1]["sites_trained"] == 2 and rows[1]["sites_failed"] == 1
+    assert set(rows[1]["sites"]) == {"site-0", "site-2"}
+    saved = load_file(str(run["out"].adapter_dir(2) / "adapter_model.safetensors"))
+    for name, value in zip(sorted(saved), run["calls"][1]["parameters"][0], strict=True):
+        np.testing.assert_allclose(saved[name], value.astype(np.float32), rtol=0, atol=0)
 
 
 def test_strategy_refuses_separate_updates(tmp_path: Path, tiny) -> None:
