@@ -29,6 +29,7 @@ class Case:
     build: Callable[[Path], list[str]]
     expect: str = "error"  # "error": exit 2 and one line; "ok": exit 0
     fast: bool = True  # cheap enough in-process for the default test tier (no model, no engine, no bomb)
+    alone: bool = False  # a bomb: the slow tier runs it in a subprocess of its own (its own time and peak memory)
 
     @property
     def id(self) -> str:
@@ -301,12 +302,13 @@ CASES: list[Case] = [
         "parquet-truncated",
         _check(lambda d: _w(d / "a.parquet", _parquet(d / "x.parquet", [GOOD]).read_bytes()[:-9])),
     ),
-    Case("data", "parquet-bomb-4m-rows", _check(lambda d: _parquet_bomb(d / "a.parquet")), fast=False),
+    Case("data", "parquet-bomb-4m-rows", _check(lambda d: _parquet_bomb(d / "a.parquet")), fast=False, alone=True),
     Case(
         "data",
         "parquet-bomb-wide-strings",
         _check(lambda d: _parquet_bomb(d / "a.parquet", 200_000, "x" * 50_000)),
         fast=False,
+        alone=True,
     ),
     Case(
         "data",
@@ -698,6 +700,7 @@ CASES: list[Case] = [
         "key-huge",
         lambda d: ["verify", str(_adapter(d)), "--key", str(_w(d / "k.pub", b"A" * 50_000_000))],
         fast=False,
+        alone=True,
     ),
     Case("signature", "adapter-missing", lambda d: ["verify", str(d / "nope"), "--key", str(_pubkey(d))]),
     Case("signature", "adapter-has-fifo", lambda d: ["verify", str(_fifo_weights(d)), "--key", str(_pubkey(d))]),
@@ -777,7 +780,8 @@ def _link_manifest(d: Path) -> Path:
 
 
 # Commands that compose the Hydra config take ~0.5 s per case: the default tier keeps one case per kind of
-# failure there (the property tests cover the config value space); the slow soak runs them all.
+# failure there (the property tests cover the config value space); the slow tier runs them all, in the one
+# runner subprocess of the cheap cases (``python -m tests.fuzz.runner --in-process``).
 _FAST_HYDRA = {
     "config/value-privacy.target_epsilon-inf",
     "config/unknown-group-option",

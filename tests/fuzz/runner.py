@@ -2,6 +2,7 @@
 
     python -m tests.fuzz.runner                 # every case, each in its own subprocess, counts per category
     python -m tests.fuzz.runner --only paths    # one category (or a case id prefix)
+    python -m tests.fuzz.runner --in-process    # every case but the bombs, calling main() in this one process
 
 A case passes when: the exit status is 2 with exactly one ``fedcare: error:`` line on stderr (or 0 for
 ``expect="ok"``), no traceback, the planted secret appears nowhere in the output, no raw control
@@ -171,10 +172,12 @@ def _text(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run cases whose id starts with this (e.g. 'paths')")
-    parser.add_argument("--in-process", action="store_true", help="call main() in this process (fast cases only)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="call main() in this process (every case but the bombs run alone)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failing case's output")
     args = parser.parse_args(argv)
-    cases = [c for c in CASES if c.id.startswith(args.only) and (c.fast or not args.in_process)]
+    cases = [c for c in CASES if c.id.startswith(args.only) and not (args.in_process and c.alone)]
     passed: Counter[str] = Counter()
     total: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
