@@ -109,8 +109,12 @@ def _memoised_prv_accountant() -> type:
     compares them with ``PRVAccountant`` and ``RDPAccountant``). Imported here: opacus pulls in torch,
     and ledgers are also read by light tools.
     """
+    import opacus
     from opacus.accountants import PRVAccountant
     from opacus.accountants.analysis.prv import Domain
+
+    if not opacus.__version__.startswith("1.6."):  # the override below copies opacus 1.6's _get_domain
+        return PRVAccountant  # any other version: Opacus's own accountant, unchanged
 
     class MemoisedPRVAccountant(PRVAccountant):  # type: ignore[misc]
         def _get_domain(  # opacus 1.6's, with compute_safe_domain_size's RDP epsilons from _rdp_epsilon
