@@ -227,9 +227,12 @@ def _serve_task(request: dict[str, Any], fab_hash: str, loaded: list[Any], appro
             except Exception as ex:  # noqa: BLE001
                 log.error("Failed to push reply message", exc_info=ex)
         retry_invoker.max_tries = 1
-        flower.push_task_output(client=client, context=context, sub_status=sub_status, details=details)
+        # The heartbeat stops BEFORE the task output is pushed, which ends the task's token: a heartbeat sent
+        # after it is refused (401), and Flower's HTTP retry answers that with SIGINT to this process, which
+        # killed the long-lived runner (Flower's order, harmless in its process-per-task flwr-clientapp).
         if heartbeat.is_running:
             heartbeat.stop()
+        flower.push_task_output(client=client, context=context, sub_status=sub_status, details=details)
         client.close()
     return keep
 

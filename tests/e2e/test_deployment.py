@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,21 +130,23 @@ class Deployment:
         _kill_all(_tree(proc.pid))
         proc.wait(timeout=30)
 
-    def stop(self, name: str) -> None:
-        """Stop a site daemon as its operator would (SIGTERM): its SuperNode leaves the SuperLink at once,
+    def stop(self, *names: str) -> None:
+        """Stop site daemons as their operators would (SIGTERM): each SuperNode leaves the SuperLink at once,
         so the next daemon with the same key is accepted without waiting for Flower's heartbeat to expire."""
-        proc = self.procs.pop(name)
-        started = [p.pid for p in _tree(proc.pid, freeze=False)]
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
+        procs = [self.procs.pop(name) for name in names]
+        started = [p.pid for proc in procs for p in _tree(proc.pid, freeze=False)]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
         _kill_all([p for pid in started for p in _tree(pid)])  # whatever did not stop by itself
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.wait(timeout=30)
 
     def stop_sites(self) -> None:
-        for name in [n for n in self.procs if n.startswith("site-")]:
-            self.stop(name)
+        self.stop(*[n for n in self.procs if n.startswith("site-")])
 
     def leftovers(self) -> list[str]:
         """Processes still running with this consortium's FLWR_HOME (none may outlive it)."""
@@ -313,7 +316,11 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -> None:
+def test_three_sites_over_tls_produce_a_signed_adapter_and_a_killed_coordinator_resumes_to_it(
+    deployment: Deployment,
+) -> None:
+    from safetensors.numpy import load_file
+
     # Before any site joins: an unregistered key and a plain connection are refused by this SuperLink.
     rogue = deployment.refused(
         "rogue",
@@ -325,40 +332,52 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     assert "Failed to activate SuperNode" in rogue
     plain = deployment.refused("plain", "--insecure")
     assert "Failed to initialize the connection" in plain
-    # The enrolled keys over TLS are accepted: the three sites run the whole run.
-    for i in range(3):  # every site pins the approved bundle: it still runs the whole run
-        deployment.start_site(i, deployment.site_config(i, "state", trusted_app=deployment.approved))
+    # The enrolled keys over TLS are accepted: the three sites run the whole run. Sites 1 and 2 pin the
+    # approved bundle (one long-lived ClientApp runner each, client/pinned_app.py); site 0 pins nothing, so
+    # it runs Flower's own path: a fresh `flwr-clientapp` process (fresh model, fresh RNGs) per message.
+    for i in range(3):
+        trusted = deployment.approved if i else ""
+        deployment.start_site(i, deployment.site_config(i, "state", noise_seed=11, trusted_app=trusted))
     rounds = 2
-    deployment.run(*SMOKE, f"num_rounds={rounds}", "train.local_steps=3", "output_dir=runs", "run_name=tls")
-    run = deployment.root / "runs" / "tls"
+    common = (*SMOKE, f"num_rounds={rounds}", "train.local_steps=4", "output_dir=runs")
+    deployment.run(*common, "run_name=same")
+    run = deployment.root / "runs" / "same"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["signed"] and len(summary["sites"]) == 3 and summary["rounds"] == 2
     assert all(0 < s["epsilon"] <= 6.0 == s["target_epsilon"] for s in summary["sites"])  # the site's budget wins
-    # A pinned site's ClientApp runner lives across messages (client/pinned_app.py): one process, one model
-    # load, every message's bundle still checked against the pinned hash before it runs (Flower's
-    # flwr-clientapp, FEDCARE_CLIENTAPP_PER_TASK=1, loads the model once per message).
-    for i in range(3):
+    messages = 2 * rounds + 1  # a train and an evaluate message per round, and the round-0 evaluation
+    # A pinned site's runner lives across messages: one process, one model load, every message's bundle
+    # still checked against the pinned hash before it runs. Flower's flwr-clientapp loads the model per message.
+    for i in (1, 2):
         site_log = (deployment.root / f"site-{i}.log").read_text(errors="replace")
-        messages = 2 * rounds + 1  # a train and an evaluate message per round, and the round-0 evaluation
         assert site_log.count("is approved") == messages, site_log[-3000:]  # each message's bundle was checked
         assert site_log.count("is approved; installing it") == 1, site_log[-3000:]
         assert site_log.count("serves app bundle") == 1 and site_log.count("loaded base model") == 1, site_log[-3000:]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
+    assert site_log.count("loaded base model") == messages and "is approved" not in site_log, site_log[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [
         float(line.rsplit(" tokens, ", 1)[1].split(" s,")[0])
-        for line in site_log.splitlines()
+        for line in (deployment.root / "site-1.log").read_text(errors="replace").splitlines()
         if " done: train loss" in line
     ]
-    print(f"\nseconds per round {[r['seconds'] for r in rows]}, site-0 training {train}")
+    print(f"\nseconds per round {[r['seconds'] for r in rows]}, site-1 training {train}")
     adapter = Path(summary["adapter_dir"])
     ok = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"))
-    assert "signature OK" in ok.stdout and "run tls round 2 strategy" in ok.stdout
+    assert "signature OK" in ok.stdout and "run same round 2 strategy" in ok.stdout
     assert ok.stdout.count(": DP on, epsilon") == 3  # each site's privacy facts are signed and printed
     anchored = deployment.cli(
         "audit", "verify", "state/site-0/egress.jsonl", "--adapter", str(adapter), "--site", "site-0"
     )
     assert "holds 1 anchored head(s)" in anchored.stdout
+    # Each site kept its ledger and an egress log that verifies.
+    for i in range(3):
+        ledger = json.loads((deployment.root / "state" / f"site-{i}" / "privacy_ledger.json").read_text())
+        assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1, 2]
+        assert [e["kind"] for e in ledger["entries"]].count("evaluate") == 3  # each evaluation was charged
+        log = deployment.cli("audit", "verify", f"state/site-{i}/egress.jsonl")
+        assert "chain OK (5 entries)" in log.stdout  # 3 evaluations + 2 trainings
+    reference = load_file(str(adapter / "adapter_model.safetensors"))
     # A changed byte fails verification with a clear error.
     weights = adapter / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -367,93 +386,15 @@ def test_three_sites_over_tls_produce_a_signed_adapter(deployment: Deployment) -
     bad = deployment.cli("verify", str(adapter), "--key", str(deployment.certs / "coordinator.pub"), check=False)
     assert bad.returncode == 2 and "adapter_model.safetensors was modified after signing" in bad.stderr
     assert "Traceback" not in bad.stderr
-    # Each site kept its ledger and an egress log that verifies.
-    for i in range(3):
-        ledger = json.loads((deployment.root / "state" / f"site-{i}" / "privacy_ledger.json").read_text())
-        assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1, 2]
-        assert [e["kind"] for e in ledger["entries"]].count("evaluate") == 3  # each evaluation was charged
-        log = deployment.cli("audit", "verify", f"state/site-{i}/egress.jsonl")
-        assert "chain OK (5 entries)" in log.stdout  # 3 evaluations + 2 trainings
 
-
-def _trained_rounds(ledger: Path) -> list[int]:
-    """The rounds a site's ledger recorded training for (empty while the ledger is absent or mid-write)."""
-    try:
-        entries = json.loads(ledger.read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        return []
-    return [e["server_round"] for e in entries if e["kind"] == "train"]
-
-
-def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -> None:
-    configs = [deployment.site_config(i, "state", trusted_app=deployment.approved) for i in range(3)]
-    for i in range(3):
-        deployment.start_site(i, configs[i])
-    ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
-    runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulations.cli",
-            "coordinator",
-            "run",
-            *SMOKE,
-            "num_rounds=2",
-            "train.local_steps=60",
-            "strategy.min_sites=2",
-            "coordinator.rejoin_wait_s=180",
-            "output_dir=runs",
-            "run_name=killsite",
-            "--superlink",
-            deployment.address,
-            "--ca",
-            str(deployment.certs / "ca.crt"),
-        ],
-        cwd=deployment.root,
-        env=deployment.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        # The ledger exists from the round-0 evaluation on (it is charged too): wait for round 1's
-        # training entry, recorded before the site trains.
-        _wait_for(lambda: 1 in _trained_rounds(ledger), 300, "site-2 to start training round 1")
-        deployment.kill("site-2")  # in the middle of its round-1 training
-        deployment.start_site(2, configs[2])  # the hospital restarts its daemon
-        out, _ = runner.communicate(timeout=900)
-    finally:
-        runner.kill()
-    assert runner.returncode == 0, out.decode()[-4000:]
-    rows = [json.loads(line) for line in (deployment.root / "runs" / "killsite" / "metrics.jsonl").open()]
-    assert rows[0]["sites_trained"] == 2  # round 1 completed with the two others
-    assert [r["round"] for r in rows] == [1, 2]
-    # The restarted daemon continued from its on-disk ledger: the interrupted round 1 is still counted.
-    assert _trained_rounds(ledger) == [1, 2]
-    assert rows[1]["sites_trained"] == 3  # and it trains again in round 2
-
-
-def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployment: Deployment) -> None:
-    from safetensors.numpy import load_file
-
-    common = (*SMOKE, "num_rounds=2", "train.local_steps=4", "output_dir=runs")
-    # The reference run on Flower's own ClientApp path: these sites pin nothing, so each message gets a fresh
-    # `flwr-clientapp` process (fresh model, fresh RNGs) from the SuperNode.
-    for i in range(3):
-        deployment.start_site(i, deployment.site_config(i, "ref", noise_seed=11))
-    deployment.run(*common, "run_name=same")
-    for i in range(3):
-        site_log = (deployment.root / f"site-{i}.log").read_text(errors="replace")
-        assert site_log.count("loaded base model") == 5, site_log[-3000:]  # 2 rounds x (train + evaluate) + round 0
-    reference = load_file(
-        str(deployment.root / "runs" / "same" / "adapters" / "round-002" / "adapter_model.safetensors")
-    )
-    (deployment.root / "runs" / "same").rename(deployment.root / "runs" / "reference")
-    # The same sites (keys, data, seeds) with fresh state, now pinning the approved bundle: one long-lived
-    # ClientApp runner per site serves every message of the interrupted and the resumed run, so the resumed
-    # adapter equals the reference only if nothing a runner carries across messages changes a result.
-    deployment.stop_sites()
-    for i in range(3):
-        deployment.start_site(i, deployment.site_config(i, "resume", noise_seed=11, trusted_app=deployment.approved))
+    # The same run again, from fresh site state (ledgers) and the same seeds, its coordinator killed after
+    # round 1 and resumed. Sites 1 and 2 keep their runners (they served the run above and serve this one);
+    # site 0 now pins the approved bundle too. The resumed adapter equals the reference only if nothing a
+    # long-lived runner carries across messages and runs (the cached model, torch's RNG) changes a result.
+    run.rename(deployment.root / "runs" / "reference")
+    deployment.stop("site-0")
+    shutil.rmtree(deployment.root / "state")
+    deployment.start_site(0, deployment.site_config(0, "resume", noise_seed=11, trusted_app=deployment.approved))
     checkpoint = deployment.root / "runs" / "same" / "checkpoint.json"
     runner = subprocess.Popen(
         [
@@ -504,6 +445,65 @@ def test_coordinator_killed_after_round_one_resumes_to_the_same_adapter(deployme
         assert resumed[name] == pytest.approx(ref, abs=1e-5), name
     rows = [json.loads(line) for line in (deployment.root / "runs" / "same" / "metrics.jsonl").open()]
     assert [r["round"] for r in rows] == [1, 2]
+    for i in range(3):  # every site's runner outlived the coordinator: still one model load per site
+        site_log = (deployment.root / f"site-{i}.log").read_text(errors="replace")
+        assert site_log.count("serves app bundle") == 1 and site_log.count("loaded base model") == 1 + 5 * (i == 0)
+
+
+def _trained_rounds(ledger: Path) -> list[int]:
+    """The rounds a site's ledger recorded training for (empty while the ledger is absent or mid-write)."""
+    try:
+        entries = json.loads(ledger.read_text())["entries"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [e["server_round"] for e in entries if e["kind"] == "train"]
+
+
+def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -> None:
+    configs = [deployment.site_config(i, "state", trusted_app=deployment.approved) for i in range(3)]
+    for i in range(3):
+        deployment.start_site(i, configs[i])
+    ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulations.cli",
+            "coordinator",
+            "run",
+            *SMOKE,
+            "num_rounds=2",
+            "train.local_steps=30",  # long enough to be killed mid-round
+            "strategy.min_sites=2",
+            "coordinator.rejoin_wait_s=180",
+            "output_dir=runs",
+            "run_name=killsite",
+            "--superlink",
+            deployment.address,
+            "--ca",
+            str(deployment.certs / "ca.crt"),
+        ],
+        cwd=deployment.root,
+        env=deployment.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # The ledger exists from the round-0 evaluation on (it is charged too): wait for round 1's
+        # training entry, recorded before the site trains.
+        _wait_for(lambda: 1 in _trained_rounds(ledger), 300, "site-2 to start training round 1")
+        deployment.kill("site-2")  # in the middle of its round-1 training
+        deployment.start_site(2, configs[2])  # the hospital restarts its daemon
+        out, _ = runner.communicate(timeout=900)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0, out.decode()[-4000:]
+    rows = [json.loads(line) for line in (deployment.root / "runs" / "killsite" / "metrics.jsonl").open()]
+    assert rows[0]["sites_trained"] == 2  # round 1 completed with the two others
+    assert [r["round"] for r in rows] == [1, 2]
+    # The restarted daemon continued from its on-disk ledger: the interrupted round 1 is still counted.
+    assert _trained_rounds(ledger) == [1, 2]
+    assert rows[1]["sites_trained"] == 3  # and it trains again in round 2
 
 
 def _tampered_app(deployment: Deployment) -> tuple[Path, Path]:
