@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_simulation import check_run, run_cli
+from tests.e2e.test_simulation import check_egress, check_run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,23 @@ def open_in_chromium(page: Path) -> dict:
 
 
 def test_smoke_run_report_renders_with_every_plot(tmp_path: Path, cache_dir: Path) -> None:
-    # The in-process engine (no Ray start-up; Ray's runs: test_simulation.py): the page is the point.
+    # The in-process engine (no Ray start-up; Ray's runs: test_simulation.py).
     args = ["simulate", "+experiment=smoke", "simulation.engine=inprocess", f"output_dir={tmp_path}", "run_name=rep"]
     result = run_cli(args, cache_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "rep"
-    check_run(run_dir, sites=2, rounds=2, dp=True)
+    summary = check_run(run_dir, sites=2, rounds=2, dp=True)
+    # simulation.engine=inprocess: no Ray, every site in the driver's process; the run directory is
+    # the same as Flower's engine writes, plus the exact held-out loss the sites measured per round.
+    from safetensors.numpy import load_file
+
+    check_egress(run_dir, load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors")), sites=2, rounds=2)
+    exact = json.loads((run_dir / "exact_loss.json").read_text())
+    assert [r["round"] for r in exact["by_round"]] == [0, 1, 2]
+    assert all(set(r["sites"]) == {"site-0", "site-1"} for r in exact["by_round"])
+    means = " -> ".join(f"{r['mean']:.3f}" for r in exact["by_round"])
+    assert f"held-out loss by round: {means} (exact; the sites released" in result.stdout
+    assert "Ray" not in result.stderr and "exact held-out" in (run_dir / "report.html").read_text()
     assert f"report: {run_dir}/report.html" in result.stdout
     assert result.stdout.rstrip().endswith(
         f"fedcare compare --reuse-run {tmp_path / 'rep'} {' '.join(args[1:])}"  # the run's own overrides

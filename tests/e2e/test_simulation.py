@@ -115,27 +115,9 @@ def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> No
     assert sent_up == sum(summary["bytes_up_per_round"])  # the coordinator received exactly what was logged
 
 
-def test_in_process_engine_writes_the_same_run_and_the_exact_losses(tmp_path: Path, cache_dir: Path) -> None:
-    # simulation.engine=inprocess: no Ray, every site in the driver's process; the run directory is
-    # the same as Flower's engine writes, plus the exact held-out loss the sites measured per round.
-    result = run_cli(
-        ["simulate", "+experiment=smoke", "simulation.engine=inprocess", f"output_dir={tmp_path}", "run_name=ip"],
-        cache_dir,
-        tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = check_run(tmp_path / "ip", sites=2, rounds=2, dp=True)
-    from safetensors.numpy import load_file
-
-    check_egress(
-        tmp_path / "ip", load_file(str(Path(summary["adapter_dir"]) / "adapter_model.safetensors")), sites=2, rounds=2
-    )
-    exact = json.loads((tmp_path / "ip" / "exact_loss.json").read_text())
-    assert [r["round"] for r in exact["by_round"]] == [0, 1, 2]
-    assert all(set(r["sites"]) == {"site-0", "site-1"} for r in exact["by_round"])
-    means = " -> ".join(f"{r['mean']:.3f}" for r in exact["by_round"])
-    assert f"held-out loss by round: {means} (exact; the sites released" in result.stdout
-    assert "Ray" not in result.stderr and "exact held-out" in (tmp_path / "ip" / "report.html").read_text()
+# The in-process engine's run (the same run directory as Flower's engine writes, plus the exact held-out
+# losses, no Ray) is checked in tests/e2e/test_report.py::test_smoke_run_report_renders_with_every_plot,
+# which runs exactly that smoke run for its report.
 
 
 def test_dp_off_is_recorded_in_the_run(tmp_path: Path, cache_dir: Path) -> None:
