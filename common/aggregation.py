@@ -143,6 +143,7 @@ class Reference:
 
     def __init__(self, buffers: Mapping[str, bytes]) -> None:
         self.buffers = dict(buffers)
+        self.names = list(self.buffers)  # the tensors' order (one list, shared by every update packed against it)
         self.arrays: dict[str, npt.NDArray[np.generic]] = {k: npy_view(v) for k, v in self.buffers.items()}
         self.headers = [v[: _header_end(v)] for v in self.buffers.values()]
         self.offsets = [len(h) for h in self.headers]
@@ -260,8 +261,8 @@ def norms_and_mean(
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf and float32 overflow: handled below
         for index, (name, ref) in enumerate(reference.items()):
             flat = np.ascontiguousarray(ref).reshape(-1)
-            # Each update's values of this tensor, as a byte view from its first value on (no copy).
-            values = [memoryview(u.buffers[index])[u.offsets[index] :] for u in updates]
+            # Each update's buffer of this tensor and the byte offset of its first value (read in place, no copy).
+            values = [u.buffers[index] for u in updates], [u.offsets[index] for u in updates]
             out = np.empty(flat.size, np.result_type(ref.dtype, 1.0)) if mean is not None else None
             for start in range(0, flat.size, _COLS):
                 stop = min(start + _COLS, flat.size)
@@ -279,7 +280,7 @@ def norms_and_mean(
 
 
 def _chunk(
-    values: list[memoryview],
+    values: tuple[list[bytes | memoryview], list[int]],
     flat_ref: npt.NDArray[np.generic],
     start: int,
     stop: int,
@@ -297,8 +298,10 @@ def _chunk(
     rows = max(1, min(_ROWS, _BLOCK // cols))
     weights = wv.astype(work) if wv is not None else None
     acc = np.zeros(cols) if weights is not None else None
-    for top in range(0, len(values), rows):
-        raw = bytearray().join([v[first:last] for v in values[top : top + rows]])
+    buffers, offsets = values
+    for top in range(0, len(buffers), rows):
+        block = zip(buffers[top : top + rows], offsets[top : top + rows], strict=True)
+        raw = bytearray().join([memoryview(b)[o + first : o + last] for b, o in block])
         x = np.frombuffer(raw, dtype).reshape(-1, cols)
         if x.dtype != work:
             x = x.astype(work)
@@ -312,7 +315,7 @@ def _chunk(
 
 
 def _exact_squares(
-    values: list[memoryview],
+    values: tuple[list[bytes | memoryview], list[int]],
     flat_ref: npt.NDArray[np.generic],
     start: int,
     stop: int,
@@ -322,7 +325,9 @@ def _exact_squares(
     """Redo in float64 the squares of this chunk for the updates whose float32 squares overflowed (an update
     already non-finite before the chunk stays so)."""
     for row in np.flatnonzero(~np.isfinite(squares) & np.isfinite(before)):
-        x = np.frombuffer(values[row], flat_ref.dtype, stop - start, start * flat_ref.dtype.itemsize)
+        x = np.frombuffer(
+            values[0][row], flat_ref.dtype, stop - start, values[1][row] + start * flat_ref.dtype.itemsize
+        )
         wide = np.subtract(x, flat_ref[start:stop], dtype=np.float64)
         squares[row] = before[row] + float(np.dot(wide, wide))
 
