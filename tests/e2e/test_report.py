@@ -124,6 +124,7 @@ def test_multirun_sweep_draws_the_privacy_utility_curve(tmp_path: Path, cache_di
             "privacy.target_epsilon=2,4,8,16",  # 4 points (at epsilon 1 the tiny sites refuse: noise over their cap)
             "+experiment=smoke",
             "num_rounds=1",
+            "data.task_items_per_site=4",  # the curve plots the held-out loss: the task evaluation kept short
             "simulation.engine=inprocess",  # each job without a Ray start-up: the sweep is checked, not the engine
             f"output_dir={tmp_path}",
         ],

@@ -123,7 +123,7 @@ def check_egress(run_dir: Path, adapter: dict, *, sites: int, rounds: int) -> No
 def test_dp_off_is_recorded_in_the_run(tmp_path: Path, cache_dir: Path) -> None:
     result = run_cli(
         # The in-process engine (no Ray start-up): what is checked is the record of DP off, not the engine.
-        ["simulate", "+experiment=smoke", "privacy=none", "simulation.engine=inprocess"]
+        ["simulate", "+experiment=smoke", "privacy=none", "simulation.engine=inprocess", "data.task_items_per_site=4"]
         + [f"output_dir={tmp_path}", "run_name=plain"],
         cache_dir,
         tmp_path,

@@ -98,7 +98,7 @@ def _run(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch, drop: str) -> di
         output_dir=str(tmp_path),
         run_name="secagg",
         train=TrainConfig(local_steps=2, batch_size=4),
-        data=DataConfig(records_per_site=24),
+        data=DataConfig(records_per_site=24, task_items_per_site=4),  # the aggregation is checked, not the task
         strategy=StrategyConfig(secure_aggregation=True, min_sites=2),
     )  # DP on (default)
     updates = tmp_path / "updates"

@@ -33,6 +33,9 @@ from simulations.inprocess import InProcessGrid, simulate_inprocess, site_calls
 
 # Each test trains the tiny model for real at every site (tens of seconds on two shared cores).
 pytestmark = pytest.mark.slow
+# What is checked here is the coordinator, not the task evaluation: each site scores 4 triage items per
+# evaluation (the smoke plan's 16, DataConfig's 40 cost most of a run's time; tests/e2e check the task).
+TASK_ITEMS = 4
 
 
 def _adapter(run_dir: Path, server_round: int) -> dict[str, np.ndarray]:
@@ -52,6 +55,7 @@ def test_every_strategy_runs_two_tiny_sites_for_two_rounds(name: str, tmp_path: 
             "+experiment=smoke",
             f"strategy={name}",
             f"num_sites={sites}",
+            f"data.task_items_per_site={TASK_ITEMS}",
             f"model.cache_dir={cache_dir}",
             f"output_dir={tmp_path}",
             "run_name=r",
@@ -73,7 +77,7 @@ def _cfg(tiny, tmp_path: Path, name: str, **kw) -> RunConfig:
         model=model_cfg,
         output_dir=str(tmp_path),
         train=TrainConfig(local_steps=2, batch_size=4),
-        data=DataConfig(records_per_site=16),
+        data=DataConfig(records_per_site=16, task_items_per_site=TASK_ITEMS),
         privacy=PrivacyConfig(noise_seed=7),
         strategy=StrategyConfig(name=name, **kw.pop("strategy", {})),
         **kw,
@@ -185,6 +189,7 @@ def test_ffa_lora_sends_only_lora_b_and_keeps_lora_a_fixed(tmp_path: Path, cache
             [
                 "+experiment=smoke",
                 f"lora.freeze_a={str(freeze).lower()}",
+                f"data.task_items_per_site={TASK_ITEMS}",
                 f"model.cache_dir={cache_dir}",
                 f"output_dir={tmp_path}",
                 f"run_name=ffa-{freeze}",
