@@ -30,6 +30,7 @@ def test_canary_audit_reports_both_runs(
             "train.local_steps=10",
             "train.batch_size=8",  # ~29 training records per site: the sites cap the sampling rate at 0.5
             "data.records_per_site=24",
+            "data.task_items_per_site=4",  # the audit reads exposures and losses: the runs' task evaluation kept short
             "--canaries",
             "3",
             "--repeats",

@@ -23,6 +23,7 @@ def test_three_sites_under_secagg_and_dp(tmp_path: Path, cache_dir: Path) -> Non
             "+experiment=smoke",
             "strategy=secagg",
             "num_sites=3",
+            "simulation.verbose=true",  # Flower's INFO lines: its SecAgg+ workflow's "Secure aggregation completed"
             "data.task_items_per_site=4",  # the protocol and its logs are checked, not the task evaluation
             f"output_dir={tmp_path}",
             "run_name=secure",
