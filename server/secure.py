@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType
 from flwr.common import (
     EvaluateRes,
     FitRes,
@@ -59,6 +59,7 @@ from common.console import configure_logging
 from common.errors import FedcareError
 from common.model import load_model_and_tokenizer
 from common.wire import EGRESS, EVAL_METRICS, NUM_EXAMPLES, PLAN, TRAIN_METRICS, check_egress, check_metrics
+from server.grids import ForwardingGrid
 from server.run_dir import RunDirectory, adapter_facts, log_site_budgets, per_site_round, site_entry
 
 log = logging.getLogger("fedcare.coordinator")
@@ -76,42 +77,13 @@ class Traffic:
     egress: dict[int, tuple[int, str]] = field(default_factory=dict)  # node id -> its egress log's last (seq, head)
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(ForwardingGrid):
     """A Grid that forwards everything, counts the tensor bytes of SecAgg+ (train) messages and notes the
     egress-log head each site's reply reports (``common.wire.EGRESS``)."""
 
     def __init__(self, grid: Grid) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.traffic = Traffic()
-
-    def set_run(self, run: Any) -> None:  # noqa: D102 - delegation
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Any:  # noqa: D102
-        return self._grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,  # noqa: D102
-        ttl: float | None = None,
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable[Any]:  # noqa: D102
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
-        return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Forward to the wrapped grid; count train traffic both ways."""

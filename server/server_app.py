@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import RunConfig, run_config_from_dict
@@ -18,6 +18,7 @@ from common.console import configure_logging
 from common.errors import FedcareError
 from server.compose import compose
 from server.federation import run_federation
+from server.grids import ForwardingGrid
 from server.run_dir import RunDirectory
 
 
@@ -58,7 +59,7 @@ def refuse_unsupported(overrides: list[str]) -> None:
     _refuse(cfg)
 
 
-class PromptGrid(Grid):
+class PromptGrid(ForwardingGrid):
     """The deployed coordinator's Grid, collecting each wave's replies within ``pull_interval_s`` of the last one.
 
     Flower's deployment Grid sleeps a fixed 3 s between two pulls in ``send_and_receive``, so every train and
@@ -67,31 +68,8 @@ class PromptGrid(Grid):
     """
 
     def __init__(self, grid: Grid, pull_interval_s: float = 0.2) -> None:
-        self._grid, self.pull_interval_s = grid, pull_interval_s
-
-    def set_run(self, run: Any) -> None:  # noqa: D102 - delegation
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Any:  # noqa: D102
-        return self._grid.run
-
-    def create_message(  # noqa: D102
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable[Any]:  # noqa: D102
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
-        return self._grid.pull_messages(message_ids)
+        super().__init__(grid)
+        self.pull_interval_s = pull_interval_s
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages``, then pull until every reply is in or ``timeout`` seconds have passed."""
