@@ -25,7 +25,9 @@ import pytest
 from common.synthetic import generate_site_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# One pytest-xdist worker runs this whole module (`make test`: -n 2 --dist loadgroup): its tests share one
+# SuperLink (the module fixture), and their daemons wait on the network while the other worker computes.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deployment")]
 
 
 def _free_port() -> int:
