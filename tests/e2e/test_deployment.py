@@ -25,9 +25,13 @@ import pytest
 from common.synthetic import generate_site_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-# One pytest-xdist worker runs this whole module (`make test`: -n 2 --dist loadgroup): its tests share one
-# SuperLink (the module fixture), and their daemons wait on the network while the other worker computes.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deployment")]
+pytestmark = pytest.mark.slow
+# `make test` runs the slow tier on two pytest-xdist workers (-n 2 --dist loadgroup). The tests below form two
+# groups of about five minutes each; a group runs whole on one worker, which starts one consortium (the module
+# fixture: a SuperLink, enrolled keys) for it. The two groups start first, one per worker, and while one
+# group's daemons wait on heartbeats and subprocesses the other worker computes.
+GROUP_1 = pytest.mark.xdist_group("deployment-1")
+GROUP_2 = pytest.mark.xdist_group("deployment-2")
 
 
 def _free_port() -> int:
@@ -274,7 +278,8 @@ class Deployment:
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[Deployment]:
     """One SuperLink with three enrolled site keys, the approved app bundle and a rogue key pair, shared by
-    the tests below (each in a folder of its own); nothing of it may outlive the module."""
+    the tests below that run in this process (each in a folder of its own; under `make test`, one consortium per
+    xdist group); nothing of it may outlive the module."""
     dep = Deployment(tmp_path_factory.mktemp("consortium"), cache_dir, num_sites=3)
     try:
         dep.start_coordinator()
@@ -318,6 +323,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@GROUP_1
 def test_three_sites_over_tls_produce_a_signed_adapter_and_a_killed_coordinator_resumes_to_it(
     deployment: Deployment,
 ) -> None:
@@ -461,6 +467,7 @@ def _trained_rounds(ledger: Path) -> list[int]:
     return [e["server_round"] for e in entries if e["kind"] == "train"]
 
 
+@GROUP_2
 def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -> None:
     configs = [deployment.site_config(i, "state", trusted_app=deployment.approved) for i in range(3)]
     for i in range(3):
@@ -549,6 +556,7 @@ def _submit(deployment: Deployment, app: Path, name: str, signature: str = "") -
     return run.stdout + run.stderr
 
 
+@GROUP_1
 def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deployment) -> None:
     approved = deployment.approved
     deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
@@ -563,6 +571,7 @@ def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deploym
     assert approved not in site_log.split("refused the app bundle sha256")[1][:80]  # it named the other hash
 
 
+@GROUP_2
 def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign_signed_one(
     deployment: Deployment,
 ) -> None:
@@ -614,6 +623,7 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     assert [e["server_round"] for e in ledger["entries"] if e["kind"] == "train"] == [1]
 
 
+@GROUP_1
 def test_enroll_started_before_the_superlink_waits_and_names_the_key(tmp_path: Path, cache_dir: Path) -> None:
     # docs/deploy.md's trial runs `coordinator start &` and enrolls at once; the SuperLink needs a moment to listen.
     dep = Deployment(tmp_path, cache_dir, num_sites=1)
