@@ -21,10 +21,12 @@ demo: install
 	FLWR_TELEMETRY_ENABLED=0 fedcare simulate
 
 # Lint, types, then the whole suite: the fast tier (`python -m pytest` alone: not slow, one worker per core),
-# then the slow tier on one worker (Ray, subprocesses and SmolLM2 each use the whole machine).
+# then the slow tier on two workers: most of its tests wait on subprocesses, Ray or heartbeats for part of their
+# time (about 1.2 of 2 cores busy on one worker), so a second worker fills the idle core. --dist loadgroup keeps
+# each xdist_group whole on one worker (tests/e2e/test_deployment.py: two groups, one consortium each).
 test: install lint browser
 	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest
-	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m slow -n 0 --durations=25
+	FLWR_TELEMETRY_ENABLED=0 $(PYTHON) -m pytest -m slow -n 2 --dist loadgroup --durations=25
 
 lint:
 	$(PYTHON) -m ruff check .

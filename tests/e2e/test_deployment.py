@@ -482,7 +482,7 @@ def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -
             "run",
             *SMOKE,
             "num_rounds=2",
-            "train.local_steps=30",  # long enough to be killed mid-round
+            "train.local_steps=12",  # long enough to be killed mid-round (seconds after its ledger entry)
             "strategy.min_sites=2",
             "coordinator.rejoin_wait_s=180",
             "output_dir=runs",
@@ -531,8 +531,9 @@ def _tampered_app(deployment: Deployment) -> tuple[Path, Path]:
     return tampered, leak
 
 
-def _submit(deployment: Deployment, app: Path, name: str, signature: str = "") -> str:
-    """`flwr run` of ``app`` for one site and one round, as a coordinator could submit it; returns its output."""
+def _submit(deployment: Deployment, *runs: tuple[Path, str, str]) -> list[str]:
+    """`flwr run` of each (app, run name, signature) for one site and one round, as a coordinator could submit it;
+    all at once (the SuperLink starts a ServerApp per run); returns their outputs, in order."""
     overrides = [
         *SMOKE,
         "num_sites=1",
@@ -540,20 +541,28 @@ def _submit(deployment: Deployment, app: Path, name: str, signature: str = "") -
         "coordinator.round_timeout_s=120",
         "coordinator.node_wait_s=60",
         "output_dir=runs",
-        f"run_name={name}",
     ]
-    config = deployment.root / f"run_config-{name}.toml"
-    text = f"overrides = {json.dumps(' '.join(overrides))}\n"
-    config.write_text(text + (f"app-signature = {json.dumps(signature)}\n" if signature else ""))
-    run = subprocess.run(
-        ["flwr", "run", str(app), "fedcare", "--run-config", str(config), "--stream"],
-        cwd=deployment.root,
-        env=deployment.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return run.stdout + run.stderr
+    procs = []
+    try:
+        for app, name, signature in runs:
+            config = deployment.root / f"run_config-{name}.toml"
+            text = f"overrides = {json.dumps(' '.join([*overrides, f'run_name={name}']))}\n"
+            config.write_text(text + (f"app-signature = {json.dumps(signature)}\n" if signature else ""))
+            procs.append(
+                subprocess.Popen(
+                    ["flwr", "run", str(app), "fedcare", "--run-config", str(config), "--stream"],
+                    cwd=deployment.root,
+                    env=deployment.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        return [proc.communicate(timeout=600)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 @GROUP_1
@@ -562,7 +571,7 @@ def test_a_tampered_client_app_is_refused_and_nothing_leaves(deployment: Deploym
     deployment.start_site(0, deployment.site_config(0, "state", trusted_app=approved))
     _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
     tampered, leak = _tampered_app(deployment)
-    coordinator_log = _submit(deployment, tampered, "tampered")
+    [coordinator_log] = _submit(deployment, (tampered, "tampered", ""))
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
     assert "refused the app bundle sha256" in site_log, site_log[-3000:]
     assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
@@ -585,22 +594,23 @@ def test_a_site_runs_the_consortium_signed_app_and_refuses_a_tampered_or_foreign
     deployment.start_site(0, site_yaml)
     _wait_for(lambda: "SuperNode ID" in (deployment.root / "site-0.log").read_text(), 120, "site-0 to connect")
 
-    # 1. The tampered bundle, sent with the consortium's genuine signature of the approved one: refused.
+    # Two runs submitted together, both refused: 1. the tampered bundle, sent with the consortium's genuine
+    # signature of the approved one; 2. the approved bytes signed by a key the site does not trust.
     tampered, leak = _tampered_app(deployment)
-    coordinator_log = _submit(deployment, tampered, "tampered", signature)
-    site_log = (deployment.root / "site-0.log").read_text(errors="replace")
-    assert "not for this bundle (the bundle was changed after signing)" in site_log, site_log[-3000:]
-    assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
-    assert not leak.exists()
-    assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()
-
-    # 2. The approved bytes signed by a key the site does not trust: refused.
     deployment.cli("app", "build", "--out", "rogue", "--sign", "rogue-certs-ca/app-signing.key")
     rogue = (deployment.root / "rogue" / "fedcare.fab.sig").read_text().strip()
-    coordinator_log = _submit(deployment, ROOT, "rogue", rogue)
+    logs = _submit(deployment, (tampered, "tampered", signature), (ROOT, "rogue", rogue))
     site_log = (deployment.root / "site-0.log").read_text(errors="replace")
-    assert "not a key its site.yaml trusts" in site_log, site_log[-3000:]
-    assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
+    changed = [line for line in site_log.splitlines() if "not for this bundle (the bundle was changed" in line]
+    foreign = [line for line in site_log.splitlines() if "not a key its site.yaml trusts" in line]
+    assert changed and foreign, site_log[-3000:]
+    approved = f"refused the app bundle sha256 {deployment.approved}:"
+    # Each refusal is of its own run: the tampered bytes under the approved bundle's signature; the approved bytes.
+    assert all(approved not in line and f"is for sha256 {deployment.approved}," in line for line in changed)
+    assert all(approved in line for line in foreign)
+    for coordinator_log in logs:
+        assert "refused the app bundle" in coordinator_log, coordinator_log[-3000:]
+    assert not leak.exists()
     assert not (deployment.root / "state" / "site-0" / "egress.jsonl").exists()
 
     # 3. The approved bundle with the consortium's signature: the site runs it, and trains.

@@ -41,7 +41,12 @@ class Flowers:
 
 def test_clientapp_tasks_go_to_one_long_lived_runner_per_bundle(tmp_path: Path) -> None:
     runner = tmp_path / "runner"
-    runner.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/starts\ncat >> {tmp_path}/tasks-"$2"\n', encoding="utf-8")
+    # The stand-in reads its task requests until stdin closes, then leaves a done-<hash> marker: the redirection
+    # creates tasks-<hash> before cat has written to it, so only the marker says its requests are all there.
+    runner.write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/starts\ncat >> {tmp_path}/tasks-"$2"\ntouch {tmp_path}/done-"$2"\n',
+        encoding="utf-8",
+    )
     runner.chmod(0o700)
     flowers = Flowers()
     executor = PinnedExecutor(flowers, runner)
@@ -67,7 +72,7 @@ def test_clientapp_tasks_go_to_one_long_lived_runner_per_bundle(tmp_path: Path) 
     assert executor.get_eligible_capacity({TaskType.CLIENT_APP}) == ({TaskType.CLIENT_APP}, set())
     executor.close()  # closes the runners' stdin: they finish their tasks and exit
     deadline = time.monotonic() + 30
-    while not ((tmp_path / f"tasks-{b}").exists() and (tmp_path / f"tasks-{a}").exists()):
+    while not ((tmp_path / f"done-{b}").exists() and (tmp_path / f"done-{a}").exists()):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert sorted((tmp_path / "starts").read_text().splitlines()) == [f"--serve {a} 4242", f"--serve {b} 4242"]
