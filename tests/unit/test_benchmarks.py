@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,28 @@ def test_padding_benchmark_gives_the_same_adapter_with_less_padding(cache_dir: P
     assert got["adapter_max_abs_diff"] < 1e-5  # the same DP-SGD step, pinned noise
     assert got["held_out"]["max_abs_loss_diff"] < 1e-4
     assert "sorted by length" in table(got)
+
+
+def test_mts_benchmark_deals_mts_dialog_to_the_sites_and_composes(tmp_path: Path) -> None:
+    from benchmarks.mts import overrides
+    from server.compose import compose
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "mts-dialog" / "train.csv").exists():
+        pytest.skip("../shared/data/mts-dialog is not present on this machine")
+    got = overrides(SHARED_DATA, tmp_path, 3)
+    sites = sorted(tmp_path.glob("site-*.csv"))
+    tasks = sorted(tmp_path.glob("task-*.csv"))
+    counts = [sum(1 for _ in csv.DictReader(p.open(newline="", encoding="utf-8"))) for p in sites]
+    assert counts == [401, 400, 400]  # every train.csv dialogue, dealt round-robin
+    assert [sum(1 for _ in csv.DictReader(p.open(newline="", encoding="utf-8"))) for p in tasks] == [34, 33, 33]
+    cfg, _ = compose(got)
+    assert list(cfg.data.paths) == [str(p) for p in sites] and list(cfg.data.task_paths) == [str(p) for p in tasks]
+    assert (cfg.data.prompt_column, cfg.data.completion_column) == ("dialogue", "section_text")
+
+
+def test_mts_benchmark_says_where_the_data_is_missing(tmp_path: Path) -> None:
+    from benchmarks.mts import overrides
+
+    with pytest.raises(SystemExit, match="no MTS-Dialog at"):
+        overrides(tmp_path, tmp_path / "out", 3)
