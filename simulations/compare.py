@@ -224,13 +224,18 @@ def compare(
     exact = json.loads(exact_path.read_text()) if exact_path.exists() else None
     measured = {"base": exact["by_round"][0]["sites"], "final": exact["by_round"][-1]["sites"]} if exact else {}
 
-    def score(arrays: dict[str, np.ndarray], scored_by_run: str = "") -> dict[str, dict[str, Any]]:
-        """Held-out loss and task metric of ``arrays`` at every site; for the base model and the final
-        adapter (``scored_by_run``) they come from the run's own ``exact_loss.json`` and ``evaluation.json``."""
+    def score(
+        arrays: dict[str, np.ndarray], scored_by_run: str = "", only: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Held-out loss and task metric of ``arrays`` at every site (or at site ``only``); for the base
+        model and the final adapter (``scored_by_run``) they come from the run's own ``exact_loss.json``
+        and ``evaluation.json``."""
         load_adapter_arrays(model, arrays)
         out = {}
         scored: list[tuple[Any, Any]] = []  # sites sharing one task file are scored once per adapter
         for i, site in enumerate(sites):
+            if only is not None and i != only:
+                continue
             key = f"site-{i}"
             loss = measured.get(scored_by_run, {}).get(key)
             if loss is None:
@@ -272,7 +277,7 @@ def compare(
     for i, site in enumerate(sites):
         log.info("compare: site-%d alone (%d records, %d DP-SGD steps)", i, len(site.train), total_steps)
         arrays = train("local", site.train, arm_cfg["local"].train.batch_size, cfg.seed * 1009 + i, f"site-{i} alone")
-        local[f"site-{i}"] = score(arrays)[f"site-{i}"]  # a site alone is judged on its own data
+        local[f"site-{i}"] = score(arrays, only=i)[f"site-{i}"]  # a site alone is judged on its own data
     results["local"] = local
     pooled = [e for site in sites for e in site.train]
     for arm, dp, seed in (("pooled_dp", "with", 101), ("pooled", "without", 202)):
