@@ -367,6 +367,7 @@ def test_a_batch_run_in_parts_takes_the_same_step(tiny, examples, dp_on: bool, b
     ends = []
     for physical in (0, 2):
         model = attach_lora(copy.deepcopy(base), AdapterConfig(), seed=0)
+        start = adapter_arrays(model)
         result = train_round(
             model,
             examples,
@@ -381,8 +382,14 @@ def test_a_batch_run_in_parts_takes_the_same_step(tiny, examples, dp_on: bool, b
     (whole, r0), (parts, r1) = ends
     assert r0.examples_seen == r1.examples_seen > 3 * 2  # batches bigger than a part
     assert r0.train_loss == pytest.approx(r1.train_loss, rel=1e-5)
-    for k in whole:
-        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-4, atol=1e-6)
+    # The same update up to float rounding: a batch in other shapes sums in another order (oneDNN
+    # picks other kernels; on an AMX CPU the adapters differed by up to 0.2% of the update), and
+    # AdamW's normalisation can magnify that where a gradient is near zero. A wrong step (clipped
+    # per part, noised per part) moves the adapter by the order of the update itself.
+    update = max(float(np.abs(whole[k] - start[k]).max()) for k in whole)
+    assert update > 0
+    diff = max(float(np.abs(parts[k] - whole[k]).max()) for k in whole)
+    assert diff <= 1e-2 * update, (diff, update)
 
 
 def test_held_out_losses_come_back_in_the_examples_order_from_length_sorted_batches(peft_model) -> None:
