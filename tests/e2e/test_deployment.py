@@ -255,6 +255,11 @@ class Deployment:
     def start_site(self, i: int, config: Path) -> None:
         self.spawn(f"site-{i}", "site", "start", "--config", str(config))
 
+    def run_argv(self, *overrides: str) -> list[str]:
+        """``coordinator run OVERRIDES`` against this consortium's SuperLink over TLS (unsigned), for a Popen."""
+        tls = ["--superlink", self.address, "--ca", str(self.certs / "ca.crt")]
+        return [sys.executable, "-m", "simulations.cli", "coordinator", "run", *overrides, *tls]
+
     def run(self, *overrides: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cli(
             "coordinator",
@@ -405,19 +410,7 @@ def test_three_sites_over_tls_produce_a_signed_adapter_and_a_killed_coordinator_
     deployment.start_site(0, deployment.site_config(0, "resume", noise_seed=11, trusted_app=deployment.approved))
     checkpoint = deployment.root / "runs" / "same" / "checkpoint.json"
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulations.cli",
-            "coordinator",
-            "run",
-            *common,
-            "run_name=same",
-            "--superlink",
-            deployment.address,
-            "--ca",
-            str(deployment.certs / "ca.crt"),
-        ],
+        deployment.run_argv(*common, "run_name=same"),
         cwd=deployment.root,
         env=deployment.env,
         stdout=open(deployment.root / "interrupted.log", "wb"),  # noqa: SIM115
@@ -474,12 +467,7 @@ def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -
         deployment.start_site(i, configs[i])
     ledger = deployment.root / "state" / "site-2" / "privacy_ledger.json"
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulations.cli",
-            "coordinator",
-            "run",
+        deployment.run_argv(
             *SMOKE,
             "num_rounds=2",
             "train.local_steps=12",  # long enough to be killed mid-round (seconds after its ledger entry)
@@ -487,11 +475,7 @@ def test_a_site_killed_mid_round_does_not_stop_the_run(deployment: Deployment) -
             "coordinator.rejoin_wait_s=180",
             "output_dir=runs",
             "run_name=killsite",
-            "--superlink",
-            deployment.address,
-            "--ca",
-            str(deployment.certs / "ca.crt"),
-        ],
+        ),
         cwd=deployment.root,
         env=deployment.env,
         stdout=subprocess.PIPE,
