@@ -29,13 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import SHARED_DATA
 from common.deid import Detector, Finding, deidentify, detect, load_detector, scrub_records
 from common.records import ChatRecord
 
 HERE = Path(__file__).resolve().parent
 FROZEN = HERE / "data" / "deid_frozen.txt"
 PRESIDIO_SYNTH = HERE / "data" / "presidio_synth_v2.jsonl"
-SHARED_DATA = HERE.parents[1] / "shared" / "data"
 TYPES = ("NAME", "DATE", "AGE", "PHONE", "EMAIL", "URL", "ID", "ADDRESS")
 CANDIDATES = ("rules", "philter", "philter+rules", "presidio", "presidio+rules")
 _MARK = re.compile(r"\{\{(?P<optional>~?)(?P<kind>[A-Z]+)\|(?P<text>[^{}]*)\}\}")

@@ -20,7 +20,8 @@ import csv
 import sys
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from benchmarks import SHARED_DATA
+
 COLUMNS = ("dialogue", "section_text")  # prompt -> answer
 
 

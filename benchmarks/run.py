@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-MEDQUAD = ROOT.parent / "shared" / "data" / "medquad" / "medquad.jsonl"
+MEDQUAD = SHARED_DATA / "medquad" / "medquad.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import SHARED_DATA
 from common.config import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "medquad" / "medquad.jsonl"
+DEFAULT_DATA = SHARED_DATA / "medquad" / "medquad.jsonl"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "strategies.md"
 
 
