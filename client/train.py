@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from peft.helpers import disable_input_dtype_casting
 
 from common.adapters import adapter_arrays
 from common.config import TrainConfig
@@ -52,13 +53,20 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pre
     (prompt and padding positions never reach the vocabulary projection, forward or backward);
     only those logits are upcast to fp32 for the log-softmax. (Under DP-SGD the output layer
     stays frozen: ``AdapterConfig`` refuses LoRA on it, whose per-sample rows would be tokens.)
+
+    Under bf16 autocast PEFT would copy each LoRA layer's input up to fp32 (its weights' dtype), and
+    autocast would cast it straight back to bf16 for the product: two copies of the hidden states per
+    adapted layer, plus a third in Opacus's hook, which stores that fp32 input and casts it to bf16
+    again for the per-sample product. The values are bf16 either way, so the casting is switched off
+    and the loss, gradients and per-sample gradients are bit for bit the same.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     device = head.weight.device
     labels = batch["labels"][:, 1:].to(device)
     rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)  # position t predicts token t + 1
-    with autocast(precision, device):
+    bf16 = resolve_precision(precision, str(device)) == "bf16"
+    with autocast(precision, device), disable_input_dtype_casting(model, active=bf16):
         hidden = base.get_decoder()(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
         )[0]

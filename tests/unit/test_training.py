@@ -404,3 +404,46 @@ def test_held_out_losses_come_back_in_the_examples_order_from_length_sorted_batc
     with torch.no_grad():
         alone = [float(per_example_loss(model, collate([e], tokenizer.pad_token_id), "fp32")) for e in examples]
     np.testing.assert_allclose(batched, alone, rtol=1e-5)
+
+
+def test_bf16_lora_inputs_are_not_copied_to_fp32_and_per_sample_gradients_are_unchanged(
+    tiny, examples, monkeypatch
+) -> None:
+    import contextlib
+
+    from opacus import GradSampleModule
+
+    import client.train
+
+    cfg, _, tokenizer = tiny
+    base, _ = load_model_and_tokenizer(dataclasses.replace(cfg, precision="bf16", device="cpu"))
+    model = attach_lora(base, AdapterConfig(), seed=0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = collate(examples[:4], tokenizer.pad_token_id)
+    seen: list[torch.dtype] = []
+    lora_a = [m for name, m in model.named_modules() if name.endswith("lora_A.default")]
+    assert lora_a
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype)) for m in lora_a]
+
+    def per_sample_rows() -> list[torch.Tensor]:
+        model.train()
+        gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        try:
+            per_example_loss(model, batch, "bf16").mean().backward()
+            return [p.grad_sample.clone() for p in params]
+        finally:
+            gsm._close()  # also drops each grad_sample
+            model.eval()
+            for p in params:
+                p.grad = None
+
+    lean = per_sample_rows()
+    assert set(seen) == {torch.bfloat16}  # PEFT's fp32 copy of each LoRA input is skipped
+    seen.clear()
+    monkeypatch.setattr(client.train, "disable_input_dtype_casting", lambda *_a, **_k: contextlib.nullcontext())
+    reference = per_sample_rows()  # PEFT's default: each LoRA input upcast to the fp32 weights' dtype
+    assert set(seen) == {torch.float32}
+    for h in hooks:
+        h.remove()
+    for a, b in zip(lean, reference, strict=True):
+        assert torch.equal(a, b)
