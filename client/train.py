@@ -50,9 +50,11 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pre
     Each example's loss is normalised by its own answer-token count, so a per-sample gradient
     depends on that sample alone (a batch-wide token mean would couple samples and break DP-SGD's
     clipping). The output layer runs only on the hidden states that predict an answer token
-    (prompt and padding positions never reach the vocabulary projection, forward or backward);
-    only those logits are upcast to fp32 for the log-softmax. (Under DP-SGD the output layer
-    stays frozen: ``AdapterConfig`` refuses LoRA on it, whose per-sample rows would be tokens.)
+    (prompt and padding positions never reach the vocabulary projection, forward or backward),
+    a block of them at a time (``AnswerTokenCrossEntropy``): only a block's logits are upcast to
+    fp32, and the backward keeps one hidden-sized gradient row per answer token, not the logits.
+    (Under DP-SGD the output layer stays frozen: ``AdapterConfig`` refuses LoRA on it, whose
+    per-sample rows would be tokens.)
 
     Under bf16 autocast PEFT would copy each LoRA layer's input up to fp32 (its weights' dtype), and
     autocast would cast it straight back to bf16 for the product: two copies of the hidden states per
@@ -70,14 +72,62 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pre
         hidden = base.get_decoder()(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
         )[0]
-        logits = head(hidden[rows, cols])  # [answer tokens, vocab]
-    cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma-2 style logit capping
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    token_loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+        answer_hidden, targets = hidden[rows, cols], labels[rows, cols]  # [answer tokens, hidden size]
+        cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma-2 style logit capping
+        if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad and not cap:
+            token_loss = AnswerTokenCrossEntropy.apply(answer_hidden, head.weight, targets)
+        else:  # a trained, biased, wrapped or capped head: the plain path, whole logits
+            logits = head(answer_hidden)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            token_loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
     size = labels.size(0)
     counts = torch.bincount(rows, minlength=size).clamp(min=1)
     return torch.zeros(size, dtype=token_loss.dtype, device=device).index_add_(0, rows, token_loss) / counts
+
+
+class AnswerTokenCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of each answer token through a frozen output layer, a block of rows at a time.
+
+    The plain path makes the logits of every answer token at once ([tokens, vocab] in the compute
+    dtype), upcasts them to fp32, keeps the fp32 log-softmax for the backward and makes two more
+    tensors of that size there. Here each block of rows (about 32 MB of fp32 logits) is projected,
+    upcast, reduced to its losses and, when the hidden states need a gradient, turned at once into
+    that gradient, ``(softmax - onehot) @ W`` ([rows, hidden size]), which is all the backward keeps:
+    a token's loss gradient w.r.t. its hidden state is that row times the token's incoming gradient.
+    The same products in the same dtypes as the plain path (autocast applies to them alike), so the
+    losses agree to rounding; the weight gets no gradient (it is frozen)."""
+
+    BLOCK_ELEMENTS = 1 << 23  # fp32 logits per block: 32 MB
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        rows = max(1, AnswerTokenCrossEntropy.BLOCK_ELEMENTS // weight.size(0))
+        losses = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
+        grads = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None  # type: ignore[attr-defined]
+        for start in range(0, hidden.size(0), rows):
+            block, target = hidden[start : start + rows], targets[start : start + rows, None]
+            logits = torch.nn.functional.linear(block, weight).float()
+            picked, top = logits.gather(1, target), logits.amax(dim=-1, keepdim=True)
+            total = logits.sub_(top).exp_().sum(dim=-1, keepdim=True)  # in place: no second block of fp32
+            losses[start : start + rows] = (top + total.log() - picked).squeeze(1)  # logsumexp - target logit
+            if grads is not None:
+                softmax = logits.div_(total)
+                softmax.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=softmax.dtype))
+                grads[start : start + rows] = torch.matmul(softmax.to(weight.dtype), weight)
+        ctx.save_for_backward(grads)
+        return losses
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None]:
+        (grads,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        if grads is None:
+            return None, None, None
+        return (grads * grad_losses[:, None]).to(grads.dtype), None, None
 
 
 def train_round(

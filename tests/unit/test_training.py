@@ -447,3 +447,30 @@ def test_bf16_lora_inputs_are_not_copied_to_fp32_and_per_sample_gradients_are_un
         h.remove()
     for a, b in zip(lean, reference, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_blockwise_answer_token_loss_and_its_gradient_match_whole_logits(precision, monkeypatch) -> None:
+    from client.train import AnswerTokenCrossEntropy, autocast
+
+    monkeypatch.setattr(AnswerTokenCrossEntropy, "BLOCK_ELEMENTS", 8 * 50)  # blocks of 8 rows: 5 blocks, one short
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, 16, generator=gen).to(dtype)  # [vocab, hidden]: frozen
+    hidden = (3 * torch.randn(37, 16, generator=gen)).to(dtype).requires_grad_()
+    targets = torch.randint(0, 50, (37,), generator=gen)
+    upstream = torch.rand(37, generator=gen)  # each token's weight, as a per-example mean gives it
+    device = torch.device("cpu")
+    with autocast(precision, device):
+        blocked = AnswerTokenCrossEntropy.apply(hidden, weight, targets)
+    (grad,) = torch.autograd.grad((blocked * upstream).sum(), hidden)
+    with autocast(precision, device):
+        logits = torch.nn.functional.linear(hidden, weight)
+    whole = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    (reference,) = torch.autograd.grad((whole * upstream).sum(), hidden)
+    assert blocked.dtype == torch.float32 and grad.dtype == hidden.dtype
+    torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-6)  # the same fp32 logits, reduced alike
+    tolerance = 2e-5 if precision == "fp32" else 2e-2  # bf16: the scaling by upstream rounds before or after
+    torch.testing.assert_close(grad.float(), reference.float(), rtol=tolerance, atol=tolerance)
+    with torch.no_grad(), autocast(precision, device):
+        torch.testing.assert_close(AnswerTokenCrossEntropy.apply(hidden, weight, targets), whole)
