@@ -145,7 +145,7 @@ def train_round(
 ) -> RoundResult:
     """Run ``cfg.local_steps`` optimizer steps on Poisson-sampled batches; updates ``model`` in place.
 
-    With ``dp`` set, Opacus computes per-sample gradients (hooks mode: ~1.08x a plain step for
+    With ``dp`` set, Opacus computes per-sample gradients (hooks mode: ~1.03-1.10x a plain step for
     LoRA), clips each to ``max_grad_norm``, adds Gaussian noise of std ``noise_multiplier x
     max_grad_norm`` and divides by the expected batch size. Without it the same batches train with
     plain AdamW, so the two modes are comparable step for step.
