@@ -1,4 +1,4 @@
-# fedcare: `make demo` installs everything and runs the default simulation; `make test` runs the tests.
+# fedcare: `make demo` installs everything and runs the default demo (`fedcare demo`); `make test` runs the tests.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
@@ -18,7 +18,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 demo: install
-	FLWR_TELEMETRY_ENABLED=0 fedcare simulate
+	FLWR_TELEMETRY_ENABLED=0 fedcare demo
 
 # Lint, types, then the whole suite: the fast tier (`python -m pytest` alone: not slow, one worker per core),
 # then the slow tier on two workers: most of its tests wait on subprocesses, Ray or heartbeats for part of their

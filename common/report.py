@@ -464,7 +464,8 @@ def write_report(run_dir: str | Path) -> Path:
         noised = " (DP-noised releases)" if summary["task_metrics"]["dp_noised"] else " (exact: DP off)"
         body.append(f"<h2>Task metrics released by the sites{noised}</h2>" + _released_tasks_html(summary))
     if compare:
-        body.append("<h2>Baselines: federated vs alone vs pooled</h2>" + _compare_html(compare))
+        pooled = " vs pooled" if {"pooled", "pooled_dp"} & set(compare["arms"]) else ""
+        body.append(f"<h2>Baselines: federated vs alone{pooled}</h2>" + _compare_html(compare))
     body.append("<h2>Privacy</h2>" + _privacy_html(run_dir, summary, config))
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

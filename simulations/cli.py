@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.compare import build_parser as compare_parser
 
     compare_parser(sub.add_parser("compare", help="federated DP vs local-only, pooled (DP / no DP) and base, per site"))
+    from simulations.compare import DEMO_ARMS
+
+    compare_parser(
+        sub.add_parser("demo", help="the default demo: 3 hospitals federated with DP, then each alone, per-site table"),
+        arms=DEMO_ARMS,
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # options and Hydra overrides in any order
         return _guard(lambda: _evaluate(evaluate.parse_intermixed_args(argv[1:])))
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "app": _app,
         "report": _report,
         "compare": _compare,
+        "demo": _compare,
     }
     return _guard(lambda: _dispatch(commands, _parse(parser, argv)))
 

@@ -1,7 +1,8 @@
 """``fedcare compare``: federated DP against each site alone, all data pooled (with and without DP), and the base model.
 
-    fedcare compare                      # the demo's sites
+    fedcare compare                      # the demo's sites, every arm
     fedcare compare +experiment=smoke    # seconds, tiny model
+    fedcare demo                         # the default demo: base, each site alone, federated (no pooled arms)
 
 The federated arm is a real ``fedcare simulate`` run (Flower's simulation engine). The other arms
 train in this process with the same site code (``client.train.train_round``, Opacus DP-SGD on the
@@ -35,6 +36,8 @@ import numpy as np
 log = logging.getLogger("fedcare.compare")
 
 ARMS = ("base", "local", "federated", "pooled_dp", "pooled")
+REQUIRED_ARMS = ("base", "local", "federated")  # what the per-site verdict (federated vs alone) needs
+DEMO_ARMS = REQUIRED_ARMS  # `fedcare demo`: what a hospital gains over the base model and over training alone
 
 
 # What an in-process arm may tune differently from the federated run; steps, budget, data and model stay the same.
@@ -47,8 +50,14 @@ TUNABLE = (
 )
 
 
-def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def build_parser(parser: argparse.ArgumentParser, arms: tuple[str, ...] = ARMS) -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `fedcare simulate`")
+    parser.add_argument(
+        "--arms",
+        default=",".join(arms),
+        help=f"comma-separated arms to run, in any order; {', '.join(REQUIRED_ARMS)} always run "
+        f"(default: {','.join(arms)})",
+    )
     parser.add_argument(
         "--arm",
         action="append",
@@ -84,6 +93,21 @@ def parse_arm_overrides(items: list[str]) -> dict[str, list[str]]:
             raise ConfigError(f"--arm {item!r}: an arm may only tune {', '.join(TUNABLE)} (same steps, budget, data)")
         out.setdefault(arm, []).append(override)
     return out
+
+
+def parse_arms(text: str) -> tuple[str, ...]:
+    """``"base,local,federated,pooled"`` -> the arms in :data:`ARMS` order; refused (one line) when one is
+    unknown or one of :data:`REQUIRED_ARMS` is missing."""
+    from common.errors import ConfigError
+
+    asked = {a.strip() for a in text.split(",") if a.strip()}
+    unknown = sorted(asked - set(ARMS))
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm {', '.join(unknown)} (arms: {', '.join(ARMS)})")
+    missing = [a for a in REQUIRED_ARMS if a not in asked]
+    if missing:
+        raise ConfigError(f"--arms: {', '.join(missing)} must run too (the verdict compares federated with alone)")
+    return tuple(a for a in ARMS if a in asked)
 
 
 def arm_dp(cfg: Any, records: int, batch: int) -> Any:
@@ -169,11 +193,12 @@ def compare(
     *,
     reuse_run: str | Path | None = None,
     decode: bool = True,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict[str, Any]:
-    """Run every arm; returns (and writes) ``compare.json``. ``arm_overrides`` tunes an in-process arm
-    (:func:`parse_arm_overrides`): its :data:`TUNABLE` settings on top of ``overrides``. ``reuse_run``
-    takes the federated arm from a finished run; ``decode=False`` scores the in-process arms' generation
-    tasks by answer-token loss only."""
+    """Run ``arms`` (every arm by default; :func:`parse_arms`); returns (and writes) ``compare.json``.
+    ``arm_overrides`` tunes an in-process arm (:func:`parse_arm_overrides`): its :data:`TUNABLE` settings on
+    top of ``overrides``. ``reuse_run`` takes the federated arm from a finished run; ``decode=False`` scores
+    the in-process arms' generation tasks by answer-token loss only."""
     from client import runtime
     from client.train import evaluate_loss
     from common.adapters import adapter_arrays, load_adapter_arrays
@@ -182,13 +207,17 @@ def compare(
     from common.evaluation import EvalSettings, answer_loss, primary_metric, score_task, site_task, summarize_scores
     from common.report import write_report
     from server.compose import compose
-    from simulations.run import simulate
+    from simulations.run import print_summary, simulate
 
     configure_logging()  # fedcare's lines, also when the federated arm is reused (no simulate to set it up)
     arm_overrides = arm_overrides or {}
     cfg, raw = compose(overrides)
     arm_cfg = {arm: compose([*overrides, *arm_overrides.get(arm, [])])[0] for arm in ("local", "pooled_dp", "pooled")}
-    summary = reused_run(reuse_run, raw) if reuse_run else simulate(overrides)
+    if reuse_run:
+        summary = reused_run(reuse_run, raw)
+    else:
+        summary = simulate(overrides)
+        print_summary(summary)  # the federated arm's own console end: losses by round, epsilon, base vs final
     run_dir = Path(summary["run_dir"])
     plan = plan_for_round(cfg, 1, run_dir.name)
     # The seeded init the federated run started from (an in-process run's sites trained this very model).
@@ -281,6 +310,8 @@ def compare(
     results["local"] = local
     pooled = [e for site in sites for e in site.train]
     for arm, dp, seed in (("pooled_dp", "with", 101), ("pooled", "without", 202)):
+        if arm not in arms:
+            continue
         batch = min(arm_cfg[arm].train.batch_size * cfg.num_sites, len(pooled) - 1)
         log.info("compare: all %d records pooled, %s DP (expected batch %d)", len(pooled), dp, batch)
         results[arm] = score(train(arm, pooled, batch, cfg.seed * 1009 + seed, arm))
@@ -290,20 +321,26 @@ def compare(
     table: dict[str, Any] = {}
     for i in range(cfg.num_sites):
         key = f"site-{i}"
-        row = {field: {a: results[a][key][field] for a in ARMS} for field in ("loss", "task", "task_loss")}
+        row = {field: {a: results[a][key][field] for a in arms} for field in ("loss", "task", "task_loss")}
         row["gain_vs_local"] = row["loss"]["local"] - row["loss"]["federated"]  # > 0: federated beats alone
         table[key] = row
     worst = min(table, key=lambda k: table[k]["gain_vs_local"])
     base_l = {k: r["loss"]["base"] for k, r in table.items()}
-    gain = {a: float(np.mean([base_l[k] - table[k]["loss"][a] for k in table])) for a in ARMS}
+    gain = {a: float(np.mean([base_l[k] - table[k]["loss"][a] for k in table])) for a in arms}
+    pooled_gain = gain.get("pooled")
     out = {
-        "arms": list(ARMS),
+        "arms": list(arms),
         "metric": metric,
         "sites": table,
         "worst_site": worst,
         "no_site_worse_off": all(r["gain_vs_local"] >= 0 for r in table.values()),
         "mean_loss_gain_over_base": gain,
-        "federated_share_of_pooled_gain": gain["federated"] / gain["pooled"] if gain["pooled"] > 0 else math.nan,
+        # None: the pooled non-DP arm did not run; NaN: it ran and did not improve on the base model
+        "federated_share_of_pooled_gain": None
+        if pooled_gain is None
+        else gain["federated"] / pooled_gain
+        if pooled_gain > 0
+        else math.nan,
         "steps": total_steps,
         "arm_overrides": {arm: arm_overrides.get(arm, []) for arm in ("local", "pooled_dp", "pooled")},
         "run_dir": str(run_dir),
@@ -340,11 +377,12 @@ def format_compare(result: dict[str, Any]) -> str:
         f"\nworst site (federated vs alone): {result['worst_site']}; "
         f"no site worse off than alone: {'yes' if result['no_site_worse_off'] else 'no'}"
     )
-    lines.append(
-        f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model"
-        if math.isfinite(share)
-        else "the pooled non-DP arm did not improve on the base model: no share of its gain to give"
-    )
+    if share is not None:
+        lines.append(
+            f"federated DP captures {share:.0%} of the pooled non-DP loss gain over the base model"
+            if math.isfinite(share)
+            else "the pooled non-DP arm did not improve on the base model: no share of its gain to give"
+        )
     tuned = {arm: o for arm, o in result.get("arm_overrides", {}).items() if o}
     if tuned:
         lines.append("arm settings: " + "; ".join(f"{arm} {' '.join(o)}" for arm, o in tuned.items()))
@@ -352,9 +390,18 @@ def format_compare(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    arms = parse_arms(args.arms)
     result = compare(
-        list(args.overrides), parse_arm_overrides(list(args.arm)), reuse_run=args.reuse_run, decode=not args.no_decode
+        list(args.overrides),
+        parse_arm_overrides(list(args.arm)),
+        reuse_run=args.reuse_run,
+        decode=not args.no_decode,
+        arms=arms,
     )
     print("\n" + format_compare(result))
     print(f"compare: {result['run_dir']}/compare.json\nreport: {result['run_dir']}/report.html")
+    skipped = [a for a in ARMS if a not in arms]
+    if skipped:
+        more = " ".join(["fedcare compare --reuse-run", result["run_dir"], *args.overrides])
+        print(f"the other arms, {', '.join(skipped)} (all records in one place; same steps and epsilon): {more}")
     return 0

@@ -185,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     if "--multirun" in args or "-m" in args:
         return multirun([a for a in args if a not in ("--multirun", "-m")])
     summary = simulate(args)
+    print_summary(summary)
+    rerun = " ".join(["fedcare compare --reuse-run", summary["run_dir"], *args]).strip()
+    print(
+        "baselines on these sites (each alone, all data pooled with and without DP; same steps and epsilon; "
+        f"this run is the federated arm): {rerun}"
+    )
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The end of a run's console: held-out loss by round, epsilon per site, what the sites released, the
+    per-site gain table and the report's path; raises when a site never trained."""
     eps = ", ".join(
         f"{s['site_id']} {s['epsilon']:.2f}/{s['target_epsilon']:g}"
         if summary["dp_enabled"]
@@ -217,12 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     if table:
         print(f"\n{table}\n")
     print(f"report: {summary['report']}")
-    rerun = " ".join(["fedcare compare --reuse-run", summary["run_dir"], *args]).strip()
-    print(
-        "baselines on these sites (each alone, all data pooled with and without DP; same steps and epsilon; "
-        f"this run is the federated arm): {rerun}"
-    )
-    return 0
 
 
 if __name__ == "__main__":

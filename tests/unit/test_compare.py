@@ -1,11 +1,11 @@
-"""``fedcare compare --arm``: which settings an arm may tune on its own."""
+"""``fedcare compare --arm`` / ``--arms``: which settings an arm may tune on its own, which arms run."""
 
 from __future__ import annotations
 
 import pytest
 
 from common.errors import ConfigError
-from simulations.compare import format_compare, parse_arm_overrides
+from simulations.compare import ARMS, format_compare, parse_arm_overrides, parse_arms
 
 
 def test_arm_overrides_group_by_arm() -> None:
@@ -79,3 +79,28 @@ def test_reuse_run_takes_a_finished_run_made_with_the_same_settings(tmp_path) ->
     _, other = compose(["+experiment=smoke", "privacy.target_epsilon=4"])
     with pytest.raises(RunDirectoryError, match=r"other settings \(privacy\)"):
         reused_run(run, other)
+
+
+def test_arms_come_back_in_table_order_and_the_verdict_arms_always_run() -> None:
+    assert parse_arms("pooled, federated,local,base") == ("base", "local", "federated", "pooled")
+    assert parse_arms(",".join(ARMS)) == ARMS
+    with pytest.raises(ConfigError, match="unknown arm centralized"):
+        parse_arms("base,local,federated,centralized")
+    with pytest.raises(ConfigError, match="local must run too"):
+        parse_arms("base,federated,pooled")
+
+
+def test_without_the_pooled_arm_the_table_gives_no_share_of_its_gain() -> None:
+    arms = ["base", "local", "federated"]
+    row = {"loss": dict.fromkeys(arms, 1.0), "task": {}, "gain_vs_local": -0.01}
+    result = {
+        "arms": arms,
+        "metric": None,
+        "sites": {"site-0": row},
+        "worst_site": "site-0",
+        "no_site_worse_off": False,
+        "federated_share_of_pooled_gain": None,
+        "arm_overrides": {},
+    }
+    text = format_compare(result)
+    assert "pooled" not in text and "no site worse off than alone: no" in text
