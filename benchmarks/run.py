@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                   # SmolLM2-135M, batch 8 x 256 tokens, a few minutes
     python -m benchmarks.run --model tiny      # the offline 2-layer model: seconds (what the test runs)
-    python -m benchmarks.run --demo            # also times the default demo (`fedcare simulate`), minutes more
+    python -m benchmarks.run --demo            # also times the default demo (`fedcare demo`), minutes more
     python -m benchmarks.run --json out.json   # also write the JSON to a file
 
 What it measures (each number's unit is in its name):
@@ -425,13 +425,14 @@ def _rss_bytes() -> float:
 
 
 def demo_wall_seconds() -> dict[str, float]:
-    """Wall time of the default demo (`fedcare simulate`: 3 hospitals, DP on, SmolLM2), install excluded."""
+    """Wall time of the default demo (`fedcare demo`: 3 hospitals federated with DP on SmolLM2, then each
+    alone), install excluded."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "simulations.cli", "simulate", f"output_dir={out}"],
+            [sys.executable, "-m", "simulations.cli", "demo", f"output_dir={out}"],
             cwd=out,
             env=os.environ | {"PYTHONPATH": str(ROOT)},
             check=True,
@@ -494,7 +495,7 @@ def table(result: dict[str, Any]) -> str:
         f"{m['rss_after_model_bytes'] / 1e9:.2f} GB)"
     )
     if "demo" in result:
-        lines.append(f"default demo (fedcare simulate): {result['demo']['seconds']:.0f} s wall")
+        lines.append(f"default demo (fedcare demo): {result['demo']['seconds']:.0f} s wall")
     return "\n".join(lines)
 
 
